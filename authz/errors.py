@@ -1,0 +1,181 @@
+"""One exception tree for everything authz can refuse or fail at.
+
+Each class carries a stable snake_case ``reason`` (used as-is in metric labels,
+logs and deny responses) and an ``outcome`` that fixes the HTTP status. The
+``description`` is a fixed, client-safe sentence: never a token or claim value.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Outcome(Enum):
+    """What a denial means for the client, as HTTP status and gRPC code names."""
+
+    UNAUTHENTICATED = 401
+    FORBIDDEN = 403
+    UNAVAILABLE = 503
+
+
+class AuthzError(Exception):
+    """Base of every error authz raises on purpose."""
+
+
+class ConfigError(AuthzError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class BackendError(AuthzError):
+    """python-jose is not using the ``cryptography`` backend."""
+
+
+class KeyRejected(AuthzError):
+    """A JWK that cannot be used for verification; the message says why, never key material."""
+
+
+class JwksError(AuthzError):
+    """A key set could not be fetched, read or parsed, or holds no usable key."""
+
+
+class CheckError(AuthzError):
+    """A check that ends in a denial. Raised inside the core, turned into a Decision."""
+
+    reason: str = "internal_error"
+    outcome: Outcome = Outcome.UNAVAILABLE
+    description: str = "internal error"
+
+    def __init__(self, detail: str = "") -> None:
+        # detail is for operators' logs only; it must never hold token or claim values.
+        super().__init__(detail or self.description)
+        self.detail = detail
+
+
+class InternalError(CheckError):
+    reason = "internal_error"
+    outcome = Outcome.UNAVAILABLE
+    description = "internal error"
+
+
+# --- 401: no usable credentials -------------------------------------------------
+
+
+class Unauthenticated(CheckError):
+    outcome = Outcome.UNAUTHENTICATED
+
+
+class MissingToken(Unauthenticated):
+    reason = "missing_token"
+    description = "bearer token required"
+
+
+class InvalidToken(Unauthenticated):
+    """The token was presented but is not acceptable (RFC 6750 ``invalid_token``)."""
+
+    reason = "invalid_token"
+    description = "the token is invalid"
+
+
+class MalformedToken(InvalidToken):
+    reason = "malformed_token"
+    description = "the token is malformed"
+
+
+class AlgorithmNotAllowed(InvalidToken):
+    reason = "algorithm_not_allowed"
+    description = "the token's signing algorithm is not allowed"
+
+
+class UnknownKey(InvalidToken):
+    reason = "unknown_kid"
+    description = "the token was signed by an unknown key"
+
+
+class InvalidSignature(InvalidToken):
+    reason = "invalid_signature"
+    description = "the token signature is invalid"
+
+
+class TokenExpired(InvalidToken):
+    reason = "token_expired"
+    description = "the token has expired"
+
+
+class TokenNotYetValid(InvalidToken):
+    reason = "token_not_yet_valid"
+    description = "the token is not valid yet"
+
+
+class MissingExpiration(InvalidToken):
+    reason = "missing_exp"
+    description = "the token has no expiration"
+
+
+class InvalidClaims(InvalidToken):
+    reason = "invalid_claims"
+    description = "the token's registered claims are invalid"
+
+
+class InvalidIssuer(InvalidToken):
+    reason = "invalid_issuer"
+    description = "the token issuer is not accepted"
+
+
+class InvalidAudience(InvalidToken):
+    reason = "invalid_audience"
+    description = "the token audience is not accepted"
+
+
+# --- 403: authenticated, but not allowed ----------------------------------------
+
+
+class Forbidden(CheckError):
+    outcome = Outcome.FORBIDDEN
+
+
+class ClaimMismatch(Forbidden):
+    reason = "claim_mismatch"
+    description = "the token does not grant access to this resource"
+
+    def __init__(self, detail: str = "", *, scope: bool = False) -> None:
+        super().__init__(detail)
+        # True when the failed condition is on scope/scp: RFC 6750 insufficient_scope.
+        self.scope = scope
+
+
+class NoMatchingRule(Forbidden):
+    reason = "no_matching_rule"
+    description = "no rule allows this request"
+
+
+# --- 503: we cannot decide right now ---------------------------------------------
+
+
+class NoKeys(CheckError):
+    reason = "no_keys"
+    outcome = Outcome.UNAVAILABLE
+    description = "no signing keys are available to verify the token"
+
+
+# The fixed set of reasons, for docs and tests.
+ALLOW_REASONS = ("allowed", "public")
+DENY_REASONS = tuple(
+    cls.reason
+    for cls in (
+        MissingToken,
+        MalformedToken,
+        AlgorithmNotAllowed,
+        UnknownKey,
+        InvalidSignature,
+        TokenExpired,
+        TokenNotYetValid,
+        MissingExpiration,
+        InvalidClaims,
+        InvalidIssuer,
+        InvalidAudience,
+        ClaimMismatch,
+        NoMatchingRule,
+        NoKeys,
+        InternalError,
+    )
+)

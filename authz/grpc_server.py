@@ -1,0 +1,139 @@
+"""The ext_authz gRPC adapter: CheckRequest in, plain data to the core, CheckResponse out.
+
+The only module that imports Envoy's protobuf types. ``Check`` always answers with a
+CheckResponse: an escaped exception would become a gRPC error, which Envoy with
+``failure_mode_allow: true`` would turn into an allow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from authz.authorizer import Authorizer
+from authz.model import Decision, RequestAttributes
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_RPC_CODE = {
+    200: code_pb2.OK,
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+def to_attributes(request: Any) -> RequestAttributes:
+    http = request.attributes.request.http
+    headers: dict[str, str] = dict(http.headers)
+    if not headers and http.header_map.headers:
+        # Envoy sends header_map instead of headers when encode_raw_headers is on.
+        for entry in http.header_map.headers:
+            value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
+            key = entry.key.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return RequestAttributes(
+        method=http.method,
+        host=http.host or headers.get(":authority", ""),
+        path=http.path or headers.get(":path", "/"),
+        headers=headers,
+    )
+
+
+def _header_options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE
+        )
+        for key, value in headers
+    ]
+
+
+def to_check_response(decision: Decision) -> Any:
+    response = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_RPC_CODE.get(decision.status, code_pb2.UNAVAILABLE))
+    )
+    if decision.allowed:
+        ok = response.ok_response
+        ok.headers.extend(_header_options(decision.upstream_headers))
+        ok.headers_to_remove.extend(decision.remove_headers)
+        ok.query_parameters_to_remove.extend(decision.remove_query_params)
+        if decision.metadata:
+            response.dynamic_metadata.update(dict(decision.metadata))
+    else:
+        denied = response.denied_response
+        denied.status.code = decision.status
+        denied.headers.extend(_header_options(decision.response_headers))
+        denied.body = decision.body
+    return response
+
+
+def _internal_error_response() -> Any:
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAVAILABLE),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
+            headers=_header_options((("content-type", "application/json"),)),
+            body='{"error": "temporarily_unavailable", "error_description": "internal error"}',
+        ),
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, authorizer: Authorizer) -> None:
+        self._authorizer = authorizer
+        self._internal_error = _internal_error_response()
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            decision = await self._authorizer.check(to_attributes(request))
+            return to_check_response(decision)
+        except Exception as exc:  # the authorizer never raises; this guards the conversions
+            log.error("Check adapter failed with %s", type(exc).__name__)
+            return self._internal_error
+
+
+class GrpcServer:
+    """The gRPC listener: ext_authz and grpc.health.v1, with start/stop."""
+
+    def __init__(self, authorizer: Authorizer, address: str) -> None:
+        self._server = grpc.aio.server(
+            options=[("grpc.enable_channelz", 0), ("grpc.so_reuseport", 0)]
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(authorizer), self._server
+        )
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        await self.set_serving(overall=True, authorization=False)
+        await self._server.start()
+
+    async def set_serving(self, *, overall: bool, authorization: bool) -> None:
+        def status(serving: bool) -> Any:
+            return (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+        await self.health.set("", status(overall))
+        await self.health.set(AUTHORIZATION_SERVICE, status(authorization))
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)

@@ -1,0 +1,61 @@
+"""Prometheus metrics in a registry owned by the app. Labels are fixed codes and config names."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CHECK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.checks = Counter(
+            "authz_checks",
+            "Authorization checks by decision, reason code and provider.",
+            ("decision", "reason", "provider"),
+            registry=self.registry,
+        )
+        self.check_duration = Histogram(
+            "authz_check_duration_seconds",
+            "Time spent deciding one check.",
+            buckets=CHECK_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.jwks_keys = Gauge(
+            "authz_jwks_keys",
+            "Usable keys in the provider's current key set.",
+            ("provider",),
+            registry=self.registry,
+        )
+        self.jwks_refresh = Counter(
+            "authz_jwks_refresh",
+            "Key set loads by provider and result (success, failure).",
+            ("provider", "result"),
+            registry=self.registry,
+        )
+        self.jwks_last_success = Gauge(
+            "authz_jwks_last_success_timestamp_seconds",
+            "Unix time of the provider's last successful key set load.",
+            ("provider",),
+            registry=self.registry,
+        )
+
+    def observe_check(self, decision: str, reason: str, provider: str, seconds: float) -> None:
+        self.checks.labels(decision, reason, provider).inc()
+        self.check_duration.observe(seconds)
+
+    def observe_jwks(self, provider: str, result: str, keys: int | None) -> None:
+        self.jwks_refresh.labels(provider, result).inc()
+        if keys is not None:
+            self.jwks_keys.labels(provider).set(keys)
+        if result == "success":
+            self.jwks_last_success.labels(provider).set(time.time())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

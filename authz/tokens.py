@@ -1,0 +1,98 @@
+"""Find the bearer token in a request: headers, query parameters, cookies. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import parse_qsl
+
+from authz.config import Provider
+from authz.model import RequestAttributes
+
+
+class Location(Enum):
+    HEADER = "header"
+    PARAM = "param"
+    COOKIE = "cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class FoundToken:
+    token: str
+    location: Location
+    name: str  # header, parameter or cookie name
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSource:
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSources:
+    """Where one provider looks for its token, in order: headers, params, cookies."""
+
+    headers: tuple[HeaderSource, ...]
+    params: tuple[str, ...]
+    cookies: tuple[str, ...]
+
+    @classmethod
+    def from_provider(cls, provider: Provider) -> TokenSources:
+        return cls(
+            headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
+            params=tuple(provider.from_params),
+            cookies=tuple(provider.from_cookies),
+        )
+
+    def find(self, request: RequestAttributes) -> FoundToken | None:
+        for source in self.headers:
+            value = request.headers.get(source.name)
+            if value is None:
+                continue
+            # The auth scheme is case-insensitive (RFC 7235), so the prefix is compared that way.
+            if source.prefix and value[: len(source.prefix)].lower() != source.prefix.lower():
+                continue
+            token = value[len(source.prefix) :].strip()
+            if token:
+                return FoundToken(token, Location.HEADER, source.name)
+        if self.params and request.query:
+            params = dict(parse_qsl(request.query, keep_blank_values=True))
+            for name in self.params:
+                token = params.get(name, "").strip()
+                if token:
+                    return FoundToken(token, Location.PARAM, name)
+        if self.cookies and "cookie" in request.headers:
+            cookies = parse_cookies(request.headers["cookie"])
+            for name in self.cookies:
+                token = cookies.get(name, "").strip()
+                if token:
+                    return FoundToken(token, Location.COOKIE, name)
+        return None
+
+
+def _cookie_pairs(header: str) -> list[tuple[str, str]]:
+    pairs = []
+    # Envoy joins several cookie headers with "; ", so one split handles both forms.
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name:
+            pairs.append((name, value.strip().strip('"')))
+    return pairs
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Cookie header to a dict; the first cookie of a name wins (RFC 6265 ordering)."""
+    cookies: dict[str, str] = {}
+    for name, value in _cookie_pairs(header):
+        cookies.setdefault(name, value)
+    return cookies
+
+
+def cookie_header_without(header: str, name: str) -> str:
+    """The Cookie header with every cookie called ``name`` removed."""
+    return "; ".join(
+        part.strip()
+        for part in header.split(";")
+        if part.strip() and part.strip().partition("=")[0].strip() != name
+    )

@@ -1,0 +1,164 @@
+"""Verify a compact JWS token: strict parsing, signature, then registered claims.
+
+Parsing is strict and happens before any crypto: three unpadded base64url segments,
+JSON objects without duplicate keys, an allowed ``alg``, no unknown ``crit``.
+The signature is checked with the key the token's ``kid`` names, never with a key
+carried by the token itself (``jwk``, ``jku``, ``x5u``, ``x5c`` are ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from authz.config import Provider
+from authz.errors import (
+    AlgorithmNotAllowed,
+    InvalidAudience,
+    InvalidClaims,
+    InvalidIssuer,
+    InvalidSignature,
+    MalformedToken,
+    MissingExpiration,
+    NoKeys,
+    TokenExpired,
+    TokenNotYetValid,
+)
+from authz.jwks import KeySet
+from authz.model import Identity
+
+Clock = Callable[[], float]
+
+MAX_TOKEN_BYTES = 8192
+COMPACT_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
+# NumericDate bounds: before 1970 or after year ~5000 is not a real timestamp.
+MAX_NUMERIC_DATE = 10**11
+
+
+def b64url_decode(segment: str) -> bytes:
+    if len(segment) % 4 == 1:
+        raise MalformedToken("base64url segment has an impossible length")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedToken("bad base64url") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def json_object(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedToken(f"{what} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedToken(f"{what} is not a JSON object")
+    return value
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidClaims(f"{name} is not a number")
+    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
+        raise InvalidClaims(f"{name} is out of range")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """Verifies tokens for one provider against whatever key set it currently has."""
+
+    provider: str
+    issuer: str
+    audiences: frozenset[str]
+    algorithms: frozenset[str]
+    clock_skew: float
+    require_expiration: bool
+    keys: Callable[[], KeySet | None]
+    clock: Clock = time.time
+
+    @classmethod
+    def for_provider(
+        cls, name: str, provider: Provider, keys: Callable[[], KeySet | None], clock: Clock
+    ) -> Verifier:
+        return cls(
+            provider=name,
+            issuer=provider.issuer,
+            audiences=frozenset(provider.audiences),
+            algorithms=frozenset(provider.algorithms),
+            clock_skew=provider.clock_skew,
+            require_expiration=provider.require_expiration,
+            keys=keys,
+            clock=clock,
+        )
+
+    def verify(self, token: str) -> Identity:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise MalformedToken("token too large")
+        parts = COMPACT_JWS.match(token)
+        if parts is None:
+            raise MalformedToken("not a compact JWS")
+        header_b64, payload_b64, signature_b64 = parts.groups()
+        header = json_object(header_b64, "header")
+
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise AlgorithmNotAllowed("alg missing or not in the allowlist")
+        if "crit" in header:
+            raise MalformedToken("crit extensions are not supported")
+        if header.get("b64", True) is not True:
+            raise MalformedToken("unencoded payloads are not supported")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise MalformedToken("kid is not a string")
+
+        keys = self.keys()
+        if keys is None:
+            raise NoKeys(f"provider {self.provider} has no key set")
+        key = keys.find(kid, alg)
+        signature = b64url_decode(signature_b64)
+        if not key.verify(f"{header_b64}.{payload_b64}".encode("ascii"), signature):
+            raise InvalidSignature("signature does not verify")
+
+        claims = json_object(payload_b64, "payload")
+        self._check_registered(claims)
+        return Identity(self.provider, claims, payload_b64)
+
+    def _check_registered(self, claims: dict[str, Any]) -> None:
+        now = self.clock()
+        exp = _numeric_date(claims, "exp")
+        nbf = _numeric_date(claims, "nbf")
+        _numeric_date(claims, "iat")
+        if exp is None:
+            if self.require_expiration:
+                raise MissingExpiration("exp is required")
+        elif now >= exp + self.clock_skew:
+            raise TokenExpired("exp is in the past")
+        if nbf is not None and now + self.clock_skew < nbf:
+            raise TokenNotYetValid("nbf is in the future")
+
+        if claims.get("iss") != self.issuer:
+            raise InvalidIssuer("iss does not match the provider")
+        if self.audiences:
+            aud = claims.get("aud")
+            if isinstance(aud, str):
+                aud = [aud]
+            if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
+                raise InvalidAudience("aud is missing or not a string or list of strings")
+            if self.audiences.isdisjoint(aud):
+                raise InvalidAudience("aud does not contain an accepted audience")

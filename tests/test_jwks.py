@@ -6,8 +6,6 @@ import logging
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -21,7 +19,7 @@ from authz.jwks import (
     StaticKeySource,
     parse_jwks,
 )
-from tests.conftest import Signer
+from tests.conftest import FakeIdp, Signer
 
 ALGS = ("RS256", "ES256")
 
@@ -110,40 +108,6 @@ async def test_static_and_file_sources(tmp_path, rsa_signer: Signer) -> None:
     await missing.start()
     assert missing.current() is None
     assert listener.events == [("s", "success", 1), ("f", "success", 1), ("m", "failure", None)]
-
-
-class FakeIdp:
-    """A real local HTTP server whose JWKS answer the test controls."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body = b"{}"
-        self.hits = 0
-        self.delay_s = 0.0
-        app = web.Application()
-        app.router.add_get("/certs", self.certs)
-        self.server = TestServer(app)
-
-    async def certs(self, _: web.Request) -> web.Response:
-        self.hits += 1
-        await asyncio.sleep(self.delay_s)
-        return web.Response(status=self.status, body=self.body, content_type="application/json")
-
-    def serve(self, document: Any, status: int = 200) -> None:
-        self.body = json.dumps(document).encode() if not isinstance(document, bytes) else document
-        self.status = status
-
-    @property
-    def uri(self) -> str:
-        return str(self.server.make_url("/certs"))
-
-
-@pytest.fixture
-async def idp():
-    fake = FakeIdp()
-    await fake.server.start_server()
-    yield fake
-    await fake.server.close()
 
 
 @pytest.fixture

@@ -1,0 +1,40 @@
+# Everything runs from the virtualenv in .venv/, created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-unit lint format check-config clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make run: dev key, authz, Envoy and an echo upstream on loopback; prints a curl to try.
+run: install
+	$(PY) -m dev.run
+
+## make test: lint, type-check, then unit and end-to-end tests (real Envoy).
+test: lint
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q -m "not e2e"
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy authz
+	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
+	$(VENV)/bin/authz check-config -c deploy/authz.yaml
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache *.egg-info

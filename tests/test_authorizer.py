@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from authz.authorizer import Authorizer, build_providers
+from authz.config import Config, parse_config
+from authz.jwks import KeySet, parse_jwks
+from authz.model import Decision, RequestAttributes
+from authz.policy import Policy
+from tests.conftest import AUDIENCE, ISSUER, Signer, fixed_clock
+
+
+def make_config(**provider: Any) -> Config:
+    settings: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "jwks": {"inline": {"keys": []}},
+        "from_params": ["access_token"],
+        "from_cookies": ["session"],
+        "claim_to_headers": [
+            {"header": "x-user-id", "claim": "sub"},
+            {"header": "x-user-roles", "claim": "realm_access.roles"},
+        ],
+    }
+    settings.update(provider)
+    return parse_config(
+        {
+            "providers": {"corp": settings},
+            "rules": [
+                {"name": "health", "match": {"prefix": "/healthz"}, "public": True},
+                {
+                    "name": "admin",
+                    "match": {"prefix": "/admin"},
+                    "requires": {"provider": "corp"},
+                    "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+                },
+                {
+                    "name": "write",
+                    "match": {"prefix": "/api", "methods": ["POST"]},
+                    "requires": {"provider": "corp"},
+                    "claims": [{"claim": "scope", "contains": "write"}],
+                },
+                {"name": "api", "match": {"prefix": "/api"}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[Decision, float]] = []
+
+    def __call__(self, decision: Decision, seconds: float) -> None:
+        self.seen.append((decision, seconds))
+
+
+def make_authorizer(
+    jwks: dict[str, Any] | None, observe: Recorder | None = None, **provider: Any
+) -> Authorizer:
+    config = make_config(**provider)
+    keys: KeySet | None = parse_jwks(jwks, ("RS256", "ES256")) if jwks else None
+    providers = build_providers(config, {"corp": lambda: keys}, fixed_clock())
+    return Authorizer(Policy.compile(config), providers, observe)
+
+
+def req(path: str = "/api/x", method: str = "GET", **headers: str) -> RequestAttributes:
+    return RequestAttributes(
+        method, "api.example.com", path, {k.replace("_", "-"): v for k, v in headers.items()}
+    )
+
+
+async def test_allow_injects_headers_and_strips_token_and_spoofs(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    authorizer = make_authorizer(jwks)
+    token = rsa_signer.token(realm_access={"roles": ["user", "dev"]})
+    decision = await authorizer.check(req(authorization=f"Bearer {token}", x_user_id="mallory"))
+    assert decision.allowed and decision.status == 200 and decision.reason == "allowed"
+    assert decision.rule == "api" and decision.provider == "corp"
+    assert dict(decision.upstream_headers) == {"x-user-id": "alice", "x-user-roles": "user,dev"}
+    assert decision.remove_headers == ("authorization",)
+    assert decision.metadata["corp"]["sub"] == "alice"
+
+
+async def test_missing_claim_header_is_removed_not_passed_through(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    decision = await make_authorizer(jwks).check(
+        req(authorization=f"Bearer {rsa_signer.token()}", x_user_roles="admin")
+    )
+    assert dict(decision.upstream_headers) == {"x-user-id": "alice"}
+    assert set(decision.remove_headers) == {"x-user-roles", "authorization"}
+
+
+async def test_forward_keeps_the_token(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    decision = await make_authorizer(jwks, forward=True).check(
+        req(authorization=f"Bearer {rsa_signer.token()}")
+    )
+    assert "authorization" not in decision.remove_headers
+
+
+async def test_payload_header(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    token = rsa_signer.token()
+    decision = await make_authorizer(jwks, forward_payload_header="x-jwt-payload").check(
+        req(authorization=f"Bearer {token}")
+    )
+    assert dict(decision.upstream_headers)["x-jwt-payload"] == token.split(".")[1]
+
+
+async def test_token_from_query_param_is_removed(jwks: dict[str, Any], rsa_signer: Signer):
+    decision = await make_authorizer(jwks).check(
+        req(f"/api/x?a=1&access_token={rsa_signer.token()}")
+    )
+    assert decision.allowed
+    assert decision.remove_query_params == ("access_token",)
+
+
+async def test_token_from_cookie_is_cut_out_of_the_cookie_header(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    authorizer = make_authorizer(jwks)
+    decision = await authorizer.check(req(cookie=f"a=1; session={rsa_signer.token()}"))
+    assert decision.allowed
+    assert dict(decision.upstream_headers)["cookie"] == "a=1"
+    only = await authorizer.check(req(cookie=f"session={rsa_signer.token()}"))
+    assert "cookie" in only.remove_headers
+
+
+async def test_public_route_strips_identity_headers() -> None:
+    decision = await make_authorizer(None).check(req("/healthz", x_user_id="mallory"))
+    assert decision.allowed and decision.reason == "public" and decision.rule == "health"
+    assert set(decision.remove_headers) == {"x-user-id", "x-user-roles"}
+    assert decision.upstream_headers == ()
+
+
+def body(decision: Decision) -> dict[str, str]:
+    parsed: dict[str, str] = json.loads(decision.body)
+    return parsed
+
+
+async def test_missing_token_challenge(jwks: dict[str, Any]) -> None:
+    decision = await make_authorizer(jwks).check(req())
+    assert not decision.allowed
+    assert (decision.status, decision.reason) == (401, "missing_token")
+    headers = dict(decision.response_headers)
+    assert headers["www-authenticate"] == 'Bearer realm="api.example.com"'
+    assert headers["content-type"] == "application/json"
+    assert body(decision)["error"] == "unauthorized"
+
+
+async def test_invalid_token_challenge(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    decision = await make_authorizer(jwks).check(
+        req(authorization=f"Bearer {rsa_signer.token(exp=1)}")
+    )
+    assert (decision.status, decision.reason) == (401, "token_expired")
+    challenge = dict(decision.response_headers)["www-authenticate"]
+    assert challenge == (
+        'Bearer realm="api.example.com", error="invalid_token", '
+        'error_description="the token has expired"'
+    )
+    assert body(decision) == {
+        "error": "invalid_token",
+        "error_description": "the token has expired",
+    }
+
+
+async def test_scope_failure_is_insufficient_scope(jwks: dict[str, Any], rsa_signer: Signer):
+    decision = await make_authorizer(jwks).check(
+        req(method="POST", authorization=f"Bearer {rsa_signer.token(scope='read')}")
+    )
+    assert (decision.status, decision.reason, decision.rule) == (403, "claim_mismatch", "write")
+    assert 'error="insufficient_scope"' in dict(decision.response_headers)["www-authenticate"]
+    assert body(decision)["error"] == "insufficient_scope"
+
+
+async def test_other_claim_failure_is_access_denied(jwks: dict[str, Any], rsa_signer: Signer):
+    decision = await make_authorizer(jwks).check(
+        req("/admin", authorization=f"Bearer {rsa_signer.token()}")
+    )
+    assert (decision.status, decision.reason, decision.rule) == (403, "claim_mismatch", "admin")
+    assert "www-authenticate" not in dict(decision.response_headers)
+    assert body(decision)["error"] == "access_denied"
+
+
+async def test_no_rule_matches_is_403(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    decision = await make_authorizer(jwks).check(
+        req("/elsewhere", authorization=f"Bearer {rsa_signer.token()}")
+    )
+    assert (decision.status, decision.reason, decision.rule) == (403, "no_matching_rule", None)
+
+
+async def test_no_keys_is_503(rsa_signer: Signer) -> None:
+    decision = await make_authorizer(None).check(req(authorization=f"Bearer {rsa_signer.token()}"))
+    assert (decision.status, decision.reason) == (503, "no_keys")
+    assert body(decision)["error"] == "temporarily_unavailable"
+
+
+async def test_unexpected_error_is_a_logged_503_without_secrets(
+    rsa_signer: Signer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config()
+    token = rsa_signer.token()
+
+    def broken_keys() -> KeySet | None:
+        raise RuntimeError(f"boom {token}")
+
+    providers = build_providers(config, {"corp": broken_keys}, fixed_clock())
+    recorder = Recorder()
+    authorizer = Authorizer(Policy.compile(config), providers, recorder)
+    with caplog.at_level(logging.DEBUG):
+        decision = await authorizer.check(req(authorization=f"Bearer {token}"))
+    assert (decision.status, decision.reason) == (503, "internal_error")
+    assert "RuntimeError" in caplog.text
+    assert token not in caplog.text
+    assert recorder.seen[0][0] is decision
+
+
+@pytest.mark.parametrize(
+    ("host", "realm"),
+    [("api.example.com:8443", "api.example.com:8443"), ('evil"\r\nx: y', "evilx:y"), ("", "authz")],
+)
+async def test_realm_is_sanitized(host: str, realm: str) -> None:
+    decision = await make_authorizer(None).check(RequestAttributes("GET", host, "/api", {}))
+    assert dict(decision.response_headers)["www-authenticate"] == f'Bearer realm="{realm}"'
+
+
+async def test_every_check_is_observed(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    recorder = Recorder()
+    authorizer = make_authorizer(jwks, recorder)
+    await authorizer.check(req(authorization=f"Bearer {rsa_signer.token()}"))
+    await authorizer.check(req())
+    assert [d.reason for d, _ in recorder.seen] == ["allowed", "missing_token"]
+    assert all(seconds >= 0 for _, seconds in recorder.seen)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from authz.cli import main
+from authz.config import Provider
+from authz.jwks import parse_jwks
+from authz.verify import Verifier
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.startswith("authz ")
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(ROOT / "deploy" / "authz.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "providers:\n  corp:\n    issuer: x\n    jwks: {inline: '{\"keys\": []}'}\n"
+        "    claim_to_header: []\n"
+        "rules:\n  - requires: {provider: corp}\n"
+    )
+    assert main(["check-config", "-c", str(bad)]) == 2
+    assert "providers.corp.claim_to_header: unknown key" in capsys.readouterr().err
+
+
+def test_check_config_rejects_an_unusable_inline_jwks(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "providers:\n  corp:\n    issuer: x\n    jwks: {inline: '{\"keys\": []}'}\n"
+        "rules:\n  - requires: {provider: corp}\n"
+    )
+    assert main(["check-config", "-c", str(bad)]) == 2
+    assert "no usable signing key" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_file(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: []\n")
+    assert main(["serve", "-c", str(bad)]) == 2
+    assert "rules" in capsys.readouterr().err
+
+
+def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
+    assert main(["keygen", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
+    capsys.readouterr()
+    args = [
+        "token",
+        "--key",
+        str(tmp_path / "key.pem"),
+        "--sub",
+        "alice",
+        "--iss",
+        "https://i",
+        "--aud",
+        "api",
+        "--claim",
+        "scope=read write",
+        "--claim",
+        'roles=["a","b"]',
+        "--claim",
+        "n=3",
+        "--ttl",
+        "60",
+    ]
+    assert main(args) == 0
+    token = capsys.readouterr().out.strip()
+    jwks = json.loads((tmp_path / "jwks.json").read_text())
+    provider = Provider.model_validate(
+        {"issuer": "https://i", "audiences": ["api"], "jwks": {"inline": jwks}}
+    )
+    keys = parse_jwks(jwks, ("RS256",))
+    verifier = Verifier.for_provider("dev", provider, lambda: keys, time.time)
+    claims = verifier.verify(token).claims
+    assert claims["sub"] == "alice"
+    assert claims["scope"] == "read write"
+    assert claims["roles"] == ["a", "b"]
+    assert claims["n"] == 3
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_token_rejects_a_bad_claim(tmp_path: Path, capsys) -> None:
+    main(["keygen", "--out", str(tmp_path)])
+    assert main(["token", "--key", str(tmp_path / "key.pem"), "--claim", "novalue"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err

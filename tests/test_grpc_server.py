@@ -1,0 +1,134 @@
+"""The gRPC adapter through a real grpc.aio channel to a running App."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import json_format
+from google.rpc import code_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.app import App
+from authz.config import parse_config
+from authz.grpc_server import AUTHORIZATION_SERVICE, to_attributes
+from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
+
+
+def app_config(jwks: dict[str, Any]) -> Any:
+    return parse_config(
+        {
+            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks": {"inline": jwks},
+                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
+                }
+            },
+            "rules": [
+                {"match": {"prefix": "/public"}, "public": True},
+                {"match": {"prefix": "/"}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+
+
+@pytest.fixture
+async def channel(jwks: dict[str, Any]):
+    async with App(app_config(jwks)) as app:
+        assert app.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+            yield channel
+
+
+def check_request(path: str = "/x", **headers: str) -> Any:
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = "GET", "api.test", path
+    http.headers.update({"x-request-id": "r1", **headers})
+    return request
+
+
+async def test_allow(channel: grpc.aio.Channel, rsa_signer: Signer) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    token = rsa_signer.token(**wall_clock_claims())
+    response = await stub.Check(check_request(authorization=f"Bearer {token}"))
+    assert response.status.code == code_pb2.OK
+    assert response.WhichOneof("http_response") == "ok_response"
+    [header] = response.ok_response.headers
+    assert (header.header.key, header.header.value) == ("x-user-id", "alice")
+    assert header.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    assert list(response.ok_response.headers_to_remove) == ["authorization"]
+    metadata = json_format.MessageToDict(response.dynamic_metadata)
+    assert metadata["corp"]["sub"] == "alice"
+    assert metadata["corp"]["aud"] == AUDIENCE
+
+
+async def test_deny(channel: grpc.aio.Channel) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    response = await stub.Check(check_request(authorization="Bearer not.a.token"))
+    assert response.status.code == code_pb2.UNAUTHENTICATED
+    denied = response.denied_response
+    assert denied.status.code == 401
+    headers = {h.header.key: h.header.value for h in denied.headers}
+    assert headers["www-authenticate"].startswith('Bearer realm="api.test", error="invalid_token"')
+    assert json.loads(denied.body)["error"] == "invalid_token"
+
+
+async def test_public_route_and_no_rule(channel: grpc.aio.Channel) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    public = await stub.Check(check_request("/public/x", x_user_id="mallory"))
+    assert public.status.code == code_pb2.OK
+    assert list(public.ok_response.headers_to_remove) == ["x-user-id"]
+
+
+async def test_empty_request_is_a_deny_not_an_error(channel: grpc.aio.Channel) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    response = await stub.Check(external_auth_pb2.CheckRequest())
+    assert response.status.code == code_pb2.UNAUTHENTICATED
+    assert response.denied_response.status.code == 401
+
+
+async def test_health(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", AUTHORIZATION_SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_not_ready_without_keys(tmp_path, rsa_signer: Signer) -> None:
+    config = parse_config(
+        {
+            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+            "providers": {"corp": {"issuer": ISSUER, "jwks": {"file": str(tmp_path / "none")}}},
+            "rules": [{"requires": {"provider": "corp"}}],
+        }
+    )
+    async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert overall.status == health_pb2.HealthCheckResponse.SERVING
+        authz = await health.Check(health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE))
+        assert authz.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        response = await external_auth_pb2_grpc.AuthorizationStub(ch).Check(
+            check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+        )
+        assert response.denied_response.status.code == 503
+        assert not app.ready
+
+
+def test_to_attributes_reads_header_map_when_headers_are_raw() -> None:
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.host, http.path = "POST", "h", "/p?q=1"
+    for key, value in (("Authorization", b"Bearer t"), ("x-a", b"1"), ("x-a", b"2")):
+        http.header_map.headers.add(key=key, raw_value=value)
+    attributes = to_attributes(request)
+    assert attributes.headers == {"authorization": "Bearer t", "x-a": "1,2"}
+    assert (attributes.method, attributes.path_only, attributes.query) == ("POST", "/p", "q=1")

@@ -11,18 +11,13 @@ from collections.abc import Mapping
 import aiohttp
 
 from authz.authorizer import Authorizer, build_providers
-from authz.config import Config
+from authz.config import Config, RemoteJwks
 from authz.crypto import assert_cryptography_backend
+from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.grpc_server import GrpcServer
 from authz.http_server import HttpServer
-from authz.jwks import (
-    AiohttpFetcher,
-    Fetcher,
-    KeySet,
-    KeySource,
-    RefreshListener,
-    build_key_source,
-)
+from authz.jwks import KeySet
+from authz.key_sources import KeySource, build_key_source
 from authz.metrics import Metrics
 from authz.model import Decision
 from authz.policy import Policy
@@ -31,28 +26,25 @@ from authz.verify import Clock
 log = logging.getLogger(__name__)
 
 
-def build_key_sources(
-    config: Config, listener: RefreshListener, fetcher: Fetcher | None
-) -> dict[str, KeySource]:
-    return {
-        name: build_key_source(name, provider, listener, fetcher)
-        for name, provider in config.providers.items()
-    }
-
-
 class App:
     """One running authz: key sources, the authorizer, the gRPC and HTTP listeners."""
 
     def __init__(
-        self, config: Config, *, clock: Clock = time.time, fetcher: Fetcher | None = None
+        self,
+        config: Config,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
     ) -> None:
         assert_cryptography_backend()
         self.config = config
         self.metrics = Metrics()
         self._clock = clock
-        self._fetcher = fetcher
+        self._monotonic = monotonic
         self._stack = contextlib.AsyncExitStack()
         self._draining = False
+        self._have_keys = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
         self.sources: Mapping[str, KeySource] = {}
         self.grpc: GrpcServer | None = None
         self.http: HttpServer | None = None
@@ -68,31 +60,45 @@ class App:
             await self._stack.aclose()
             raise
 
-    async def _start(self) -> None:
-        fetcher = self._fetcher
-        if fetcher is None and any(p.jwks.remote for p in self.config.providers.values()):
-            session = aiohttp.ClientSession()
-            self._stack.push_async_callback(session.close)
-            fetcher = AiohttpFetcher(session)
-        self.sources = build_key_sources(self.config, self._on_keys, fetcher)
-        providers = build_providers(
-            self.config,
-            {name: source.current for name, source in self.sources.items()},
-            self._clock,
+    def _fetcher_for(self, settings: RemoteJwks) -> Fetcher:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._stack.push_async_callback(self._session.close)
+        return AiohttpFetcher(
+            self._session,
+            timeout_s=settings.timeout,
+            connect_timeout_s=settings.connect_timeout,
+            max_bytes=settings.max_bytes,
+            ssl_context=ssl_context_for(str(settings.ca_file) if settings.ca_file else None),
         )
+
+    async def _start(self) -> None:
+        self.sources = {
+            name: build_key_source(name, provider, self, self._fetcher_for, self._monotonic)
+            for name, provider in self.config.providers.items()
+        }
+        providers = build_providers(self.config, self.sources, self._clock)
         authorizer = Authorizer(Policy.compile(self.config), providers, self._observe)
         self.grpc = GrpcServer(authorizer, self.config.listen.grpc)
         self.http = HttpServer(self.config.listen.http, self.metrics, lambda: self.ready)
 
         for source in self.sources.values():
             self._stack.push_async_callback(source.stop)
-        await asyncio.gather(*(s.start() for s in self.sources.values()))
+            await source.start()
+        if self.sources and self.config.startup_wait > 0:
+            await self._wait_for_keys(self.config.startup_wait)
         await self.grpc.start()
         self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
         await self._update_health()
         log.info("authz serving: grpc on port %d, http on port %d", self.grpc.port, self.http.port)
+
+    async def _wait_for_keys(self, seconds: float) -> None:
+        """Hold the listeners back until every provider has keys, or ``seconds`` pass."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._have_keys.wait()
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING, let in-flight checks finish, then close in reverse order."""
@@ -116,9 +122,15 @@ class App:
             seconds,
         )
 
-    async def _on_keys(self, provider: str, result: str, keys: KeySet | None) -> None:
+    # KeyEvents: what key sources report.
+    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
         self.metrics.observe_jwks(provider, result, keys.size if keys else None)
+        if all(s.keys is not None for s in self.sources.values()):
+            self._have_keys.set()
         await self._update_health()
+
+    def unknown_kid(self, provider: str, result: str) -> None:
+        self.metrics.observe_unknown_kid(provider, result)
 
     async def _update_health(self) -> None:
         if self.grpc is not None and not self._draining:

@@ -15,15 +15,15 @@ from authz.errors import (
     CheckError,
     ClaimMismatch,
     InternalError,
+    InvalidIssuer,
     MissingToken,
     NoMatchingRule,
     Outcome,
 )
-from authz.jwks import KeySet
 from authz.model import Decision, Identity, RequestAttributes
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
 from authz.tokens import FoundToken, Location, TokenSources, cookie_header_without
-from authz.verify import Clock, Verifier
+from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ProviderRuntime:
 
 
 def build_providers(
-    config: Config, keys: Mapping[str, Callable[[], KeySet | None]], clock: Clock
+    config: Config, keys: Mapping[str, KeyLookup], clock: Clock
 ) -> dict[str, ProviderRuntime]:
     delimiter = config.nested_claim_delimiter
     return {
@@ -127,12 +127,12 @@ class Authorizer:
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
         rule: CompiledRule | None = None
+        routed: list[str] = []  # the provider a token was routed to, once known
         try:
             rule = self._policy.match(request)
-            decision = self._decide(request, rule)
+            decision = await self._decide(request, rule, routed)
         except CheckError as exc:
-            provider = rule.provider if rule else None
-            decision = deny(exc, request, rule.name if rule else None, provider)
+            decision = deny(exc, request, rule.name if rule else None, _label(rule, routed))
             log.debug("deny %s rule=%s: %s", exc.reason, decision.rule, exc.detail)
         except Exception as exc:  # fail closed on any bug; never log the exception's text
             log.error(
@@ -146,24 +146,36 @@ class Authorizer:
             self._observe(decision, time.perf_counter() - started)
         return decision
 
-    def _decide(self, request: RequestAttributes, rule: CompiledRule | None) -> Decision:
+    async def _decide(
+        self, request: RequestAttributes, rule: CompiledRule | None, routed: list[str]
+    ) -> Decision:
         if rule is None:
             raise NoMatchingRule("no rule matches")
-        if rule.public or rule.provider is None:
-            return Decision(
-                allowed=True,
-                status=200,
-                reason="public",
-                rule=rule.name,
-                remove_headers=self._identity_headers,
-            )
-        provider = self._providers[rule.provider]
-        found = provider.sources.find(request)
+        if rule.public:
+            return self._without_identity(rule, "public")
+        candidates = [self._providers[name] for name in rule.providers]
+        found = _find_token(request, candidates)
         if found is None:
+            if rule.optional:
+                return self._without_identity(rule, "anonymous")
             raise MissingToken("no token in the request")
-        identity = provider.verifier.verify(found.token)
+        token = parse_token(found.token)
+        # Route by the (not yet trusted) iss before any key work; the verifier checks it again.
+        matching = [p for p in candidates if p.verifier.issuer == token.claims.get("iss")]
+        if not matching:
+            raise InvalidIssuer("iss matches none of the rule's providers")
+        provider, identity = await _verify_with_any(token, matching, routed)
         rule.check_claims(identity.claims)
         return self._allow(request, rule, provider, found, identity)
+
+    def _without_identity(self, rule: CompiledRule, reason: str) -> Decision:
+        return Decision(
+            allowed=True,
+            status=200,
+            reason=reason,
+            rule=rule.name,
+            remove_headers=self._identity_headers,
+        )
 
     def _allow(
         self,
@@ -204,3 +216,35 @@ class Authorizer:
             remove_query_params=remove_params,
             metadata={provider.name: identity.claims},
         )
+
+
+def _label(rule: CompiledRule | None, routed: list[str]) -> str | None:
+    """The provider a decision is counted under: where the token went, or the only one."""
+    if routed:
+        return routed[-1]
+    if rule is not None and len(rule.providers) == 1:
+        return rule.providers[0]
+    return None
+
+
+def _find_token(request: RequestAttributes, candidates: list[ProviderRuntime]) -> FoundToken | None:
+    for provider in candidates:
+        found = provider.sources.find(request)
+        if found is not None:
+            return found
+    return None
+
+
+async def _verify_with_any(
+    token: ParsedToken, providers: list[ProviderRuntime], routed: list[str]
+) -> tuple[ProviderRuntime, Identity]:
+    """Verify with the first provider that accepts; providers rarely share an issuer."""
+    first_error: CheckError | None = None
+    for provider in providers:
+        routed.append(provider.name)
+        try:
+            return provider, await provider.verifier.verify(token)
+        except CheckError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error

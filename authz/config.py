@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -55,32 +57,98 @@ class Listen(_Model):
     _check = field_validator("grpc", "http")(_address)
 
 
-class RemoteJwks(_Model):
-    uri: str
-    refresh_interval: PositiveSeconds = 300.0
-    timeout: PositiveSeconds = 5.0
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
-    @field_validator("uri")
+
+def check_fetch_uri(value: str, *, allow_insecure: bool) -> str:
+    """An http(s) URI; plain http only for loopback hosts or with allow_insecure."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an http(s):// URL, got {value!r}")
+    host = parts.hostname
+    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if parts.scheme == "http" and not (loopback or allow_insecure):
+        raise ValueError("must use https (http is allowed for loopback or with allow_insecure)")
+    return value
+
+
+class RemoteJwks(_Model):
+    """A JWKS fetched over HTTP(S), directly (``uri``) or through OIDC ``discovery``."""
+
+    allow_insecure: bool = False  # declared first: the URL checks below read it
+    uri: str | None = None
+    discovery: str | None = None  # issuer URL whose /.well-known/openid-configuration to read
+    refresh_interval: PositiveSeconds = 300.0
+    min_refresh_interval: PositiveSeconds = 30.0
+    max_refresh_interval: PositiveSeconds = 3600.0
+    timeout: PositiveSeconds = 5.0
+    connect_timeout: PositiveSeconds = 2.0
+    unknown_kid_wait: PositiveSeconds = 0.5
+    max_bytes: int = Field(default=1 << 20, gt=0)
+    max_keys: int = Field(default=100, gt=0)
+    ca_file: Path | None = None
+
+    @field_validator("uri", "discovery")
     @classmethod
-    def _http_uri(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s):// URI")
-        return value
+    def _fetchable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return check_fetch_uri(value, allow_insecure=bool(info.data.get("allow_insecure")))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interval_defaults(cls, data: Any) -> Any:
+        # Unset bounds follow a short refresh_interval, so {refresh_interval: 2} just works.
+        if isinstance(data, dict) and isinstance(data.get("refresh_interval"), int | float):
+            interval = data["refresh_interval"]
+            data = dict(data)
+            data.setdefault("min_refresh_interval", min(30.0, interval))
+            data.setdefault("max_refresh_interval", max(3600.0, interval))
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self) -> RemoteJwks:
+        if (self.uri is None) == (self.discovery is None):
+            raise ValueError("exactly one of uri or discovery is required")
+        if not self.min_refresh_interval <= self.refresh_interval <= self.max_refresh_interval:
+            raise ValueError(
+                "need min_refresh_interval <= refresh_interval <= max_refresh_interval"
+            )
+        return self
+
+
+class FileJwks(_Model):
+    path: Path
+    reload_interval: PositiveSeconds = 5.0  # how often the file is checked for changes
 
 
 class Jwks(_Model):
-    """Exactly one of ``inline``, ``file`` or ``remote``."""
+    """Exactly one of ``inline``, ``file``, ``remote`` or ``discovery: true``."""
 
     inline: str | dict[str, Any] | None = None
-    file: Path | None = None
+    file: FileJwks | None = None
     remote: RemoteJwks | None = None
+    discovery: bool | None = None
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _file_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str | Path) else value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Jwks:
         given = [k for k in ("inline", "file", "remote") if getattr(self, k) is not None]
+        if self.discovery:
+            given.append("discovery")
         if len(given) != 1:
-            raise ValueError("exactly one of inline, file or remote is required")
+            raise ValueError("exactly one of inline, file, remote or discovery: true is required")
         return self
+
+    def remote_settings(self, issuer: str) -> RemoteJwks | None:
+        """The remote settings; ``discovery: true`` means discovery from the issuer."""
+        if self.discovery:
+            return RemoteJwks(discovery=issuer)
+        return self.remote
 
     @field_validator("inline")
     @classmethod
@@ -222,7 +290,32 @@ class ClaimCondition(_Model):
 
 
 class Requires(_Model):
-    provider: str
+    """Exactly one of: ``provider``, ``any`` (a token from one of these), ``allow_missing``
+    (no token passes; a token that is sent must be valid)."""
+
+    provider: str | None = None
+    any: list[str] | None = Field(default=None, min_length=1)
+    allow_missing: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Requires:
+        given = [k for k in ("provider", "any", "allow_missing") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("exactly one of provider, any or allow_missing is required")
+        return self
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        if self.provider is not None:
+            return (self.provider,)
+        if self.any is not None:
+            return tuple(self.any)
+        missing = self.allow_missing
+        return (missing,) if isinstance(missing, str) else tuple(missing or ())
+
+    @property
+    def optional(self) -> bool:
+        return self.allow_missing is not None
 
 
 class Rule(_Model):
@@ -237,7 +330,9 @@ class Rule(_Model):
         if self.public and self.requires is not None:
             raise ValueError("a rule is either public: true or has requires, not both")
         if not self.public and self.requires is None:
-            raise ValueError("a rule needs requires: {provider: NAME} or public: true")
+            raise ValueError(
+                "a rule needs requires (provider, any or allow_missing) or public: true"
+            )
         if self.public and self.claims:
             raise ValueError("a public rule cannot have claim conditions")
         return self
@@ -249,15 +344,15 @@ class Config(_Model):
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)
     shutdown_grace: PositiveSeconds = 10.0
+    startup_wait: float = Field(default=0.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         for index, rule in enumerate(self.rules):
-            if rule.requires and rule.requires.provider not in self.providers:
-                raise ValueError(
-                    f"rules.{index}.requires.provider: unknown provider {rule.requires.provider!r}"
-                )
+            for name in rule.requires.providers if rule.requires else ():
+                if name not in self.providers:
+                    raise ValueError(f"rules.{index}.requires: unknown provider {name!r}")
         names = [r.name for r in self.rules if r.name]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -302,9 +397,16 @@ def load_config(path: str | Path) -> Config:
     # Relative JWKS file paths are relative to the config file, not the working directory.
     providers = {}
     for name, provider in config.providers.items():
-        file = provider.jwks.file
-        if file is not None and not file.is_absolute():
-            jwks = provider.jwks.model_copy(update={"file": base / file})
-            provider = provider.model_copy(update={"jwks": jwks})
+        jwks = provider.jwks
+        if jwks.file is not None and not jwks.file.path.is_absolute():
+            jwks = jwks.model_copy(
+                update={"file": jwks.file.model_copy(update={"path": base / jwks.file.path})}
+            )
+        remote = jwks.remote
+        if remote is not None and remote.ca_file is not None and not remote.ca_file.is_absolute():
+            jwks = jwks.model_copy(
+                update={"remote": remote.model_copy(update={"ca_file": base / remote.ca_file})}
+            )
+        provider = provider.model_copy(update={"jwks": jwks})
         providers[name] = provider
     return config.model_copy(update={"providers": providers})

@@ -35,7 +35,30 @@ class KeyRejected(AuthzError):
 
 
 class JwksError(AuthzError):
-    """A key set could not be fetched, read or parsed, or holds no usable key."""
+    """A key set could not be fetched, read or parsed, or holds no usable key.
+
+    ``result`` is the fixed code of ``authz_jwks_refresh_total{result}``.
+    """
+
+    result: str = "invalid"
+
+
+class JwksTimeout(JwksError):
+    result = "timeout"
+
+
+class JwksHttpError(JwksError):
+    """A non-200 answer, a redirect to another origin, or a body over the size cap."""
+
+    result = "http_error"
+
+
+class JwksNetworkError(JwksError):
+    result = "network_error"
+
+
+class JwksReadError(JwksError):
+    result = "read_error"
 
 
 class CheckError(AuthzError):
@@ -158,7 +181,7 @@ class NoKeys(CheckError):
 
 
 # The fixed set of reasons, for docs and tests.
-ALLOW_REASONS = ("allowed", "public")
+ALLOW_REASONS = ("allowed", "public", "anonymous")
 DENY_REASONS = tuple(
     cls.reason
     for cls in (

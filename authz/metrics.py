@@ -35,7 +35,8 @@ class Metrics:
         )
         self.jwks_refresh = Counter(
             "authz_jwks_refresh",
-            "Key set loads by provider and result (success, failure).",
+            "Key set loads by provider and result "
+            "(ok, not_modified, http_error, network_error, timeout, invalid, read_error).",
             ("provider", "result"),
             registry=self.registry,
         )
@@ -43,6 +44,14 @@ class Metrics:
             "authz_jwks_last_success_timestamp_seconds",
             "Unix time of the provider's last successful key set load.",
             ("provider",),
+            registry=self.registry,
+        )
+
+        self.unknown_kid_refetch = Counter(
+            "authz_jwks_unknown_kid_refetch",
+            "Refetches triggered by a token with an unknown kid, by result "
+            "(ok, failed, rate_limited, wait_timeout).",
+            ("provider", "result"),
             registry=self.registry,
         )
 
@@ -54,8 +63,11 @@ class Metrics:
         self.jwks_refresh.labels(provider, result).inc()
         if keys is not None:
             self.jwks_keys.labels(provider).set(keys)
-        if result == "success":
+        if result in ("ok", "not_modified"):
             self.jwks_last_success.labels(provider).set(time.time())
+
+    def observe_unknown_kid(self, provider: str, result: str) -> None:
+        self.unknown_kid_refetch.labels(provider, result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

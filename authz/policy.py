@@ -109,7 +109,8 @@ class CompiledRule:
     exact_path: str | None
     methods: frozenset[str]
     public: bool
-    provider: str | None
+    providers: tuple[str, ...]  # a token from any of these; empty for public rules
+    optional: bool  # allow_missing: no token passes, a token sent must be valid
     conditions: tuple[Condition, ...]
 
     @classmethod
@@ -120,7 +121,8 @@ class CompiledRule:
             exact_path=rule.match.path,
             methods=frozenset(rule.match.methods),
             public=rule.public,
-            provider=rule.requires.provider if rule.requires else None,
+            providers=rule.requires.providers if rule.requires else (),
+            optional=rule.requires.optional if rule.requires else False,
             conditions=tuple(Condition.compile(c, delimiter) for c in rule.claims),
         )
 

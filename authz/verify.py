@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from authz.config import Provider
 from authz.errors import (
@@ -35,6 +35,15 @@ from authz.jwks import KeySet
 from authz.model import Identity
 
 Clock = Callable[[], float]
+
+
+class KeyLookup(Protocol):
+    """A provider's keys as the verifier sees them (a KeySource)."""
+
+    def current(self) -> KeySet | None: ...
+
+    async def refetch_for_unknown_kid(self) -> bool: ...
+
 
 MAX_TOKEN_BYTES = 8192
 COMPACT_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
@@ -80,6 +89,54 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A token split and decoded, but not verified: nothing in it is trusted yet."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+    payload_b64: str
+
+    @property
+    def alg(self) -> str:
+        alg = self.header["alg"]
+        assert isinstance(alg, str)  # checked by parse_token
+        return alg
+
+    @property
+    def kid(self) -> str | None:
+        kid = self.header.get("kid")
+        return kid if isinstance(kid, str) else None
+
+
+def parse_token(token: str) -> ParsedToken:
+    """Strict structural parsing, before any crypto; MalformedToken when anything is off."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise MalformedToken("token too large")
+    parts = COMPACT_JWS.match(token)
+    if parts is None:
+        raise MalformedToken("not a compact JWS")
+    header_b64, payload_b64, signature_b64 = parts.groups()
+    header = json_object(header_b64, "header")
+    if not isinstance(header.get("alg"), str):
+        raise MalformedToken("alg missing")
+    if "crit" in header:
+        raise MalformedToken("crit extensions are not supported")
+    if header.get("b64", True) is not True:
+        raise MalformedToken("unencoded payloads are not supported")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise MalformedToken("kid is not a string")
+    return ParsedToken(
+        header=header,
+        claims=json_object(payload_b64, "payload"),
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=b64url_decode(signature_b64),
+        payload_b64=payload_b64,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Verifier:
     """Verifies tokens for one provider against whatever key set it currently has."""
 
@@ -89,13 +146,11 @@ class Verifier:
     algorithms: frozenset[str]
     clock_skew: float
     require_expiration: bool
-    keys: Callable[[], KeySet | None]
+    keys: KeyLookup
     clock: Clock = time.time
 
     @classmethod
-    def for_provider(
-        cls, name: str, provider: Provider, keys: Callable[[], KeySet | None], clock: Clock
-    ) -> Verifier:
+    def for_provider(cls, name: str, provider: Provider, keys: KeyLookup, clock: Clock) -> Verifier:
         return cls(
             provider=name,
             issuer=provider.issuer,
@@ -107,37 +162,21 @@ class Verifier:
             clock=clock,
         )
 
-    def verify(self, token: str) -> Identity:
-        if len(token) > MAX_TOKEN_BYTES:
-            raise MalformedToken("token too large")
-        parts = COMPACT_JWS.match(token)
-        if parts is None:
-            raise MalformedToken("not a compact JWS")
-        header_b64, payload_b64, signature_b64 = parts.groups()
-        header = json_object(header_b64, "header")
-
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise AlgorithmNotAllowed("alg missing or not in the allowlist")
-        if "crit" in header:
-            raise MalformedToken("crit extensions are not supported")
-        if header.get("b64", True) is not True:
-            raise MalformedToken("unencoded payloads are not supported")
-        kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise MalformedToken("kid is not a string")
-
-        keys = self.keys()
+    async def verify(self, token: ParsedToken) -> Identity:
+        alg = token.alg
+        if alg not in self.algorithms:
+            raise AlgorithmNotAllowed("alg not in the allowlist")
+        keys = self.keys.current()
         if keys is None:
             raise NoKeys(f"provider {self.provider} has no key set")
+        kid = token.kid
+        if kid is not None and kid not in keys.by_kid and await self.keys.refetch_for_unknown_kid():
+            keys = self.keys.current() or keys
         key = keys.find(kid, alg)
-        signature = b64url_decode(signature_b64)
-        if not key.verify(f"{header_b64}.{payload_b64}".encode("ascii"), signature):
+        if not key.verify(token.signing_input, token.signature):
             raise InvalidSignature("signature does not verify")
-
-        claims = json_object(payload_b64, "payload")
-        self._check_registered(claims)
-        return Identity(self.provider, claims, payload_b64)
+        self._check_registered(token.claims)
+        return Identity(self.provider, token.claims, token.payload_b64)
 
     def _check_registered(self, claims: dict[str, Any]) -> None:
         now = self.clock()

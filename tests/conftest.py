@@ -119,29 +119,73 @@ def wall_clock_claims() -> dict[str, int]:
 
 
 class FakeIdp:
-    """A real local HTTP server whose JWKS answer the test controls."""
+    """A real local identity provider over HTTP whose answers the test controls.
+
+    Serves a JWKS at /certs (with optional ETag revalidation, Cache-Control, delays and a
+    slow drip), OIDC discovery at /.well-known/openid-configuration, and redirects.
+    """
 
     def __init__(self) -> None:
         self.status = 200
         self.body = b"{}"
+        self.headers: dict[str, str] = {}
+        self.etag: str | None = None
         self.hits = 0
+        self.conditional_hits = 0
         self.delay_s = 0.0
+        self.drip_s = 0.0  # when set, the body is sent one byte at a time, this far apart
+        self.discovery: dict[str, Any] | None = None
+        self.redirect_to = ""
         app = web.Application()
         app.router.add_get("/certs", self.certs)
-        self.server = TestServer(app)
+        app.router.add_get("/.well-known/openid-configuration", self.openid_configuration)
+        app.router.add_get("/moved", self.moved)
+        self.server = TestServer(app, host="127.0.0.1")
 
-    async def certs(self, _: web.Request) -> web.Response:
+    async def certs(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
         await asyncio.sleep(self.delay_s)
-        return web.Response(status=self.status, body=self.body, content_type="application/json")
+        if self.etag and request.headers.get("if-none-match") == self.etag:
+            self.conditional_hits += 1
+            return web.Response(status=304, headers={"etag": self.etag})
+        headers = {**self.headers, **({"etag": self.etag} if self.etag else {})}
+        if not self.drip_s:
+            return web.Response(
+                status=self.status,
+                body=self.body,
+                content_type="application/json",
+                headers=headers,
+            )
+        response = web.StreamResponse(status=self.status, headers=headers)
+        await response.prepare(request)
+        for byte in self.body:
+            await response.write(bytes([byte]))
+            await asyncio.sleep(self.drip_s)
+        await response.write_eof()
+        return response
+
+    async def openid_configuration(self, _: web.Request) -> web.Response:
+        if self.discovery is None:
+            return web.Response(status=404)
+        return web.json_response(self.discovery)
+
+    async def moved(self, _: web.Request) -> web.Response:
+        raise web.HTTPFound(self.redirect_to)
 
     def serve(self, document: Any, status: int = 200) -> None:
         self.body = json.dumps(document).encode() if not isinstance(document, bytes) else document
         self.status = status
 
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
     @property
     def uri(self) -> str:
-        return str(self.server.make_url("/certs"))
+        return self.url("/certs")
+
+    @property
+    def issuer(self) -> str:
+        return self.url("/").rstrip("/")
 
 
 @pytest.fixture
@@ -150,3 +194,24 @@ async def idp():
     await fake.server.start_server()
     yield fake
     await fake.server.close()
+
+
+async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class FixedKeys:
+    """A KeyLookup holding one key set that never changes; counts unknown-kid refetches."""
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+        self.refetches = 0
+
+    def current(self) -> Any:
+        return self.keys
+
+    async def refetch_for_unknown_kid(self) -> bool:
+        self.refetches += 1
+        return False

@@ -11,7 +11,7 @@ from authz.config import Config, parse_config
 from authz.jwks import KeySet, parse_jwks
 from authz.model import Decision, RequestAttributes
 from authz.policy import Policy
-from tests.conftest import AUDIENCE, ISSUER, Signer, fixed_clock
+from tests.conftest import AUDIENCE, ISSUER, FixedKeys, Signer, fixed_clock
 
 
 def make_config(**provider: Any) -> Config:
@@ -63,7 +63,7 @@ def make_authorizer(
 ) -> Authorizer:
     config = make_config(**provider)
     keys: KeySet | None = parse_jwks(jwks, ("RS256", "ES256")) if jwks else None
-    providers = build_providers(config, {"corp": lambda: keys}, fixed_clock())
+    providers = build_providers(config, {"corp": FixedKeys(keys)}, fixed_clock())
     return Authorizer(Policy.compile(config), providers, observe)
 
 
@@ -205,10 +205,11 @@ async def test_unexpected_error_is_a_logged_503_without_secrets(
     config = make_config()
     token = rsa_signer.token()
 
-    def broken_keys() -> KeySet | None:
-        raise RuntimeError(f"boom {token}")
+    class BrokenKeys(FixedKeys):
+        def current(self) -> KeySet | None:
+            raise RuntimeError(f"boom {token}")
 
-    providers = build_providers(config, {"corp": broken_keys}, fixed_clock())
+    providers = build_providers(config, {"corp": BrokenKeys(None)}, fixed_clock())
     recorder = Recorder()
     authorizer = Authorizer(Policy.compile(config), providers, recorder)
     with caplog.at_level(logging.DEBUG):

@@ -9,7 +9,8 @@ import pytest
 from authz.cli import main
 from authz.config import Provider
 from authz.jwks import parse_jwks
-from authz.verify import Verifier
+from authz.verify import Verifier, parse_token
+from tests.conftest import FixedKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def test_serve_refuses_a_bad_file(tmp_path: Path, capsys) -> None:
     assert "rules" in capsys.readouterr().err
 
 
-def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
+async def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
     assert main(["keygen", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0
     capsys.readouterr()
@@ -82,8 +83,8 @@ def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
         {"issuer": "https://i", "audiences": ["api"], "jwks": {"inline": jwks}}
     )
     keys = parse_jwks(jwks, ("RS256",))
-    verifier = Verifier.for_provider("dev", provider, lambda: keys, time.time)
-    claims = verifier.verify(token).claims
+    verifier = Verifier.for_provider("dev", provider, FixedKeys(keys), time.time)
+    claims = (await verifier.verify(parse_token(token))).claims
     assert claims["sub"] == "alice"
     assert claims["scope"] == "read write"
     assert claims["roles"] == ["a", "b"]

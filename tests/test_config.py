@@ -54,9 +54,26 @@ BAD: list[tuple[str, Any, str]] = [
     ("providers.corp.audience", ["api"], "providers.corp.audience: unknown key"),
     ("providers.corp.algorithms", ["none"], "'none' is never accepted"),
     ("providers.corp.algorithms", ["HS256"], "unsupported algorithm 'HS256'"),
-    ("providers.corp.jwks.inline", '{"keys": []}', "exactly one of inline, file or remote"),
+    (
+        "providers.corp.jwks.inline",
+        '{"keys": []}',
+        "exactly one of inline, file, remote or discovery",
+    ),
     ("providers.corp.jwks.remote.uri", "ftp://x", "providers.corp.jwks.remote.uri"),
     ("providers.corp.jwks.remote.refresh_interval", 0, "refresh_interval"),
+    ("providers.corp.jwks.remote.uri", "http://idp.test/certs", "must use https"),
+    (
+        "providers.corp.jwks.remote",
+        {"uri": "https://i/c", "refresh_interval": 10, "min_refresh_interval": 20},
+        "min_refresh_interval <= refresh_interval",
+    ),
+    ("providers.corp.jwks.remote.discovery", "https://idp.test", "exactly one of uri or discovery"),
+    ("providers.corp.jwks.remote.max_keys", 0, "providers.corp.jwks.remote.max_keys"),
+    ("providers.corp.jwks.discovery", True, "exactly one of inline, file, remote or discovery"),
+    ("rules.0.requires", {"any": []}, "rules.0.requires.any"),
+    ("rules.0.requires", {"any": ["corp", "nope"]}, "unknown provider 'nope'"),
+    ("rules.0.requires.allow_missing", "corp", "exactly one of provider, any or allow_missing"),
+    ("startup_wait", -1, "startup_wait"),
     ("providers.corp.clock_skew", -1, "providers.corp.clock_skew"),
     (
         "providers.corp.claim_to_headers",
@@ -102,6 +119,54 @@ def test_inline_jwks_as_string_must_be_json() -> None:
         parse_config(data)
 
 
+@pytest.mark.parametrize(
+    ("remote", "ok"),
+    [
+        ({"uri": "http://127.0.0.1:8080/certs"}, True),
+        ({"uri": "http://localhost/certs"}, True),
+        ({"uri": "http://[::1]:80/certs"}, True),
+        ({"uri": "http://idp.internal/certs", "allow_insecure": True}, True),
+        ({"uri": "http://idp.internal/certs"}, False),
+        ({"discovery": "http://idp.internal"}, False),
+        (
+            {
+                "discovery": "https://idp.internal",
+                "refresh_interval": 2,
+                "min_refresh_interval": 1,
+                "max_refresh_interval": 5,
+            },
+            True,
+        ),
+    ],
+)
+def test_remote_jwks_https_rule(remote: dict[str, Any], ok: bool) -> None:
+    data = with_change("providers.corp.jwks", {"remote": remote})
+    if ok:
+        parse_config(data)
+    else:
+        with pytest.raises(ConfigError, match="https"):
+            parse_config(data)
+
+
+def test_discovery_shorthand_uses_the_issuer() -> None:
+    config = parse_config(with_change("providers.corp.jwks", {"discovery": True}))
+    provider = config.providers["corp"]
+    remote = provider.jwks.remote_settings(provider.issuer)
+    assert remote is not None and remote.discovery == "https://idp.test"
+
+
+def test_requires_variants() -> None:
+    for requires, providers, optional in (
+        ({"provider": "corp"}, ("corp",), False),
+        ({"any": ["corp"]}, ("corp",), False),
+        ({"allow_missing": "corp"}, ("corp",), True),
+        ({"allow_missing": ["corp"]}, ("corp",), True),
+    ):
+        rule = parse_config(with_change("rules.0.requires", requires)).rules[0]
+        assert rule.requires is not None
+        assert (rule.requires.providers, rule.requires.optional) == (providers, optional)
+
+
 def test_not_a_mapping() -> None:
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         parse_config(["a"])
@@ -113,7 +178,8 @@ def test_load_resolves_jwks_file_relative_to_the_config(tmp_path: Path) -> None:
         "rules:\n  - requires: {provider: corp}\n"
     )
     config = load_config(tmp_path / "authz.yaml")
-    assert config.providers["corp"].jwks.file == tmp_path / "keys" / "jwks.json"
+    file = config.providers["corp"].jwks.file
+    assert file is not None and file.path == tmp_path / "keys" / "jwks.json"
 
 
 def test_load_reports_yaml_errors(tmp_path: Path) -> None:

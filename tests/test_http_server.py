@@ -60,8 +60,8 @@ async def test_ready_follows_the_remote_jwks(idp: FakeIdp, rsa_signer: Signer) -
         for line in (
             'authz_checks_total{decision="allow",provider="corp",reason="allowed"} 1.0',
             'authz_checks_total{decision="deny",provider="corp",reason="missing_token"} 1.0',
-            'authz_jwks_refresh_total{provider="corp",result="failure"}',
-            'authz_jwks_refresh_total{provider="corp",result="success"}',
+            'authz_jwks_refresh_total{provider="corp",result="http_error"}',
+            'authz_jwks_refresh_total{provider="corp",result="ok"}',
             'authz_jwks_keys{provider="corp"} 1.0',
             'authz_jwks_last_success_timestamp_seconds{provider="corp"}',
             "authz_check_duration_seconds_count 2.0",

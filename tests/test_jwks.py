@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from typing import Any
 
 import pytest
@@ -11,15 +8,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from authz.crypto import public_jwk
 from authz.errors import AlgorithmNotAllowed, JwksError, UnknownKey
-from authz.jwks import (
-    AiohttpFetcher,
-    FileKeySource,
-    KeySet,
-    RemoteKeySource,
-    StaticKeySource,
-    parse_jwks,
-)
-from tests.conftest import FakeIdp, Signer
+from authz.jwks import parse_jwks
+from tests.conftest import Signer
 
 ALGS = ("RS256", "ES256")
 
@@ -86,103 +76,6 @@ def test_invalid_documents(document: Any) -> None:
         parse_jwks(document, ALGS)
 
 
-class Listener:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, int | None]] = []
-
-    async def __call__(self, provider: str, result: str, keys: KeySet | None) -> None:
-        self.events.append((provider, result, keys.size if keys else None))
-
-
-async def test_static_and_file_sources(tmp_path, rsa_signer: Signer) -> None:
-    listener = Listener()
-    static = StaticKeySource("s", ALGS, listener, {"keys": [rsa_signer.jwk]})
-    await static.start()
-    assert static.current() is not None
-    path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
-    file_source = FileKeySource("f", ALGS, listener, path)
-    await file_source.start()
-    assert file_source.current() is not None
-    missing = FileKeySource("m", ALGS, listener, tmp_path / "nope.json")
-    await missing.start()
-    assert missing.current() is None
-    assert listener.events == [("s", "success", 1), ("f", "success", 1), ("m", "failure", None)]
-
-
-@pytest.fixture
-async def fetcher():
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        yield AiohttpFetcher(session)
-
-
-async def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-async def test_remote_refresh_rotates_and_keeps_last_good(
-    idp: FakeIdp, fetcher: AiohttpFetcher, rsa_signer: Signer, other_rsa_signer: Signer, caplog
-) -> None:
-    caplog.set_level(logging.WARNING)
-    listener = Listener()
-    idp.serve({"keys": [rsa_signer.jwk]})
-    source = RemoteKeySource(
-        "corp", ALGS, listener, idp.uri, refresh_interval=0.05, timeout=1, fetcher=fetcher
-    )
-    await source.start()
-    try:
-        first = source.current()
-        assert first is not None and rsa_signer.kid in first.by_kid
-
-        # The IdP rotates: the new key appears without a restart.
-        idp.serve({"keys": [other_rsa_signer.jwk]})
-        await wait_for(lambda: other_rsa_signer.kid in source.current().by_kid)
-
-        # A broken IdP never wipes the last good set.
-        good = source.current()
-        for broken in ([b"not json", 200], [{"keys": []}, 200], [{"error": "x"}, 500]):
-            idp.serve(*broken)
-            hits = idp.hits
-            await wait_for(lambda h=hits: idp.hits > h + 1)
-            assert source.current() is good
-        assert ("corp", "failure", good.size) in listener.events
-        assert "HTTP 500" in caplog.text
-    finally:
-        await source.stop()
-
-
-async def test_remote_timeout_is_a_failure(
-    idp: FakeIdp, fetcher: AiohttpFetcher, rsa_signer: Signer
-) -> None:
-    listener = Listener()
-    idp.serve({"keys": [rsa_signer.jwk]})
-    idp.delay_s = 1.0
-    source = RemoteKeySource(
-        "corp", ALGS, listener, idp.uri, refresh_interval=60, timeout=0.1, fetcher=fetcher
-    )
-    assert await source.refresh() is False
-    assert source.current() is None
-    assert listener.events == [("corp", "failure", None)]
-
-
-async def test_remote_unreachable(fetcher: AiohttpFetcher) -> None:
-    from dev.stack import free_port
-
-    listener = Listener()
-    source = RemoteKeySource(
-        "corp",
-        ALGS,
-        listener,
-        f"http://127.0.0.1:{free_port()}/certs",
-        refresh_interval=60,
-        timeout=1,
-        fetcher=fetcher,
-    )
-    await source.start()
-    await source.stop()
-    assert source.current() is None
-    assert listener.events == [("corp", "failure", None)]
+def test_too_many_keys(rsa_signer: Signer) -> None:
+    with pytest.raises(JwksError, match="more than 2 keys"):
+        parse_jwks({"keys": [rsa_signer.jwk] * 3}, ALGS, max_keys=2)

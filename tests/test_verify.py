@@ -8,8 +8,8 @@ import pytest
 from authz.config import Provider
 from authz.errors import CheckError
 from authz.jwks import KeySet, parse_jwks
-from authz.verify import Verifier
-from tests.conftest import AUDIENCE, ISSUER, NOW, Signer, b64, b64json, fixed_clock
+from authz.verify import Verifier, parse_token
+from tests.conftest import AUDIENCE, ISSUER, NOW, FixedKeys, Signer, b64, b64json, fixed_clock
 
 
 def make_verifier(jwks: dict[str, Any] | None, **provider: Any) -> Verifier:
@@ -21,21 +21,21 @@ def make_verifier(jwks: dict[str, Any] | None, **provider: Any) -> Verifier:
     settings.update(provider)
     config = Provider.model_validate(settings)
     keys: KeySet | None = parse_jwks(jwks, tuple(config.algorithms)) if jwks else None
-    return Verifier.for_provider("corp", config, lambda: keys, fixed_clock())
+    return Verifier.for_provider("corp", config, FixedKeys(keys), fixed_clock())
 
 
-def reason_of(verifier: Verifier, token: str) -> str:
+async def reason_of(verifier: Verifier, token: str) -> str:
     try:
-        verifier.verify(token)
+        await verifier.verify(parse_token(token))
     except CheckError as exc:
         return exc.reason
     return "ok"
 
 
-def test_valid_rsa_and_ec_tokens(jwks: dict[str, Any], rsa_signer: Signer, ec_signer: Signer):
+async def test_valid_rsa_and_ec_tokens(jwks: dict[str, Any], rsa_signer: Signer, ec_signer: Signer):
     verifier = make_verifier(jwks)
     for signer in (rsa_signer, ec_signer):
-        identity = verifier.verify(signer.token(sub="bob"))
+        identity = await verifier.verify(parse_token(signer.token(sub="bob")))
         assert identity.provider == "corp"
         assert identity.claims["sub"] == "bob"
 
@@ -114,7 +114,7 @@ CASES: list[tuple[str, TokenCase, str]] = [
 
 
 @pytest.mark.parametrize(("name", "make", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_token_cases(
+async def test_token_cases(
     name: str,
     make: TokenCase,
     expected: str,
@@ -123,40 +123,40 @@ def test_token_cases(
     jwks: dict[str, Any],
 ) -> None:
     verifier = make_verifier(jwks)
-    assert reason_of(verifier, make(rsa_signer, other_rsa_signer)) == expected
+    assert await reason_of(verifier, make(rsa_signer, other_rsa_signer)) == expected
 
 
-def test_no_keys_is_unavailable(rsa_signer: Signer) -> None:
-    assert reason_of(make_verifier(None), rsa_signer.token()) == "no_keys"
+async def test_no_keys_is_unavailable(rsa_signer: Signer) -> None:
+    assert await reason_of(make_verifier(None), rsa_signer.token()) == "no_keys"
 
 
-def test_token_without_kid_needs_an_unambiguous_key(
+async def test_token_without_kid_needs_an_unambiguous_key(
     rsa_signer: Signer, other_rsa_signer: Signer
 ) -> None:
     single = make_verifier({"keys": [rsa_signer.jwk]})
-    assert reason_of(single, rsa_signer.token(header={"kid": None})) == "ok"
+    assert await reason_of(single, rsa_signer.token(header={"kid": None})) == "ok"
     two = make_verifier({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
-    assert reason_of(two, rsa_signer.token(header={"kid": None})) == "unknown_kid"
+    assert await reason_of(two, rsa_signer.token(header={"kid": None})) == "unknown_kid"
 
 
-def test_expiration_can_be_optional(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+async def test_expiration_can_be_optional(jwks: dict[str, Any], rsa_signer: Signer) -> None:
     verifier = make_verifier(jwks, require_expiration=False)
-    assert reason_of(verifier, rsa_signer.token(exp=None)) == "ok"
+    assert await reason_of(verifier, rsa_signer.token(exp=None)) == "ok"
 
 
-def test_no_audiences_configured_skips_the_audience_check(
+async def test_no_audiences_configured_skips_the_audience_check(
     jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:
     verifier = make_verifier(jwks, audiences=[])
-    assert reason_of(verifier, rsa_signer.token(aud="anything")) == "ok"
+    assert await reason_of(verifier, rsa_signer.token(aud="anything")) == "ok"
 
 
-def test_algorithm_allowlist_excludes_es256(jwks: dict[str, Any], ec_signer: Signer) -> None:
+async def test_algorithm_allowlist_excludes_es256(jwks: dict[str, Any], ec_signer: Signer) -> None:
     verifier = make_verifier(jwks, algorithms=["RS256"])
-    assert reason_of(verifier, ec_signer.token()) == "algorithm_not_allowed"
+    assert await reason_of(verifier, ec_signer.token()) == "algorithm_not_allowed"
 
 
-def test_raw_payload_is_the_signed_segment(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+async def test_raw_payload_is_the_signed_segment(jwks: dict[str, Any], rsa_signer: Signer) -> None:
     token = rsa_signer.token()
-    assert make_verifier(jwks).verify(token).raw_payload == token.split(".")[1]
+    assert (await make_verifier(jwks).verify(parse_token(token))).raw_payload == token.split(".")[1]
     assert token.split(".")[1] == b64json(rsa_signer.claims())

@@ -1,0 +1,293 @@
+"""Key sources against a real local identity provider and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from authz.config import FileJwks, RemoteJwks
+from authz.fetch import AiohttpFetcher
+from authz.jwks import KeySet
+from authz.key_sources import FileKeySource, RemoteKeySource, StaticKeySource
+from dev.stack import free_port
+from tests.conftest import FakeIdp, Signer, wait_for
+
+ALGS = ("RS256", "ES256")
+
+
+class Events:
+    def __init__(self) -> None:
+        self.sets: list[tuple[str, int | None]] = []
+        self.kids: list[str] = []
+
+    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
+        self.sets.append((result, keys.size if keys else None))
+
+    def unknown_kid(self, provider: str, result: str) -> None:
+        self.kids.append(result)
+
+    def results(self) -> list[str]:
+        return [result for result, _ in self.sets]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def remote(
+    uri: str | None,
+    session: aiohttp.ClientSession,
+    events: Events,
+    *,
+    issuer: str = "https://idp.test",
+    clock: Clock | None = None,
+    **settings: Any,
+) -> RemoteKeySource:
+    values: dict[str, Any] = {
+        "refresh_interval": 0.05,
+        "min_refresh_interval": 0.01,
+        "max_refresh_interval": 1,
+        "timeout": 1,
+        **settings,
+    }
+    if uri is not None:
+        values["uri"] = uri
+    config = RemoteJwks.model_validate(values)
+    fetcher = AiohttpFetcher(
+        session,
+        timeout_s=config.timeout,
+        connect_timeout_s=config.connect_timeout,
+        max_bytes=config.max_bytes,
+    )
+    return RemoteKeySource(
+        "corp",
+        ALGS,
+        events,
+        config,
+        issuer=issuer,
+        fetcher=fetcher,
+        monotonic=clock or Clock(),
+    )
+
+
+def kids(source: Any) -> set[str]:
+    keys = source.current()
+    return set(keys.by_kid) if keys else set()
+
+
+async def test_static_source(rsa_signer: Signer) -> None:
+    events = Events()
+    source = StaticKeySource("s", ALGS, events, {"keys": [rsa_signer.jwk]})
+    await source.start()
+    assert kids(source) == {rsa_signer.kid}
+    assert events.sets == [("ok", 1)]
+    assert await source.refetch_for_unknown_kid() is False
+
+
+def write_atomically(path: Path, document: Any) -> None:
+    """Write a sibling and rename it over the target, as Kubernetes volume updates do."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(document if isinstance(document, str) else json.dumps(document))
+    os.replace(tmp, path)
+
+
+async def test_file_source_reloads_on_change_and_keeps_last_good(
+    tmp_path: Path, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    path = tmp_path / "jwks.json"
+    write_atomically(path, {"keys": [rsa_signer.jwk]})
+    events = Events()
+    source = FileKeySource("f", ALGS, events, FileJwks(path=path, reload_interval=0.02))
+    await source.start()
+    try:
+        assert kids(source) == {rsa_signer.kid}
+        write_atomically(path, {"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
+        await wait_for(lambda: kids(source) == {rsa_signer.kid, other_rsa_signer.kid})
+        good = source.current()
+        write_atomically(path, "{ truncated")
+        await wait_for(lambda: "invalid" in events.results())
+        path.unlink()
+        await wait_for(lambda: "read_error" in events.results())
+        assert source.current() is good
+        write_atomically(path, {"keys": [other_rsa_signer.jwk]})
+        await wait_for(lambda: kids(source) == {other_rsa_signer.kid})
+    finally:
+        await source.stop()
+
+
+async def test_missing_file_at_start(tmp_path: Path) -> None:
+    events = Events()
+    source = FileKeySource("m", ALGS, events, FileJwks(path=tmp_path / "nope.json"))
+    await source.start()
+    await source.stop()
+    assert source.current() is None
+    assert events.sets == [("read_error", None)]
+
+
+async def test_remote_rotation_and_outages_keep_the_last_good_set(
+    idp: FakeIdp, session, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    source = remote(idp.uri, session, events)
+    await source.start()
+    try:
+        await wait_for(lambda: kids(source) == {rsa_signer.kid})
+        idp.serve({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})  # rotation starts
+        await wait_for(lambda: len(kids(source)) == 2)
+        idp.serve({"keys": [other_rsa_signer.jwk]})  # the old key is retired
+        await wait_for(lambda: kids(source) == {other_rsa_signer.kid})
+        good = source.current()
+        for body, status, result in (
+            (b"<html>oops</html>", 200, "invalid"),
+            (["not", "an", "object"], 200, "invalid"),
+            ({"keys": []}, 200, "invalid"),
+            ({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, 200, "invalid"),
+            (b"x" * (2 << 20), 200, "http_error"),
+            ({"error": "down"}, 500, "http_error"),
+        ):
+            idp.serve(body, status)
+            seen = len(events.sets)
+            await wait_for(lambda s=seen: len(events.sets) > s + 1)
+            assert events.sets[-1] == (result, 1), body
+            assert source.current() is good
+    finally:
+        await source.stop()
+
+
+async def test_remote_connection_refused_and_timeouts(idp: FakeIdp, session, rsa_signer: Signer):
+    events = Events()
+    down = remote(f"http://127.0.0.1:{free_port()}/certs", session, events)
+    assert await down.refresh() is False
+    idp.serve({"keys": [rsa_signer.jwk]})
+    slow = remote(idp.uri, session, events, timeout=0.1)
+    assert await slow.refresh() is True
+    idp.delay_s = 0.5
+    assert await slow.refresh() is False
+    assert kids(slow) == {rsa_signer.kid}
+    assert events.results() == ["network_error", "ok", "timeout"]
+
+
+async def test_backoff_keeps_retrying_until_the_idp_recovers(
+    idp: FakeIdp, session, rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"error": "down"}, status=503)
+    source = remote(idp.uri, session, events, refresh_interval=0.1, max_refresh_interval=1)
+    await source.start()
+    try:
+        await wait_for(lambda: idp.hits >= 3)
+        idp.serve({"keys": [rsa_signer.jwk]})
+        await wait_for(lambda: source.current() is not None)
+    finally:
+        await source.stop()
+    assert events.results()[:3] == ["http_error"] * 3
+
+
+async def test_etag_revalidation_and_cache_control(idp: FakeIdp, session, rsa_signer: Signer):
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.etag = '"k1"'
+    idp.headers = {"cache-control": "max-age=600"}
+    source = remote(
+        idp.uri, session, events, refresh_interval=2, min_refresh_interval=1, max_refresh_interval=5
+    )
+    assert await source.refresh()
+    first = source.current()
+    assert source.next_refresh_s == 5  # max-age clamped to max_refresh_interval
+    assert await source.refresh()
+    assert idp.conditional_hits == 1
+    assert source.current() is first
+    assert events.results() == ["ok", "not_modified"]
+    idp.headers = {"cache-control": "max-age=0"}
+    idp.etag = None
+    assert await source.refresh()
+    assert source.next_refresh_s == 1  # clamped up to min_refresh_interval
+    idp.headers = {}
+    assert await source.refresh()
+    assert source.next_refresh_s == 2  # no max-age: refresh_interval
+
+
+async def test_unknown_kid_refetch_is_single_flight_and_rate_limited(
+    idp: FakeIdp, session, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    events = Events()
+    clock = Clock()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    source = remote(
+        idp.uri,
+        session,
+        events,
+        clock=clock,
+        refresh_interval=300,
+        min_refresh_interval=30,
+        max_refresh_interval=3600,
+    )
+    assert await source.refresh()
+    idp.serve({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
+    idp.delay_s = 0.05
+    hits = idp.hits
+
+    flood = await asyncio.gather(*(source.refetch_for_unknown_kid() for _ in range(1000)))
+    assert all(flood)
+    assert idp.hits == hits + 1
+    assert other_rsa_signer.kid in kids(source)
+
+    assert await source.refetch_for_unknown_kid() is False  # within min_refresh_interval
+    assert idp.hits == hits + 1
+    clock.now += 31
+    assert await source.refetch_for_unknown_kid() is True
+    assert idp.hits == hits + 2
+    assert events.kids.count("ok") == 2 and events.kids.count("rate_limited") == 1
+
+
+async def test_unknown_kid_wait_is_bounded(idp: FakeIdp, session, rsa_signer: Signer) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.delay_s = 0.5
+    source = remote(idp.uri, session, events, unknown_kid_wait=0.05)
+    assert await source.refetch_for_unknown_kid() is False
+    assert events.kids == ["wait_timeout"]
+    await wait_for(lambda: source.current() is not None)  # the fetch itself carried on
+    await wait_for(lambda: "ok" in events.kids)
+    await source.stop()
+
+
+async def test_discovery(idp: FakeIdp, session, rsa_signer: Signer) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.discovery = {"issuer": idp.issuer, "jwks_uri": idp.uri}
+    source = remote(None, session, events, issuer=idp.issuer, discovery=idp.issuer)
+    assert await source.refresh()
+    assert kids(source) == {rsa_signer.kid}
+
+    # A document for another issuer, or an insecure jwks_uri, is refused; the last
+    # discovered jwks_uri and key set stay in use.
+    idp.discovery = {"issuer": "https://evil.test", "jwks_uri": idp.uri}
+    assert await source.refresh()
+    idp.discovery = {"issuer": idp.issuer, "jwks_uri": "http://evil.test/certs"}
+    assert await source.refresh()
+    assert kids(source) == {rsa_signer.kid}
+
+    fresh = remote(None, session, events, issuer=idp.issuer, discovery=idp.issuer)
+    assert await fresh.refresh() is False
+    assert fresh.current() is None
+    idp.discovery = None
+    assert await fresh.refresh() is False
+    assert events.results() == ["ok", "ok", "ok", "invalid", "http_error"]

@@ -236,3 +236,91 @@ async def test_every_check_is_observed(jwks: dict[str, Any], rsa_signer: Signer)
     await authorizer.check(req())
     assert [d.reason for d, _ in recorder.seen] == ["allowed", "missing_token"]
     assert all(seconds >= 0 for _, seconds in recorder.seen)
+
+
+PARTNER = "https://partner.test"
+
+
+def multi_authorizer(rsa_signer: Signer, other_rsa_signer: Signer) -> tuple[Authorizer, Any]:
+    inline = {"inline": {"keys": []}}
+    config = parse_config(
+        {
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "jwks": inline,
+                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
+                },
+                "partner": {
+                    "issuer": PARTNER,
+                    "jwks": inline,
+                    "claim_to_headers": [{"header": "x-partner", "claim": "sub"}],
+                },
+            },
+            "rules": [
+                {"match": {"prefix": "/multi"}, "requires": {"any": ["corp", "partner"]}},
+                {"match": {"prefix": "/optional"}, "requires": {"allow_missing": "corp"}},
+                {"match": {"prefix": "/"}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+    keys = {
+        "corp": FixedKeys(parse_jwks({"keys": [rsa_signer.jwk]}, ("RS256",))),
+        "partner": FixedKeys(parse_jwks({"keys": [other_rsa_signer.jwk]}, ("RS256",))),
+    }
+    providers = build_providers(config, keys, fixed_clock())
+    return Authorizer(Policy.compile(config), providers), keys
+
+
+async def test_any_routes_by_issuer_before_key_work(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    authorizer, keys = multi_authorizer(rsa_signer, other_rsa_signer)
+    corp = await authorizer.check(req("/multi", authorization=f"Bearer {rsa_signer.token()}"))
+    assert (corp.allowed, corp.provider) == (True, "corp")
+    assert dict(corp.upstream_headers) == {"x-user-id": "alice"}
+    assert set(corp.remove_headers) == {"x-partner", "authorization"}
+
+    partner_token = other_rsa_signer.token(iss=PARTNER)
+    partner = await authorizer.check(req("/multi", authorization=f"Bearer {partner_token}"))
+    assert (partner.allowed, partner.provider) == (True, "partner")
+    assert dict(partner.upstream_headers) == {"x-partner": "alice"}
+
+    # A partner token on a corp-only route fails on its issuer, before any key lookup.
+    only_corp = await authorizer.check(req("/x", authorization=f"Bearer {partner_token}"))
+    assert (only_corp.status, only_corp.reason) == (401, "invalid_issuer")
+    stranger = await authorizer.check(
+        req(
+            "/multi",
+            authorization=f"Bearer {rsa_signer.token(iss='https://x', header={'kid': 'r'})}",
+        )
+    )
+    assert (stranger.status, stranger.reason) == (401, "invalid_issuer")
+    assert keys["corp"].refetches == keys["partner"].refetches == 0
+
+
+async def test_allow_missing(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
+    authorizer, _ = multi_authorizer(rsa_signer, other_rsa_signer)
+    anonymous = await authorizer.check(req("/optional", x_user_id="mallory"))
+    assert (anonymous.allowed, anonymous.reason) == (True, "anonymous")
+    assert "x-user-id" in anonymous.remove_headers
+    signed = await authorizer.check(req("/optional", authorization=f"Bearer {rsa_signer.token()}"))
+    assert (signed.reason, dict(signed.upstream_headers)) == ("allowed", {"x-user-id": "alice"})
+    bad = await authorizer.check(req("/optional", authorization="Bearer not-a-token"))
+    assert (bad.status, bad.reason) == (401, "malformed_token")
+    expired = await authorizer.check(
+        req("/optional", authorization=f"Bearer {rsa_signer.token(exp=1)}")
+    )
+    assert (expired.status, expired.reason) == (401, "token_expired")
+
+
+async def test_unknown_kid_asks_the_source_once(jwks: dict[str, Any], rsa_signer: Signer):
+    config = make_config()
+    lookup = FixedKeys(parse_jwks(jwks, ("RS256", "ES256")))
+    authorizer = Authorizer(
+        Policy.compile(config), build_providers(config, {"corp": lookup}, fixed_clock())
+    )
+    token = rsa_signer.token(header={"kid": "rotated-in"})
+    decision = await authorizer.check(req(authorization=f"Bearer {token}"))
+    assert (decision.status, decision.reason) == (401, "unknown_kid")
+    assert lookup.refetches == 1

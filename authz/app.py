@@ -87,10 +87,11 @@ class App:
             await source.start()
         if self.sources and self.config.startup_wait > 0:
             await self._wait_for_keys(self.config.startup_wait)
-        await self.grpc.start()
-        self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
+        # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
+        await self.grpc.start()
+        self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
         await self._update_health()
         log.info("authz serving: grpc on port %d, http on port %d", self.grpc.port, self.http.port)
 

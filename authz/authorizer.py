@@ -22,7 +22,7 @@ from authz.errors import (
 )
 from authz.model import Decision, Identity, RequestAttributes
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
-from authz.tokens import FoundToken, Location, TokenSources, cookie_header_without
+from authz.tokens import FoundToken, TokenSources, cookie_header_without
 from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class Authorizer:
             raise InvalidIssuer("iss matches none of the rule's providers")
         provider, identity = await _verify_with_any(token, matching, routed)
         rule.check_claims(identity.claims)
-        return self._allow(request, rule, provider, found, identity)
+        return self._allow(request, rule, provider, identity)
 
     def _without_identity(self, rule: CompiledRule, reason: str) -> Decision:
         return Decision(
@@ -182,7 +182,6 @@ class Authorizer:
         request: RequestAttributes,
         rule: CompiledRule,
         provider: ProviderRuntime,
-        found: FoundToken,
         identity: Identity,
     ) -> Decision:
         upstream: dict[str, str] = {}
@@ -195,12 +194,12 @@ class Authorizer:
         remove = [h for h in self._identity_headers if h not in upstream]
         remove_params: tuple[str, ...] = ()
         if not provider.forward:
-            if found.location is Location.HEADER:
-                remove.append(found.name)
-            elif found.location is Location.PARAM:
-                remove_params = (found.name,)
-            else:
-                rest = cookie_header_without(request.headers.get("cookie", ""), found.name)
+            # Every copy of a token goes, not only the one that was verified.
+            plan = provider.sources.strip_plan(request)
+            remove.extend(plan.headers)
+            remove_params = plan.params
+            if plan.cookies:
+                rest = cookie_header_without(request.headers.get("cookie", ""), plan.cookies)
                 if rest:
                     upstream["cookie"] = rest
                 else:

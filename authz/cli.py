@@ -92,8 +92,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     jwk = public_jwk(pem)
     now = int(time.time())
     claims: dict[str, Any] = {"iss": args.iss, "sub": args.sub, "iat": now, "exp": now + args.ttl}
-    if args.aud:
-        claims["aud"] = args.aud if len(args.aud) > 1 else args.aud[0]
+    audiences = args.aud or ["api"]
+    claims["aud"] = audiences if len(audiences) > 1 else audiences[0]
     for item in args.claim:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--key", required=True, help="PEM private key (from authz keygen)")
     token.add_argument("--sub", default="dev-user")
     token.add_argument("--iss", default="https://authz.dev.local")
-    token.add_argument("--aud", action="append", default=[], help="repeat for several")
+    token.add_argument(
+        "--aud", action="append", default=[], help="repeat for several (default: api)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
     token.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
     token.add_argument("--alg", help="default: RS256 for RSA keys, ES* for EC keys")

@@ -30,6 +30,29 @@ HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+HTTP_METHODS = frozenset(
+    [
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "CONNECT",
+        "OPTIONS",
+        "TRACE",
+        "PATCH",
+        "PROPFIND",
+        "PROPPATCH",
+        "MKCOL",
+        "COPY",
+        "MOVE",
+        "LOCK",
+        "UNLOCK",
+        "REPORT",
+        "SEARCH",
+        "PURGE",
+    ]
+)
 
 
 class _Model(BaseModel):
@@ -187,7 +210,7 @@ class ClaimToHeader(_Model):
 
 class Provider(_Model):
     issuer: str = Field(min_length=1)
-    audiences: list[str] = Field(default_factory=list)
+    audiences: list[str] = Field(min_length=1)
     jwks: Jwks
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
@@ -248,8 +271,14 @@ class Match(_Model):
 
     @field_validator("methods")
     @classmethod
-    def _upper(cls, value: list[str]) -> list[str]:
-        return [m.upper() for m in value]
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        methods = [m.upper() for m in value]
+        unknown = [m for m in methods if m not in HTTP_METHODS]
+        if unknown:
+            # A misspelt method makes a rule never match, so requests fall through to a later,
+            # possibly looser rule.
+            raise ValueError(f"unknown HTTP method(s) {unknown}")
+        return methods
 
 
 OPERATORS = ("equals", "one_of", "contains", "contains_any", "contains_all", "matches", "exists")

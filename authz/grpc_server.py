@@ -8,6 +8,7 @@ CheckResponse: an escaped exception would become a gRPC error, which Envoy with
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -50,6 +51,25 @@ def to_attributes(request: Any) -> RequestAttributes:
     )
 
 
+_MAX_EXACT_INT = 2**53
+
+
+def struct_safe(value: Any) -> Any:
+    """Claims as a protobuf Struct can hold them: numbers are doubles there, so integers
+    beyond 2**53 (which would lose digits or overflow) become strings."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= _MAX_EXACT_INT else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return [struct_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): struct_safe(item) for key, item in value.items()}
+    raise TypeError(f"{type(value).__name__} cannot go into dynamic metadata")
+
+
 def _header_options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
     return [
         base_pb2.HeaderValueOption(
@@ -69,7 +89,7 @@ def to_check_response(decision: Decision) -> Any:
         ok.headers_to_remove.extend(decision.remove_headers)
         ok.query_parameters_to_remove.extend(decision.remove_query_params)
         if decision.metadata:
-            response.dynamic_metadata.update(dict(decision.metadata))
+            response.dynamic_metadata.update(struct_safe(dict(decision.metadata)))
     else:
         denied = response.denied_response
         denied.status.code = decision.status
@@ -115,9 +135,12 @@ class GrpcServer:
         )
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio's way of saying the bind failed
+            raise OSError(f"cannot listen on {address} (gRPC)") from exc
         if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise OSError(f"cannot listen on {address} (gRPC)")
 
     async def start(self) -> None:
         await self.set_serving(overall=True, authorization=False)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from authz.config import Provider
 from authz.model import RequestAttributes
@@ -21,6 +22,25 @@ class FoundToken:
     token: str
     location: Location
     name: str  # header, parameter or cookie name
+
+
+@dataclass(frozen=True, slots=True)
+class StripPlan:
+    """Every copy of a token in a request, for ``forward: false`` to remove them all."""
+
+    headers: tuple[str, ...]
+    params: tuple[str, ...]  # raw names as they appear in the query, percent-encoding kept
+    cookies: tuple[str, ...]
+
+
+def query_pairs(query: str) -> list[tuple[str, str, str]]:
+    """(raw name, decoded name, decoded value) for each parameter of a query string."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            raw, _, value = part.partition("=")
+            pairs.append((raw, unquote_plus(raw), unquote_plus(value)))
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +71,15 @@ class TokenSources:
             if value is None:
                 continue
             # The auth scheme is case-insensitive (RFC 7235), so the prefix is compared that way.
-            if source.prefix and value[: len(source.prefix)].lower() != source.prefix.lower():
+            if not self._bears_token(source, value):
                 continue
             token = value[len(source.prefix) :].strip()
             if token:
                 return FoundToken(token, Location.HEADER, source.name)
         if self.params and request.query:
-            params = dict(parse_qsl(request.query, keep_blank_values=True))
+            params: dict[str, str] = {}
+            for _, name, value in query_pairs(request.query):
+                params.setdefault(name, value)
             for name in self.params:
                 token = params.get(name, "").strip()
                 if token:
@@ -69,6 +91,30 @@ class TokenSources:
                 if token:
                     return FoundToken(token, Location.COOKIE, name)
         return None
+
+    def _bears_token(self, source: HeaderSource, value: str) -> bool:
+        return not source.prefix or value[: len(source.prefix)].lower() == source.prefix.lower()
+
+    def strip_plan(self, request: RequestAttributes) -> StripPlan:
+        headers = tuple(
+            s.name
+            for s in self.headers
+            if s.name in request.headers and self._bears_token(s, request.headers[s.name])
+        )
+        params = (
+            tuple(
+                dict.fromkeys(
+                    raw for raw, name, _ in query_pairs(request.query) if name in self.params
+                )
+            )
+            if self.params
+            else ()
+        )
+        cookies: tuple[str, ...] = ()
+        if self.cookies and "cookie" in request.headers:
+            present = parse_cookies(request.headers["cookie"])
+            cookies = tuple(name for name in self.cookies if name in present)
+        return StripPlan(headers, params, cookies)
 
 
 def parse_cookies(header: str) -> dict[str, str]:
@@ -85,10 +131,10 @@ def parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
-def cookie_header_without(header: str, name: str) -> str:
-    """The Cookie header with every cookie called ``name`` removed."""
+def cookie_header_without(header: str, names: Collection[str]) -> str:
+    """The Cookie header with every cookie called one of ``names`` removed."""
     return "; ".join(
         part.strip()
         for part in header.split(";")
-        if part.strip() and part.strip().partition("=")[0].strip() != name
+        if part.strip() and part.strip().partition("=")[0].strip() not in names
     )

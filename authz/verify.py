@@ -67,9 +67,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
+
+
 def json_object(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            b64url_decode(segment), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+        )
     except (ValueError, RecursionError) as exc:
         raise MalformedToken(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,13 @@ def _endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
     return address
 
 
-def render_envoy_config(ports: Ports, out: Path) -> Path:
+EnvoyPatch = Callable[[dict[str, Any]], None]
+
+
+def render_envoy_config(ports: Ports, out: Path, patch: EnvoyPatch | None = None) -> Path:
     config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+    if patch is not None:
+        patch(config)
     config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=ports.envoy)
@@ -133,7 +139,14 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
 class Stack:
     """authz + Envoy + echo upstream as child processes; stop() ends them all."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], ports: Ports) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        ports: Ports,
+        envoy_patch: EnvoyPatch | None = None,
+    ) -> None:
+        self.envoy_patch = envoy_patch
         self.workdir = workdir
         self.config = config
         self.ports = ports
@@ -157,7 +170,9 @@ class Stack:
             authz = self._spawn(
                 "authz", [sys.executable, "-m", "authz", "serve", "-c", str(self.config_path)]
             )
-            envoy_config = render_envoy_config(self.ports, self.workdir / "envoy.yaml")
+            envoy_config = render_envoy_config(
+                self.ports, self.workdir / "envoy.yaml", self.envoy_patch
+            )
             envoy = self._spawn(
                 "envoy",
                 [

@@ -130,6 +130,21 @@ async def test_token_from_cookie_is_cut_out_of_the_cookie_header(
     assert "cookie" in only.remove_headers
 
 
+async def test_every_copy_of_the_token_is_stripped(jwks: dict[str, Any], rsa_signer: Signer):
+    token = rsa_signer.token()
+    decision = await make_authorizer(jwks).check(
+        req(
+            f"/api/x?access%5Ftoken={token}&keep=1",
+            authorization=f"Bearer {token}",
+            cookie=f"session={token}; theme=dark",
+        )
+    )
+    assert decision.allowed
+    assert "authorization" in decision.remove_headers
+    assert decision.remove_query_params == ("access%5Ftoken",)
+    assert dict(decision.upstream_headers)["cookie"] == "theme=dark"
+
+
 async def test_public_route_strips_identity_headers() -> None:
     decision = await make_authorizer(None).check(req("/healthz", x_user_id="mallory"))
     assert decision.allowed and decision.reason == "public" and decision.rule == "health"
@@ -248,11 +263,13 @@ def multi_authorizer(rsa_signer: Signer, other_rsa_signer: Signer) -> tuple[Auth
             "providers": {
                 "corp": {
                     "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
                     "jwks": inline,
                     "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
                 },
                 "partner": {
                     "issuer": PARTNER,
+                    "audiences": [AUDIENCE],
                     "jwks": inline,
                     "claim_to_headers": [{"header": "x-partner", "claim": "sub"}],
                 },

@@ -28,7 +28,8 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_config_names_the_bad_key(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "providers:\n  corp:\n    issuer: x\n    jwks: {inline: '{\"keys\": []}'}\n"
+        "providers:\n  corp:\n    issuer: x\n    audiences: [api]\n"
+        "    jwks: {inline: '{\"keys\": []}'}\n"
         "    claim_to_header: []\n"
         "rules:\n  - requires: {provider: corp}\n"
     )
@@ -39,7 +40,8 @@ def test_check_config_names_the_bad_key(tmp_path: Path, capsys) -> None:
 def test_check_config_rejects_an_unusable_inline_jwks(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "providers:\n  corp:\n    issuer: x\n    jwks: {inline: '{\"keys\": []}'}\n"
+        "providers:\n  corp:\n    issuer: x\n    audiences: [api]\n"
+        "    jwks: {inline: '{\"keys\": []}'}\n"
         "rules:\n  - requires: {provider: corp}\n"
     )
     assert main(["check-config", "-c", str(bad)]) == 2

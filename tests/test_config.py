@@ -94,6 +94,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("rules.0.claims", [{"claim": "sub", "matchez": "a"}], "rules.0.claims.0.matchez: unknown key"),
     ("rules.0.claims", [{"claim": "sub", "matches": "("}], "invalid regular expression"),
     ("rules.0.match.prefix", "api", "must start with '/'"),
+    ("rules.0.match.methods", ["GETT"], "unknown HTTP method(s) ['GETT']"),
+    ("providers.corp.audiences", [], "providers.corp.audiences"),
+    ("providers.corp.audiences", "DELETE", "providers.corp.audiences: Field required"),
     ("rules.0.match.path", "/x", "either prefix or path"),
     ("rules", [], "rules: List should have at least 1 item"),
     ("listen.grpc", "9001", "expected host:port"),
@@ -174,7 +177,8 @@ def test_not_a_mapping() -> None:
 
 def test_load_resolves_jwks_file_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "authz.yaml").write_text(
-        "providers:\n  corp:\n    issuer: x\n    jwks: {file: keys/jwks.json}\n"
+        "providers:\n  corp:\n    issuer: x\n    audiences: [api]\n"
+        "    jwks: {file: keys/jwks.json}\n"
         "rules:\n  - requires: {provider: corp}\n"
     )
     config = load_config(tmp_path / "authz.yaml")

@@ -15,13 +15,28 @@ from tests.conftest import Signer, wall_clock_claims
 pytestmark = pytest.mark.e2e
 
 
+def echo_metadata(config: dict[str, Any]) -> None:
+    """Have Envoy copy one claim from authz's dynamic metadata into an upstream header."""
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    routes[-1]["request_headers_to_add"] = [
+        {
+            "header": {
+                "key": "x-metadata-sub",
+                "value": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:dev:sub)%",
+            }
+        }
+    ]
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    running = Stack(workdir, dev_config(jwks, ports), ports)
+    config = {**dev_config(jwks, ports), "log_level": "DEBUG"}
+    running = Stack(workdir, config, ports, envoy_patch=echo_metadata)
     running.start()
     yield running
     running.stop()
@@ -39,12 +54,15 @@ def token(signer: Signer, **claims: Any) -> str:
 
 
 def call(
-    stack: Stack, path: str, method: str = "GET", **headers: str
+    stack: Stack, path: str, method: str = "GET", raw: dict[str, str] | None = None, **headers: str
 ) -> tuple[int, dict[str, str], Any]:
+    """One request through Envoy; keyword headers have "_" turned into "-", ``raw`` ones not."""
     connection = http.client.HTTPConnection("127.0.0.1", stack.ports.envoy, timeout=10)
     try:
         connection.request(
-            method, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+            method,
+            path,
+            headers={**{k.replace("_", "-"): v for k, v in headers.items()}, **(raw or {})},
         )
         response = connection.getresponse()
         raw = response.read()
@@ -64,19 +82,23 @@ def bearer(value: str) -> str:
 
 
 def test_valid_token_reaches_the_upstream_with_identity_headers(stack: Stack, rsa_signer: Signer):
+    minted = token(rsa_signer, realm_access={"roles": ["user", "dev"]})
     status, _, echo = call(
-        stack,
-        "/hello",
-        authorization=bearer(token(rsa_signer, realm_access={"roles": ["user", "dev"]})),
-        x_user_id="mallory",
-        x_jwt_payload="forged",
+        stack, "/hello", authorization=bearer(minted), x_user_id="mallory", x_jwt_payload="forged"
     )
     assert status == 200
     headers = echo["headers"]
     assert headers["x-user-id"] == "alice"
     assert headers["x-user-roles"] == "user,dev"
-    assert headers["x-jwt-payload"] != "forged"
+    assert headers["x-jwt-payload"] == minted.split(".")[1]
+    assert headers["x-metadata-sub"] == "alice"  # the claims reached Envoy's dynamic metadata
     assert "authorization" not in headers
+
+
+def test_underscore_spoof_is_rejected_by_envoy(stack: Stack, rsa_signer: Signer) -> None:
+    spoof = {"x_user_id": "mallory"}
+    status = call(stack, "/hello", raw=spoof, authorization=bearer(token(rsa_signer)))[0]
+    assert status == 400
 
 
 def test_spoofed_identity_header_never_reaches_the_upstream(stack: Stack, rsa_signer: Signer):
@@ -151,6 +173,12 @@ def test_token_in_query_and_cookie_is_stripped(stack: Stack, rsa_signer: Signer)
     status, _, echo = call(stack, f"/q?access_token={token(rsa_signer)}&keep=1")
     assert status == 200
     assert echo["path"] == "/q?keep=1"
+    second = token(rsa_signer)
+    status, _, echo = call(
+        stack, f"/q?access%5Ftoken={second}&keep=1", authorization=bearer(token(rsa_signer))
+    )
+    assert status == 200
+    assert echo["path"] == "/q?keep=1"
     status, _, echo = call(stack, "/c", cookie=f"theme=dark; session={token(rsa_signer)}")
     assert status == 200
     assert echo["headers"]["cookie"] == "theme=dark"
@@ -168,6 +196,7 @@ def test_graceful_shutdown_and_no_secrets_in_logs(stack: Stack) -> None:
     assert codes["authz"] == 0
     log = stack.log("authz")
     assert "shutting down" in log
+    assert "deny token_expired" in log  # DEBUG logging was on while tokens flowed
     for sent in SENT_TOKENS:
         assert sent not in log
         assert sent.split(".")[2] not in log

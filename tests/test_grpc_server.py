@@ -15,7 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.app import App
 from authz.config import parse_config
-from authz.grpc_server import AUTHORIZATION_SERVICE, to_attributes
+from authz.grpc_server import (
+    AUTHORIZATION_SERVICE,
+    AuthorizationServicer,
+    struct_safe,
+    to_attributes,
+)
+from authz.model import Decision
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 
 
@@ -88,6 +94,51 @@ async def test_public_route_and_no_rule(channel: grpc.aio.Channel) -> None:
     assert list(public.ok_response.headers_to_remove) == ["x-user-id"]
 
 
+async def test_no_matching_rule(jwks: dict[str, Any]) -> None:
+    config = app_config(jwks).model_copy(update={"rules": app_config(jwks).rules[:1]})
+    async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
+        stub = external_auth_pb2_grpc.AuthorizationStub(ch)
+        response = await stub.Check(check_request("/private"))
+        assert response.status.code == code_pb2.PERMISSION_DENIED
+        assert response.denied_response.status.code == 403
+
+
+async def test_huge_numbers_reach_metadata_as_strings(
+    channel: grpc.aio.Channel, rsa_signer: Signer
+) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    token = rsa_signer.token(big=10**40, ok=7, **wall_clock_claims())
+    response = await stub.Check(check_request(authorization=f"Bearer {token}"))
+    assert response.status.code == code_pb2.OK
+    metadata = json_format.MessageToDict(response.dynamic_metadata)["corp"]
+    assert (metadata["big"], metadata["ok"]) == (str(10**40), 7)
+
+
+@pytest.mark.parametrize(
+    ("value", "safe"),
+    [
+        ({"a": [1, 2.5, None, True, "s"]}, {"a": [1, 2.5, None, True, "s"]}),
+        (2**53 + 1, str(2**53 + 1)),
+        (-(2**60), str(-(2**60))),
+        (float("inf"), "inf"),
+        ({1: "k"}, {"1": "k"}),
+    ],
+)
+def test_struct_safe(value: Any, safe: Any) -> None:
+    assert struct_safe(value) == safe
+
+
+async def test_adapter_failure_is_a_503_not_a_grpc_error() -> None:
+    class OddAuthorizer:
+        async def check(self, request: Any) -> Decision:
+            return Decision(allowed=True, status=200, reason="allowed", metadata={"x": object()})
+
+    servicer = AuthorizationServicer(OddAuthorizer())  # type: ignore[arg-type]
+    response = await servicer.Check(check_request(), None)  # type: ignore[arg-type]
+    assert response.status.code == code_pb2.UNAVAILABLE
+    assert response.denied_response.status.code == 503
+
+
 async def test_empty_request_is_a_deny_not_an_error(channel: grpc.aio.Channel) -> None:
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     response = await stub.Check(external_auth_pb2.CheckRequest())
@@ -106,7 +157,13 @@ async def test_not_ready_without_keys(tmp_path, rsa_signer: Signer) -> None:
     config = parse_config(
         {
             "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "providers": {"corp": {"issuer": ISSUER, "jwks": {"file": str(tmp_path / "none")}}},
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks": {"file": str(tmp_path / "none")},
+                }
+            },
             "rules": [{"requires": {"provider": "corp"}}],
         }
     )

@@ -83,7 +83,7 @@ def test_get_claim_missing() -> None:
 
 POLICY = parse_config(
     {
-        "providers": {"p": {"issuer": "i", "jwks": {"inline": {"keys": []}}}},
+        "providers": {"p": {"issuer": "i", "audiences": ["a"], "jwks": {"inline": {"keys": []}}}},
         "rules": [
             {"name": "health", "match": {"prefix": "/healthz"}, "public": True},
             {"name": "exact", "match": {"path": "/exact"}, "requires": {"provider": "p"}},

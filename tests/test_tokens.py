@@ -7,6 +7,7 @@ from authz.tokens import (
     FoundToken,
     HeaderSource,
     Location,
+    StripPlan,
     TokenSources,
     cookie_header_without,
     parse_cookies,
@@ -79,4 +80,31 @@ def test_parse_cookies() -> None:
     ],
 )
 def test_cookie_header_without(header: str, expected: str) -> None:
-    assert cookie_header_without(header, "session") == expected
+    assert cookie_header_without(header, ("session",)) == expected
+    assert cookie_header_without("a=1; token=x; session=y", ("token", "session")) == "a=1"
+
+
+@pytest.mark.parametrize(
+    ("request_", "plan"),
+    [
+        (req(authorization="Bearer a"), StripPlan(("authorization",), (), ())),
+        (req(authorization="Basic a"), StripPlan((), (), ())),
+        (
+            req(
+                "/?access_token=a&access%5Ftoken=b&x=1&access_token=c",
+                x_token="t",
+                cookie="session=s; other=o",
+            ),
+            StripPlan(("x-token",), ("access_token", "access%5Ftoken"), ("session",)),
+        ),
+        (req("/?access_token"), StripPlan((), ("access_token",), ())),
+    ],
+)
+def test_strip_plan_finds_every_copy(request_: RequestAttributes, plan: StripPlan) -> None:
+    assert SOURCES.strip_plan(request_) == plan
+
+
+def test_percent_encoded_parameter_names_are_decoded() -> None:
+    assert SOURCES.find(req("/?access%5Ftoken=z")) == FoundToken(
+        "z", Location.PARAM, "access_token"
+    )

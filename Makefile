@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format check-config clean
+.PHONY: install run test test-unit lint format bench-jwks clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: install
 	$(VENV)/bin/mypy authz
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
 	$(VENV)/bin/authz check-config -c deploy/authz.yaml
+
+## make bench-jwks: random-kid flood and check latency while the IdP is down.
+bench-jwks: install
+	$(PY) -m bench.jwks_outage
 
 format: install
 	$(VENV)/bin/ruff format .

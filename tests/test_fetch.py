@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
 import aiohttp
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from authz.errors import JwksHttpError, JwksNetworkError, JwksTimeout
-from authz.fetch import AiohttpFetcher, cache_max_age
+from authz.errors import JwksError, JwksHttpError, JwksNetworkError, JwksTimeout
+from authz.fetch import AiohttpFetcher, cache_max_age, ssl_context_for
 from dev.stack import free_port
 from tests.conftest import FakeIdp
 
@@ -88,3 +98,65 @@ async def test_redirects_only_within_the_origin(idp: FakeIdp, session) -> None:
 )
 def test_cache_max_age(header: str | None, seconds: float | None) -> None:
     assert cache_max_age(header) == seconds
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.local")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_with_a_private_ca_bundle(tmp_path: Path, session) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    async def certs(_: web.Request) -> web.Response:
+        return web.json_response({"keys": []})
+
+    app = web.Application()
+    app.router.add_get("/certs", certs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    try:
+        uri = f"https://127.0.0.1:{port}/certs"
+        with pytest.raises(JwksNetworkError):  # not trusted by the system store
+            await fetcher(session)(uri)
+        trusted = AiohttpFetcher(
+            session,
+            timeout_s=2,
+            connect_timeout_s=1,
+            max_bytes=1024,
+            ssl_context=ssl_context_for(str(cert)),
+        )
+        assert (await trusted(uri)).body == b'{"keys": []}'
+    finally:
+        await runner.cleanup()
+    with pytest.raises(JwksError, match="cannot load CA bundle"):
+        ssl_context_for(str(tmp_path / "missing.pem"))

@@ -135,6 +135,7 @@ async def test_https_with_a_private_ca_bundle(tmp_path: Path, session) -> None:
     cert, key = self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
+
     async def certs(_: web.Request) -> web.Response:
         return web.json_response({"keys": []})
 

@@ -27,6 +27,7 @@ from dev.stack import free_port
 
 CHECKS = 2000
 CONCURRENCY = 8
+PHASE_S = 4.0  # long enough for several refresh attempts to fail in each outage phase
 
 
 class Idp:
@@ -64,13 +65,17 @@ def request(token: str) -> Any:
     return message
 
 
-async def latencies(stub: Any, tokens: list[str]) -> list[float]:
+async def latencies(stub: Any, tokens: list[str], min_seconds: float = 0.0) -> list[float]:
+    """Check every token once, and keep cycling through them for at least min_seconds."""
     results: list[float] = []
     queue = list(tokens)
+    deadline = time.perf_counter() + min_seconds
 
     async def worker() -> None:
         while queue:
             token = queue.pop()
+            if not queue and time.perf_counter() < deadline:
+                queue.extend(tokens)
             started = time.perf_counter()
             response = await stub.Check(request(token))
             results.append(time.perf_counter() - started)
@@ -136,16 +141,16 @@ async def main() -> None:
             "included)"
         )
 
-        normal = await latencies(stub, good)
+        normal = await latencies(stub, good, PHASE_S)
         print(summary("normal operation", normal))
 
         await idp.stop()  # connection refused from now on
-        refused = await latencies(stub, good)
+        refused = await latencies(stub, good, PHASE_S)
         print(summary("IdP down (connection refused)", refused))
 
         idp.mode = "hang"
         await idp.start()
-        hanging = await latencies(stub, good)
+        hanging = await latencies(stub, good, PHASE_S)
         print(summary("IdP hanging (fetch timeouts)", hanging))
         print(f"refresh results: {counts(app.metrics.jwks_refresh)}")
     await idp.stop()

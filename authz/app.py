@@ -20,7 +20,7 @@ from authz.jwks import KeySet
 from authz.key_sources import KeySource, build_key_source
 from authz.metrics import Metrics
 from authz.model import Decision
-from authz.policy import Policy
+from authz.policy import shadowed_rules
 from authz.verify import Clock
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class App:
             for name, provider in self.config.providers.items()
         }
         providers = build_providers(self.config, self.sources, self._clock)
-        authorizer = Authorizer(Policy.compile(self.config), providers, self._observe)
+        for warning in shadowed_rules(self.config):
+            log.warning("%s", warning)
+        authorizer = Authorizer.from_config(self.config, providers, self._observe)
         self.grpc = GrpcServer(authorizer, self.config.listen.grpc)
         self.http = HttpServer(self.config.listen.http, self.metrics, lambda: self.ready)
 
@@ -120,8 +122,11 @@ class App:
             "allow" if decision.allowed else "deny",
             decision.reason,
             decision.provider or "none",
+            decision.rule or "none",
             seconds,
         )
+        if decision.dry_run is not None:
+            self.metrics.observe_dry_run(decision.rule or "none", *decision.dry_run)
 
     # KeyEvents: what key sources report.
     async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:

@@ -8,8 +8,9 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from authz.conditions import EvalContext
 from authz.config import Config
 from authz.errors import (
     CheckError,
@@ -21,6 +22,7 @@ from authz.errors import (
     Outcome,
 )
 from authz.model import Decision, Identity, RequestAttributes
+from authz.paths import normalize_path
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
 from authz.tokens import FoundToken, TokenSources, cookie_header_without
 from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
@@ -28,6 +30,7 @@ from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 log = logging.getLogger(__name__)
 
 Observer = Callable[[Decision, float], None]
+DRY_RUN_HEADER = "x-authz-dry-run"
 _REALM_UNSAFE = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
 
 
@@ -52,7 +55,10 @@ def build_providers(
             name=name,
             verifier=Verifier.for_provider(name, provider, keys[name], clock),
             sources=TokenSources.from_provider(provider),
-            headers=tuple(HeaderFromClaim.compile(m, delimiter) for m in provider.claim_to_headers),
+            headers=tuple(
+                HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+                for m in provider.claim_to_headers
+            ),
             payload_header=provider.forward_payload_header,
             forward=provider.forward,
         )
@@ -65,7 +71,12 @@ def _realm(host: str) -> str:
 
 
 def deny(
-    error: CheckError, request: RequestAttributes, rule: str | None, provider: str | None
+    error: CheckError,
+    request: RequestAttributes,
+    rule: str | None,
+    provider: str | None,
+    *,
+    expose: bool = False,
 ) -> Decision:
     """The deny Decision for ``error``: status, WWW-Authenticate and a small JSON body."""
     realm = _realm(request.host)
@@ -86,12 +97,21 @@ def deny(
         )
     elif error.outcome is Outcome.FORBIDDEN:
         code, challenge = "access_denied", None
+    elif error.outcome is Outcome.BAD_REQUEST:
+        code, challenge = "invalid_request", None
     else:
         code, challenge = "temporarily_unavailable", None
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     if challenge:
         headers.append(("www-authenticate", challenge))
-    body = json.dumps({"error": code, "error_description": error.description})
+    body: dict[str, str] = {"error": code, "error_description": error.description}
+    if expose:
+        # Opt-in: the rule and condition are config names, never token or claim values.
+        body["reason"] = error.reason
+        if rule is not None:
+            body["rule"] = rule
+        if isinstance(error, ClaimMismatch) and error.condition:
+            body["condition"] = error.condition
     return Decision(
         allowed=False,
         status=error.outcome.value,
@@ -99,8 +119,25 @@ def deny(
         rule=rule,
         provider=provider,
         response_headers=tuple(headers),
-        body=body,
+        body=json.dumps(body),
     )
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What a check learned before it ended, for denials, dry runs and metrics."""
+
+    rule: CompiledRule | None = None
+    routed: list[str] = field(default_factory=list)  # providers a token was routed to
+    identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
+
+    @property
+    def provider(self) -> str | None:
+        if self.routed:
+            return self.routed[-1]
+        if self.rule is not None and len(self.rule.providers) == 1:
+            return self.rule.providers[0]
+        return None
 
 
 class Authorizer:
@@ -111,69 +148,146 @@ class Authorizer:
         policy: Policy,
         providers: Mapping[str, ProviderRuntime],
         observe: Observer | None = None,
+        *,
+        delimiter: str = ".",
+        global_dry_run: bool = False,
+        expose_reasons: bool = False,
+        max_header_value_bytes: int = 8192,
     ) -> None:
         self._policy = policy
         self._providers = providers
         self._observe = observe
-        # Identity headers any provider can set: a client must never get one past us.
-        self._identity_headers = tuple(
-            dict.fromkeys(
-                name
-                for p in providers.values()
-                for name in (*(h.header for h in p.headers), *filter(None, [p.payload_header]))
-            )
+        self._delimiter = delimiter
+        self._global_dry_run = global_dry_run
+        self._expose = expose_reasons
+        self._max_header_bytes = max_header_value_bytes
+        # Headers authz may set: a client must never get its own copy of one past us.
+        names: list[str] = []
+        for p in providers.values():
+            names += [h.header for h in p.headers]
+            names += [p.payload_header] if p.payload_header else []
+        for rule in policy.rules:
+            names += [h.header for h in rule.claim_headers]
+            names += [name for name, _ in rule.static_headers]
+            names += [DRY_RUN_HEADER] if rule.mode == "dry_run" else []
+        if global_dry_run:
+            names.append(DRY_RUN_HEADER)
+        self._identity_headers = tuple(dict.fromkeys(names))
+
+    @classmethod
+    def from_config(
+        cls, config: Config, providers: Mapping[str, ProviderRuntime], observe: Observer | None
+    ) -> Authorizer:
+        return cls(
+            Policy.compile(config),
+            providers,
+            observe,
+            delimiter=config.nested_claim_delimiter,
+            global_dry_run=config.mode == "dry_run",
+            expose_reasons=config.expose_reasons,
+            max_header_value_bytes=config.max_header_value_bytes,
         )
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
-        rule: CompiledRule | None = None
-        routed: list[str] = []  # the provider a token was routed to, once known
+        trace = _Trace()
         try:
-            rule = self._policy.match(request)
-            decision = await self._decide(request, rule, routed)
+            decision = await self._decide(request, trace)
         except CheckError as exc:
-            decision = deny(exc, request, rule.name if rule else None, _label(rule, routed))
-            log.debug("deny %s rule=%s: %s", exc.reason, decision.rule, exc.detail)
+            rule = trace.rule.name if trace.rule else None
+            decision = deny(exc, request, rule, trace.provider, expose=self._expose)
+            log.debug("deny %s rule=%s: %s", exc.reason, rule, exc.detail)
         except Exception as exc:  # fail closed on any bug; never log the exception's text
             log.error(
                 "check failed with %s (rule=%s)\n%s",
                 type(exc).__name__,
-                rule.name if rule else None,
+                trace.rule.name if trace.rule else None,
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
-            decision = deny(InternalError(), request, rule.name if rule else None, None)
+            decision = deny(InternalError(), request, trace.rule.name if trace.rule else None, None)
+        if self._dry_run(trace.rule):
+            decision = self._dry_run_allow(request, decision, trace)
         if self._observe is not None:
             self._observe(decision, time.perf_counter() - started)
         return decision
 
-    async def _decide(
-        self, request: RequestAttributes, rule: CompiledRule | None, routed: list[str]
+    def _dry_run(self, rule: CompiledRule | None) -> bool:
+        return rule.mode == "dry_run" if rule is not None else self._global_dry_run
+
+    def _dry_run_allow(
+        self, request: RequestAttributes, would: Decision, trace: _Trace
     ) -> Decision:
-        if rule is None:
+        """Let the request through, carrying the decision that enforcement would have made."""
+        verdict = "allow" if would.allowed else "deny"
+        answer = would
+        if not would.allowed:
+            log.info("dry-run deny %s rule=%s", would.reason, would.rule)
+            if trace.identities and trace.rule is not None:
+                # The token was good; the upstream still learns who is calling.
+                answer = replace(
+                    self._allow(request, trace.rule, trace.identities), reason="dry_run"
+                )
+            else:
+                answer = self._without_identity(trace.rule, "dry_run", static=False)
+        return replace(
+            answer,
+            upstream_headers=(*answer.upstream_headers, (DRY_RUN_HEADER, verdict)),
+            remove_headers=tuple(h for h in answer.remove_headers if h != DRY_RUN_HEADER),
+            dry_run=(verdict, would.reason),
+        )
+
+    async def _decide(self, request: RequestAttributes, trace: _Trace) -> Decision:
+        path = normalize_path(request.path)
+        matched = self._policy.match(request, path)
+        if matched is None:
             raise NoMatchingRule("no rule matches")
+        rule, params = matched
+        trace.rule = rule
         if rule.public:
             return self._without_identity(rule, "public")
         candidates = [self._providers[name] for name in rule.providers]
-        found = _find_token(request, candidates)
-        if found is None:
-            if rule.optional:
-                return self._without_identity(rule, "anonymous")
-            raise MissingToken("no token in the request")
-        token = parse_token(found.token)
-        # Route by the (not yet trusted) iss before any key work; the verifier checks it again.
-        matching = [p for p in candidates if p.verifier.issuer == token.claims.get("iss")]
-        if not matching:
-            raise InvalidIssuer("iss matches none of the rule's providers")
-        provider, identity = await _verify_with_any(token, matching, routed)
-        rule.check_claims(identity.claims)
-        return self._allow(request, rule, provider, identity)
+        if rule.every:
+            for provider in candidates:
+                found = provider.sources.find(request)
+                if found is None:
+                    raise MissingToken(f"no token for provider {provider.name}")
+                await _verify_with_any(parse_token(found.token), [provider], trace)
+        else:
+            found = _find_token(request, candidates)
+            if found is None:
+                if rule.optional:
+                    return self._without_identity(rule, "anonymous")
+                raise MissingToken("no token in the request")
+            token = parse_token(found.token)
+            # Route by the (not yet trusted) iss before any key work; the verifier checks it.
+            matching = [p for p in candidates if p.verifier.issuer == token.claims.get("iss")]
+            if not matching:
+                raise InvalidIssuer("iss matches none of the rule's providers")
+            await _verify_with_any(token, matching, trace)
+        context = EvalContext(
+            claims={p.name: identity.claims for p, identity in trace.identities},
+            primary=trace.identities[0][0].name,
+            request=request,
+            path=path,
+            params=params,
+            delimiter=self._delimiter,
+        )
+        failure = rule.conditions.check(context)
+        if failure is not None:
+            raise ClaimMismatch(
+                f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
+            )
+        return self._allow(request, rule, trace.identities)
 
-    def _without_identity(self, rule: CompiledRule, reason: str) -> Decision:
+    def _without_identity(
+        self, rule: CompiledRule | None, reason: str, *, static: bool = True
+    ) -> Decision:
         return Decision(
             allowed=True,
             status=200,
             reason=reason,
-            rule=rule.name,
+            rule=rule.name if rule else None,
+            upstream_headers=rule.static_headers if rule and static else (),
             remove_headers=self._identity_headers,
         )
 
@@ -181,49 +295,49 @@ class Authorizer:
         self,
         request: RequestAttributes,
         rule: CompiledRule,
-        provider: ProviderRuntime,
-        identity: Identity,
+        identities: list[tuple[ProviderRuntime, Identity]],
     ) -> Decision:
+        cap = self._max_header_bytes
         upstream: dict[str, str] = {}
-        for mapping in provider.headers:
-            value = mapping.render(identity.claims)
+        remove: list[str] = []
+        remove_params: list[str] = []
+        primary_claims = identities[0][1].claims
+        for provider, identity in identities:
+            for mapping in provider.headers:
+                value = mapping.render(identity.claims, cap)
+                if value is not None:
+                    upstream[mapping.header] = value
+            if provider.payload_header:
+                upstream[provider.payload_header] = identity.raw_payload
+            if not provider.forward:
+                # Every copy of a token goes, not only the one that was verified.
+                plan = provider.sources.strip_plan(request)
+                remove.extend(plan.headers)
+                remove_params.extend(plan.params)
+                if plan.cookies:
+                    cookie = upstream.get("cookie", request.headers.get("cookie", ""))
+                    upstream["cookie"] = cookie_header_without(cookie, plan.cookies)
+        for mapping in rule.claim_headers:
+            value = mapping.render(primary_claims, cap)
             if value is not None:
                 upstream[mapping.header] = value
-        if provider.payload_header:
-            upstream[provider.payload_header] = identity.raw_payload
-        remove = [h for h in self._identity_headers if h not in upstream]
-        remove_params: tuple[str, ...] = ()
-        if not provider.forward:
-            # Every copy of a token goes, not only the one that was verified.
-            plan = provider.sources.strip_plan(request)
-            remove.extend(plan.headers)
-            remove_params = plan.params
-            if plan.cookies:
-                rest = cookie_header_without(request.headers.get("cookie", ""), plan.cookies)
-                if rest:
-                    upstream["cookie"] = rest
-                else:
-                    remove.append("cookie")
+        upstream.update(rule.static_headers)
+        if upstream.get("cookie") == "":
+            del upstream["cookie"]
+            remove.append("cookie")
+        remove = [h for h in self._identity_headers if h not in upstream] + remove
+        first = identities[0][0]
         return Decision(
             allowed=True,
             status=200,
             reason="allowed",
             rule=rule.name,
-            provider=provider.name,
+            provider=first.name,
             upstream_headers=tuple(upstream.items()),
-            remove_headers=tuple(remove),
-            remove_query_params=remove_params,
-            metadata={provider.name: identity.claims},
+            remove_headers=tuple(dict.fromkeys(remove)),
+            remove_query_params=tuple(dict.fromkeys(remove_params)),
+            metadata={provider.name: identity.claims for provider, identity in identities},
         )
-
-
-def _label(rule: CompiledRule | None, routed: list[str]) -> str | None:
-    """The provider a decision is counted under: where the token went, or the only one."""
-    if routed:
-        return routed[-1]
-    if rule is not None and len(rule.providers) == 1:
-        return rule.providers[0]
-    return None
 
 
 def _find_token(request: RequestAttributes, candidates: list[ProviderRuntime]) -> FoundToken | None:
@@ -235,14 +349,15 @@ def _find_token(request: RequestAttributes, candidates: list[ProviderRuntime]) -
 
 
 async def _verify_with_any(
-    token: ParsedToken, providers: list[ProviderRuntime], routed: list[str]
-) -> tuple[ProviderRuntime, Identity]:
+    token: ParsedToken, providers: list[ProviderRuntime], trace: _Trace
+) -> None:
     """Verify with the first provider that accepts; providers rarely share an issuer."""
     first_error: CheckError | None = None
     for provider in providers:
-        routed.append(provider.name)
+        trace.routed.append(provider.name)
         try:
-            return provider, await provider.verifier.verify(token)
+            trace.identities.append((provider, await provider.verifier.verify(token)))
+            return
         except CheckError as exc:
             first_error = first_error or exc
     assert first_error is not None

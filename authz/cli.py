@@ -20,6 +20,7 @@ from authz.config import Config, load_config
 from authz.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 from authz.errors import AuthzError
 from authz.jwks import parse_jwks
+from authz.policy import shadowed_rules
 
 log = logging.getLogger("authz")
 
@@ -58,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load_and_validate(args.config)
+    for warning in shadowed_rules(config):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
 

@@ -6,15 +6,12 @@ Unknown keys are errors everywhere: a typo must never silently weaken a policy.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -23,47 +20,11 @@ from pydantic import (
 )
 
 from authz.errors import ConfigError
+from authz.rules_config import ClaimToHeader, Mode, Model, Rule, header_name
 
 SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
-HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-# Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.
-RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
-HTTP_METHODS = frozenset(
-    [
-        "GET",
-        "HEAD",
-        "POST",
-        "PUT",
-        "DELETE",
-        "CONNECT",
-        "OPTIONS",
-        "TRACE",
-        "PATCH",
-        "PROPFIND",
-        "PROPPATCH",
-        "MKCOL",
-        "COPY",
-        "MOVE",
-        "LOCK",
-        "UNLOCK",
-        "REPORT",
-        "SEARCH",
-        "PURGE",
-    ]
-)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _header_name(value: str) -> str:
-    name = value.strip().lower()
-    if not HEADER_NAME.match(name) or name.startswith(":") or name in RESERVED_HEADERS:
-        raise ValueError(f"not a usable header name: {value!r}")
-    return name
 
 
 def _address(value: str) -> str:
@@ -73,7 +34,7 @@ def _address(value: str) -> str:
     return value
 
 
-class Listen(_Model):
+class Listen(Model):
     grpc: str = "127.0.0.1:9001"
     http: str = "127.0.0.1:9090"
 
@@ -95,7 +56,7 @@ def check_fetch_uri(value: str, *, allow_insecure: bool) -> str:
     return value
 
 
-class RemoteJwks(_Model):
+class RemoteJwks(Model):
     """A JWKS fetched over HTTP(S), directly (``uri``) or through OIDC ``discovery``."""
 
     allow_insecure: bool = False  # declared first: the URL checks below read it
@@ -140,12 +101,12 @@ class RemoteJwks(_Model):
         return self
 
 
-class FileJwks(_Model):
+class FileJwks(Model):
     path: Path
     reload_interval: PositiveSeconds = 5.0  # how often the file is checked for changes
 
 
-class Jwks(_Model):
+class Jwks(Model):
     """Exactly one of ``inline``, ``file``, ``remote`` or ``discovery: true``."""
 
     inline: str | dict[str, Any] | None = None
@@ -194,21 +155,14 @@ class Jwks(_Model):
         return self.inline
 
 
-class HeaderSource(_Model):
+class HeaderSource(Model):
     name: str
     value_prefix: str = ""
 
-    _name = field_validator("name")(_header_name)
+    _name = field_validator("name")(header_name)
 
 
-class ClaimToHeader(_Model):
-    header: str
-    claim: str = Field(min_length=1)
-
-    _name = field_validator("header")(_header_name)
-
-
-class Provider(_Model):
+class Provider(Model):
     issuer: str = Field(min_length=1)
     audiences: list[str] = Field(min_length=1)
     jwks: Jwks
@@ -239,7 +193,7 @@ class Provider(_Model):
     @field_validator("forward_payload_header")
     @classmethod
     def _payload_header(cls, value: str | None) -> str | None:
-        return None if value is None else _header_name(value)
+        return None if value is None else header_name(value)
 
     @model_validator(mode="after")
     def _has_source(self) -> Provider:
@@ -255,133 +209,31 @@ class Provider(_Model):
         return tuple(names)
 
 
-class Match(_Model):
-    prefix: str | None = None
-    path: str | None = None
-    methods: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _one_path_kind(self) -> Match:
-        if self.prefix is not None and self.path is not None:
-            raise ValueError("use either prefix or path, not both")
-        for value in (self.prefix, self.path):
-            if value is not None and not value.startswith("/"):
-                raise ValueError("prefix and path must start with '/'")
-        return self
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, value: list[str]) -> list[str]:
-        methods = [m.upper() for m in value]
-        unknown = [m for m in methods if m not in HTTP_METHODS]
-        if unknown:
-            # A misspelt method makes a rule never match, so requests fall through to a later,
-            # possibly looser rule.
-            raise ValueError(f"unknown HTTP method(s) {unknown}")
-        return methods
-
-
-OPERATORS = ("equals", "one_of", "contains", "contains_any", "contains_all", "matches", "exists")
-
-
-class ClaimCondition(_Model):
-    """One condition on one claim; exactly one operator."""
-
-    claim: str = Field(min_length=1)
-    equals: Any = None
-    one_of: list[Any] | None = None
-    contains: Any = None
-    contains_any: list[Any] | None = None
-    contains_all: list[Any] | None = None
-    matches: str | None = None
-    exists: bool | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_operator(self) -> ClaimCondition:
-        given = [op for op in OPERATORS if op in self.model_fields_set]
-        if len(given) != 1:
-            raise ValueError(f"exactly one operator is required, one of: {', '.join(OPERATORS)}")
-        return self
-
-    @field_validator("matches")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
-        return value
-
-    @property
-    def operator(self) -> str:
-        return next(op for op in OPERATORS if op in self.model_fields_set)
-
-
-class Requires(_Model):
-    """Exactly one of: ``provider``, ``any`` (a token from one of these), ``allow_missing``
-    (no token passes; a token that is sent must be valid)."""
-
-    provider: str | None = None
-    any: list[str] | None = Field(default=None, min_length=1)
-    allow_missing: str | list[str] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Requires:
-        given = [k for k in ("provider", "any", "allow_missing") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("exactly one of provider, any or allow_missing is required")
-        return self
-
-    @property
-    def providers(self) -> tuple[str, ...]:
-        if self.provider is not None:
-            return (self.provider,)
-        if self.any is not None:
-            return tuple(self.any)
-        missing = self.allow_missing
-        return (missing,) if isinstance(missing, str) else tuple(missing or ())
-
-    @property
-    def optional(self) -> bool:
-        return self.allow_missing is not None
-
-
-class Rule(_Model):
-    name: str | None = None
-    match: Match = Field(default_factory=Match)
-    public: bool = False
-    requires: Requires | None = None
-    claims: list[ClaimCondition] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _public_or_requires(self) -> Rule:
-        if self.public and self.requires is not None:
-            raise ValueError("a rule is either public: true or has requires, not both")
-        if not self.public and self.requires is None:
-            raise ValueError(
-                "a rule needs requires (provider, any or allow_missing) or public: true"
-            )
-        if self.public and self.claims:
-            raise ValueError("a public rule cannot have claim conditions")
-        return self
-
-
-class Config(_Model):
+class Config(Model):
     listen: Listen = Field(default_factory=Listen)
     providers: dict[str, Provider] = Field(default_factory=dict)
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)
     shutdown_grace: PositiveSeconds = 10.0
     startup_wait: float = Field(default=0.0, ge=0)
+    mode: Mode = "enforce"  # dry_run: allow everything, record what would have been denied
+    expose_reasons: bool = False  # tell clients which rule and condition denied them
+    max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         for index, rule in enumerate(self.rules):
-            for name in rule.requires.providers if rule.requires else ():
+            where = f"rules.{index} ({self.rule_name(index)})"
+            providers = rule.requires.providers if rule.requires else ()
+            for name in providers:
                 if name not in self.providers:
-                    raise ValueError(f"rules.{index}.requires: unknown provider {name!r}")
+                    raise ValueError(f"{where}.requires: unknown provider {name!r}")
+            for name in _condition_providers(rule.claims):
+                if name not in providers:
+                    raise ValueError(
+                        f"{where}.claims: provider {name!r} is not required by the rule"
+                    )
         names = [r.name for r in self.rules if r.name]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -392,8 +244,27 @@ class Config(_Model):
         return self.rules[index].name or str(index)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+def _condition_providers(conditions: list[Any]) -> set[str]:
+    names: set[str] = set()
+    for condition in conditions:
+        if condition.provider:
+            names.add(condition.provider)
+        names |= _condition_providers([*(condition.all or ()), *(condition.any or ())])
+        if condition.not_ is not None:
+            names |= _condition_providers([condition.not_])
+    return names
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """A dotted path to the bad key; a rule is named as well as numbered."""
+    where = ".".join(str(part) for part in loc)
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            name = rules[loc[1]].get("name")
+            if isinstance(name, str):
+                where = where.replace(f"rules.{loc[1]}", f"rules.{loc[1]} ({name})", 1)
+    return where
 
 
 def parse_config(data: Any) -> Config:
@@ -407,7 +278,7 @@ def parse_config(data: Any) -> Config:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key"
-            where = _location(err["loc"])
+            where = _location(err["loc"], data)
             lines.append(f"{where}: {message}" if where else message)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
 

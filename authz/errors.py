@@ -13,6 +13,7 @@ from enum import Enum
 class Outcome(Enum):
     """What a denial means for the client, as HTTP status and gRPC code names."""
 
+    BAD_REQUEST = 400
     UNAUTHENTICATED = 401
     FORBIDDEN = 403
     UNAVAILABLE = 503
@@ -78,6 +79,15 @@ class InternalError(CheckError):
     reason = "internal_error"
     outcome = Outcome.UNAVAILABLE
     description = "internal error"
+
+
+# --- 400: a request no rule can be trusted to match ----------------------------
+
+
+class InvalidPath(CheckError):
+    reason = "invalid_path"
+    outcome = Outcome.BAD_REQUEST
+    description = "the request path is not acceptable"
 
 
 # --- 401: no usable credentials -------------------------------------------------
@@ -160,10 +170,12 @@ class ClaimMismatch(Forbidden):
     reason = "claim_mismatch"
     description = "the token does not grant access to this resource"
 
-    def __init__(self, detail: str = "", *, scope: bool = False) -> None:
+    def __init__(self, detail: str = "", *, scope: bool = False, condition: str = "") -> None:
         super().__init__(detail)
         # True when the failed condition is on scope/scp: RFC 6750 insufficient_scope.
         self.scope = scope
+        # Where in the rule and what it tested, e.g. "claims[1] (contains on roles)".
+        self.condition = condition
 
 
 class NoMatchingRule(Forbidden):
@@ -181,7 +193,7 @@ class NoKeys(CheckError):
 
 
 # The fixed set of reasons, for docs and tests.
-ALLOW_REASONS = ("allowed", "public", "anonymous")
+ALLOW_REASONS = ("allowed", "public", "anonymous", "dry_run")
 DENY_REASONS = tuple(
     cls.reason
     for cls in (
@@ -198,6 +210,7 @@ DENY_REASONS = tuple(
         InvalidAudience,
         ClaimMismatch,
         NoMatchingRule,
+        InvalidPath,
         NoKeys,
         InternalError,
     )

@@ -28,6 +28,7 @@ AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _RPC_CODE = {
     200: code_pb2.OK,
+    400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
     503: code_pb2.UNAVAILABLE,
@@ -35,7 +36,8 @@ _RPC_CODE = {
 
 
 def to_attributes(request: Any) -> RequestAttributes:
-    http = request.attributes.request.http
+    attributes = request.attributes
+    http = attributes.request.http
     headers: dict[str, str] = dict(http.headers)
     if not headers and http.header_map.headers:
         # Envoy sends header_map instead of headers when encode_raw_headers is on.
@@ -48,6 +50,7 @@ def to_attributes(request: Any) -> RequestAttributes:
         host=http.host or headers.get(":authority", ""),
         path=http.path or headers.get(":path", "/"),
         headers=headers,
+        context=dict(attributes.context_extensions),
     )
 
 

@@ -17,8 +17,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.checks = Counter(
             "authz_checks",
-            "Authorization checks by decision, reason code and provider.",
-            ("decision", "reason", "provider"),
+            "Authorization checks by decision, reason code, provider and rule.",
+            ("decision", "reason", "provider", "rule"),
             registry=self.registry,
         )
         self.check_duration = Histogram(
@@ -55,9 +55,21 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_check(self, decision: str, reason: str, provider: str, seconds: float) -> None:
-        self.checks.labels(decision, reason, provider).inc()
+        self.dry_run = Counter(
+            "authz_dry_run",
+            "Checks of dry-run rules: the decision enforcement would have made, and why.",
+            ("rule", "decision", "reason"),
+            registry=self.registry,
+        )
+
+    def observe_check(
+        self, decision: str, reason: str, provider: str, rule: str, seconds: float
+    ) -> None:
+        self.checks.labels(decision, reason, provider, rule).inc()
         self.check_duration.observe(seconds)
+
+    def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
+        self.dry_run.labels(rule, decision, reason).inc()
 
     def observe_jwks(self, provider: str, result: str, keys: int | None) -> None:
         self.jwks_refresh.labels(provider, result).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 Claims = Mapping[str, Any]
 
@@ -21,6 +22,7 @@ class RequestAttributes:
     host: str
     path: str
     headers: Mapping[str, str]
+    context: Mapping[str, str] = field(default_factory=dict)  # Envoy's context_extensions
 
     @property
     def path_only(self) -> str:
@@ -29,7 +31,33 @@ class RequestAttributes:
     @property
     def query(self) -> str:
         _, _, query = self.path.partition("?")
-        return query
+        return query.split("#", 1)[0]
+
+    @property
+    def hostname(self) -> str:
+        """The host without its port, lower-cased."""
+        host = self.host.lower()
+        if host.startswith("["):
+            return host.split("]", 1)[0] + "]"
+        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """Decoded query parameters; the first value of a repeated name wins."""
+        params: dict[str, str] = {}
+        for _, name, value in query_pairs(self.query):
+            params.setdefault(name, value)
+        return params
+
+
+def query_pairs(query: str) -> list[tuple[str, str, str]]:
+    """(raw name, decoded name, decoded value) for each parameter of a query string."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            raw, _, value = part.partition("=")
+            pairs.append((raw, unquote_plus(raw), unquote_plus(value)))
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +89,4 @@ class Decision:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     response_headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
+    dry_run: tuple[str, str] | None = None  # in dry-run mode: (would-be decision, reason)

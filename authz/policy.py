@@ -1,147 +1,161 @@
-"""Compiled rules: which rule a request matches, whether its claims hold, which headers to inject.
+"""Compiled rules: which rule a request matches, what it requires, which headers to add.
 
-Rules are compiled once from the config; nothing here compiles a regex or parses
-config per request. First matching rule wins.
+Rules are compiled once from the config; nothing here compiles a pattern or reads the
+config per request. First matching rule wins. Paths are matched after normalization
+(paths.py), without the query string.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.config import ClaimCondition, ClaimToHeader, Config, Rule
-from authz.errors import ClaimMismatch
+import re2
+
+from authz.conditions import MISSING, Node, compile_conditions, get_claim
+from authz.config import Config
 from authz.model import Claims, RequestAttributes
+from authz.rules_config import HeaderMatch, Match, Mode, Rule
 
-MISSING: Any = object()
-SCOPE_CLAIMS = frozenset({"scope", "scp"})
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+PathMatcher = Callable[[str], "dict[str, str] | None"]  # captured params, or None: no match
 
 
-def get_claim(claims: Claims, path: Sequence[str]) -> Any:
-    """Walk ``path`` into nested objects; MISSING when any step is absent.
-
-    A space-delimited ``scope``/``scp`` string is returned as a list of scopes.
-    """
-    value: Any = claims
-    for step in path:
-        if not isinstance(value, dict) or step not in value:
-            return MISSING
-        value = value[step]
-    if path and path[-1] in SCOPE_CLAIMS and isinstance(value, str):
-        return value.split()
-    return value
+def _fold(text: str, ignore_case: bool) -> str:
+    return text.lower() if ignore_case else text
 
 
-def _same(a: Any, b: Any) -> bool:
-    # In Python True == 1; in a policy a boolean claim must only equal a boolean.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
+def compile_path(match: Match) -> PathMatcher:
+    ic = match.ignore_case
+    if match.path is not None:
+        exact = _fold(match.path, ic)
+        return lambda path: {} if _fold(path, ic) == exact else None
+    if match.prefix is not None:
+        prefix = _fold(match.prefix, ic)
+        return lambda path: {} if _fold(path, ic).startswith(prefix) else None
+    if match.path_separated_prefix is not None:
+        base = _fold(match.path_separated_prefix, ic)
+
+        def separated(path: str) -> dict[str, str] | None:
+            folded = _fold(path, ic)
+            ok = folded == base or folded.startswith(base + "/")
+            return {} if ok else None
+
+        return separated
+    if match.regex is not None or match.template is not None:
+        pattern = match.regex if match.regex is not None else _template_regex(match.template or "")
+        options = re2.Options()
+        options.case_sensitive = not ic
+        compiled = re2.compile(pattern, options)
+
+        def regex(path: str) -> dict[str, str] | None:
+            found = compiled.fullmatch(path)
+            return None if found is None else dict(found.groupdict())
+
+        return regex
+    return lambda path: {}
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+def _template_regex(template: str) -> str:
+    """/users/{id}/orders -> an anchored pattern where {id} is exactly one path segment."""
+    parts = _TEMPLATE_PARAM.split(template)
+    pattern = ""
+    for index, part in enumerate(parts):
+        pattern += re2.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
+    return pattern
 
 
-def _has(values: list[Any], wanted: Any) -> bool:
-    return any(_same(v, wanted) for v in values)
+def _header_test(spec: HeaderMatch) -> Callable[[Mapping[str, str]], bool]:
+    name = spec.name
+    if spec.present is not None:
+        present = spec.present
+        return lambda headers: (name in headers) == present
+    if spec.equals is not None:
+        wanted = spec.equals
+        return lambda headers: headers.get(name) == wanted
+    compiled = re2.compile(spec.regex or "")
+    return lambda headers: name in headers and compiled.fullmatch(headers[name]) is not None
 
 
-def _test_for(condition: ClaimCondition) -> Callable[[Any], bool]:
-    op = condition.operator
-    arg = getattr(condition, op)
-    if op == "exists":
-        return lambda v: (v is not MISSING and v is not None) == arg
-    if op == "equals":
-        return lambda v: v is not MISSING and _same(v, arg)
-    if op == "one_of":
-        return lambda v: v is not MISSING and not isinstance(v, list | dict) and _has(arg, v)
-    if op == "contains":
-        return lambda v: v is not MISSING and _has(_as_list(v), arg)
-    if op == "contains_any":
-        return lambda v: v is not MISSING and any(_has(_as_list(v), a) for a in arg)
-    if op == "contains_all":
-        return lambda v: v is not MISSING and all(_has(_as_list(v), a) for a in arg)
-    if op == "matches":
-        pattern = re.compile(arg)
-        return lambda v: (
-            v is not MISSING
-            and any(
-                isinstance(item, str) and pattern.fullmatch(item) is not None
-                for item in _as_list(v)
-            )
-        )
-    raise AssertionError(f"unhandled operator {op}")
+def _host_test(hosts: list[str]) -> Callable[[str], bool] | None:
+    if not hosts:
+        return None
+    exact = frozenset(h for h in hosts if not h.startswith("*."))
+    suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))  # ".example.com"
+    return lambda host: host in exact or (host.endswith(suffixes) and host not in suffixes)
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
-    claim: str  # the configured path, for logs; never the claim's value
+class HeaderFromClaim:
+    header: str
     path: tuple[str, ...]
-    operator: str
-    test: Callable[[Any], bool]
 
-    @property
-    def on_scope(self) -> bool:
-        return self.path[-1] in SCOPE_CLAIMS
-
-    @classmethod
-    def compile(cls, condition: ClaimCondition, delimiter: str) -> Condition:
-        return cls(
-            claim=condition.claim,
-            path=tuple(condition.claim.split(delimiter)),
-            operator=condition.operator,
-            test=_test_for(condition),
-        )
-
-    def holds(self, claims: Claims) -> bool:
-        return self.test(get_claim(claims, self.path))
+    def render(self, claims: Claims, max_bytes: int) -> str | None:
+        value = render_header_value(get_claim(claims, self.path))
+        if value is None or len(value.encode()) > max_bytes:
+            return None  # an oversized header is dropped, never truncated into a new meaning
+        return value
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     name: str
-    prefix: str | None
-    exact_path: str | None
+    match_path: PathMatcher
     methods: frozenset[str]
+    host_ok: Callable[[str], bool] | None
+    header_tests: tuple[Callable[[Mapping[str, str]], bool], ...]
+    context: tuple[tuple[str, str], ...]
     public: bool
-    providers: tuple[str, ...]  # a token from any of these; empty for public rules
+    providers: tuple[str, ...]  # a token from any of these (or each, with ``every``)
     optional: bool  # allow_missing: no token passes, a token sent must be valid
-    conditions: tuple[Condition, ...]
+    every: bool  # requires.all: a token from each provider
+    conditions: Node
+    mode: Mode
+    claim_headers: tuple[HeaderFromClaim, ...]  # added to the providers' claim_to_headers
+    static_headers: tuple[tuple[str, str], ...]
 
     @classmethod
-    def compile(cls, name: str, rule: Rule, delimiter: str) -> CompiledRule:
+    def compile(cls, name: str, rule: Rule, config: Config) -> CompiledRule:
+        delimiter = config.nested_claim_delimiter
+        requires = rule.requires
         return cls(
             name=name,
-            prefix=rule.match.prefix,
-            exact_path=rule.match.path,
+            match_path=compile_path(rule.match),
             methods=frozenset(rule.match.methods),
+            host_ok=_host_test(rule.match.hosts),
+            header_tests=tuple(_header_test(h) for h in rule.match.headers),
+            context=tuple(rule.match.context.items()),
             public=rule.public,
-            providers=rule.requires.providers if rule.requires else (),
-            optional=rule.requires.optional if rule.requires else False,
-            conditions=tuple(Condition.compile(c, delimiter) for c in rule.claims),
+            providers=requires.providers if requires else (),
+            optional=requires.optional if requires else False,
+            every=requires.every if requires else False,
+            conditions=compile_conditions(rule.claims, delimiter),
+            mode=rule.mode or config.mode,
+            claim_headers=tuple(
+                HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+                for m in rule.claim_to_headers
+            ),
+            static_headers=tuple(rule.headers.items()),
         )
 
-    def matches(self, request: RequestAttributes) -> bool:
+    def matches(self, request: RequestAttributes, path: str) -> dict[str, str] | None:
+        """The path template's parameters when the rule matches, else None."""
         if self.methods and request.method.upper() not in self.methods:
-            return False
-        path = request.path_only
-        if self.exact_path is not None:
-            return path == self.exact_path
-        return self.prefix is None or path.startswith(self.prefix)
-
-    def check_claims(self, claims: Claims) -> None:
-        for index, condition in enumerate(self.conditions):
-            if not condition.holds(claims):
-                raise ClaimMismatch(
-                    f"rule {self.name}: condition {index} ({condition.operator} on "
-                    f"{condition.claim}) failed",
-                    scope=condition.on_scope,
-                )
+            return None
+        if self.host_ok is not None and not self.host_ok(request.hostname):
+            return None
+        for key, value in self.context:
+            if request.context.get(key) != value:
+                return None
+        for test in self.header_tests:
+            if not test(request.headers):
+                return None
+        return self.match_path(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +164,20 @@ class Policy:
 
     @classmethod
     def compile(cls, config: Config) -> Policy:
-        delimiter = config.nested_claim_delimiter
         return cls(
             tuple(
-                CompiledRule.compile(config.rule_name(i), rule, delimiter)
+                CompiledRule.compile(config.rule_name(i), rule, config)
                 for i, rule in enumerate(config.rules)
             )
         )
 
-    def match(self, request: RequestAttributes) -> CompiledRule | None:
+    def match(
+        self, request: RequestAttributes, path: str
+    ) -> tuple[CompiledRule, dict[str, str]] | None:
         for rule in self.rules:
-            if rule.matches(request):
-                return rule
+            params = rule.matches(request, path)
+            if params is not None:
+                return rule, params
         return None
 
 
@@ -188,14 +204,44 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderFromClaim:
-    header: str
-    path: tuple[str, ...]
+def shadowed_rules(config: Config) -> list[str]:
+    """Warnings for rules an earlier rule always matches first, so they can never apply."""
+    warnings = []
+    for later_index, later in enumerate(config.rules):
+        for earlier_index, earlier in enumerate(config.rules[:later_index]):
+            if _covers(earlier.match, later.match):
+                warnings.append(
+                    f"rules.{later_index} ({config.rule_name(later_index)}) can never match: "
+                    f"rules.{earlier_index} ({config.rule_name(earlier_index)}) matches "
+                    "every request it would"
+                )
+                break
+    return warnings
 
-    @classmethod
-    def compile(cls, mapping: ClaimToHeader, delimiter: str) -> HeaderFromClaim:
-        return cls(mapping.header, tuple(mapping.claim.split(delimiter)))
 
-    def render(self, claims: Claims) -> str | None:
-        return render_header_value(get_claim(claims, self.path))
+def _covers(a: Match, b: Match) -> bool:
+    """True when every request ``b`` matches is certainly matched by ``a`` (conservative)."""
+    if a.methods and (not b.methods or not set(b.methods) <= set(a.methods)):
+        return False
+    if a.hosts and (not b.hosts or not set(b.hosts) <= set(a.hosts)):
+        return False
+    if a.headers and a.headers != b.headers:
+        return False
+    if any(b.context.get(k) != v for k, v in a.context.items()):
+        return False
+    if a.ignore_case != b.ignore_case:
+        return False
+    a_kind = next((k for k in ("prefix", "path", "path_separated_prefix") if getattr(a, k)), None)
+    if a.regex is not None or a.template is not None:
+        return False
+    if a_kind is None:
+        return True
+    b_fixed = b.prefix or b.path or b.path_separated_prefix
+    if b_fixed is None:
+        return False
+    if a_kind == "path":
+        return b.path is not None and b.path == a.path
+    if a_kind == "prefix":
+        return b_fixed.startswith(a.prefix or "")
+    base = a.path_separated_prefix or ""
+    return b_fixed == base or b_fixed.startswith(base + "/")

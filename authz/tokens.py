@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import unquote_plus
 
 from authz.config import Provider
-from authz.model import RequestAttributes
+from authz.model import RequestAttributes, query_pairs
 
 
 class Location(Enum):
@@ -31,16 +30,6 @@ class StripPlan:
     headers: tuple[str, ...]
     params: tuple[str, ...]  # raw names as they appear in the query, percent-encoding kept
     cookies: tuple[str, ...]
-
-
-def query_pairs(query: str) -> list[tuple[str, str, str]]:
-    """(raw name, decoded name, decoded value) for each parameter of a query string."""
-    pairs = []
-    for part in query.split("&"):
-        if part:
-            raw, _, value = part.partition("=")
-            pairs.append((raw, unquote_plus(raw), unquote_plus(value)))
-    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +66,7 @@ class TokenSources:
             if token:
                 return FoundToken(token, Location.HEADER, source.name)
         if self.params and request.query:
-            params: dict[str, str] = {}
-            for _, name, value in query_pairs(request.query):
-                params.setdefault(name, value)
+            params = request.query_params
             for name in self.params:
                 token = params.get(name, "").strip()
                 if token:

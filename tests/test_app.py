@@ -80,7 +80,7 @@ async def test_rotation_through_unknown_kid_refetch_and_removal(
         assert await client.status(rsa_signer) == 401
         text = app.metrics.render().decode()
         assert 'authz_jwks_unknown_kid_refetch_total{provider="corp",result="ok"} 2.0' in text
-        assert 'reason="unknown_kid"} 1.0' in text
+        assert 'reason="unknown_kid",rule="0"} 1.0' in text
 
 
 async def test_idp_outage_keeps_known_keys_working(
@@ -111,7 +111,7 @@ async def test_random_kid_flood_fetches_at_most_once_per_interval(
     assert set(statuses) == {401}
     assert idp.hits - before <= 1
     text = app.metrics.render().decode()
-    assert 'reason="unknown_kid"} 1000.0' in text
+    assert 'reason="unknown_kid",rule="0"} 1000.0' in text
 
 
 async def test_startup_wait_holds_readiness_for_the_first_key_set(

@@ -57,9 +57,10 @@ async def test_ready_follows_the_remote_jwks(idp: FakeIdp, rsa_signer: Signer) -
 
         status, text = await get(session, port, "/metrics")
         assert status == 200
+        checks = 'authz_checks_total{{decision="{}",provider="corp",reason="{}",rule="0"}} 1.0'
         for line in (
-            'authz_checks_total{decision="allow",provider="corp",reason="allowed"} 1.0',
-            'authz_checks_total{decision="deny",provider="corp",reason="missing_token"} 1.0',
+            checks.format("allow", "allowed"),
+            checks.format("deny", "missing_token"),
             'authz_jwks_refresh_total{provider="corp",result="http_error"}',
             'authz_jwks_refresh_total{provider="corp",result="ok"}',
             'authz_jwks_keys{provider="corp"} 1.0',

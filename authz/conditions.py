@@ -1,0 +1,291 @@
+"""Claim and request conditions, compiled once into a tree that is evaluated per check.
+
+A failed evaluation returns a Failure naming where in the config the condition sits
+and what it tested (operator and claim path), never the value it saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cel
+import re2
+
+from authz.model import Claims, RequestAttributes
+from authz.rules_config import ClaimCondition
+
+MISSING: Any = object()
+SCOPE_CLAIMS = frozenset({"scope", "scp"})
+
+
+def get_claim(claims: Claims, path: Sequence[str]) -> Any:
+    """Walk ``path`` into nested objects; MISSING when any step is absent.
+
+    A space-delimited ``scope``/``scp`` string is returned as a list of scopes.
+    """
+    value: Any = claims
+    for step in path:
+        if not isinstance(value, dict) or step not in value:
+            return MISSING
+        value = value[step]
+    if path and path[-1] in SCOPE_CLAIMS and isinstance(value, str):
+        return value.split()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    where: str  # position in the config, e.g. "claims[1].any"
+    what: str  # operator and subject, e.g. "contains on realm_access.roles"
+    scope: bool  # the condition was about scope/scp: RFC 6750 insufficient_scope
+
+    def __str__(self) -> str:
+        return f"{self.where} ({self.what})"
+
+
+@dataclass(slots=True)
+class EvalContext:
+    """What conditions can see for one check."""
+
+    claims: Mapping[str, Claims]  # verified claims by provider
+    primary: str  # the provider whose claims a condition sees by default
+    request: RequestAttributes
+    path: str  # normalized
+    params: Mapping[str, str] = field(default_factory=dict)  # from a path template
+    delimiter: str = "."
+    _activation: dict[str, Any] | None = None
+
+    def cel_activation(self) -> dict[str, Any]:
+        if self._activation is None:
+            self._activation = {
+                "jwt": dict(self.claims.get(self.primary, {})),
+                "claims": {name: dict(c) for name, c in self.claims.items()},
+                "request": {
+                    "method": self.request.method,
+                    "host": self.request.host,
+                    "path": self.path,
+                    "headers": dict(self.request.headers),
+                    "params": dict(self.params),
+                    "context": dict(self.request.context),
+                },
+            }
+        return self._activation
+
+
+class Node(Protocol):
+    def check(self, ctx: EvalContext) -> Failure | None: ...
+
+
+def _same(a: Any, b: Any) -> bool:
+    # In Python True == 1; in a policy a boolean must only equal a boolean.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _has(values: list[Any], wanted: Any) -> bool:
+    return any(_same(v, wanted) for v in values)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _present(v: Any) -> bool:
+    return v is not MISSING and v is not None
+
+
+def _matches(v: Any, pattern: Any) -> bool:
+    return v is not MISSING and any(
+        isinstance(item, str) and pattern.fullmatch(item) is not None for item in _as_list(v)
+    )
+
+
+def _numeric(op: Callable[[float, float], bool]) -> Callable[[Any, float], bool]:
+    def test(v: Any, bound: float) -> bool:
+        number = _number(v)
+        return number is not None and op(number, bound)
+
+    return test
+
+
+# operator -> test(claim value, argument). MISSING and null fail every operator except
+# exists/absent, so a policy fails closed when a claim is not there.
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "exists": lambda v, arg: _present(v) == arg,
+    "absent": lambda v, arg: (not _present(v)) == arg,
+    "equals": lambda v, arg: v is not MISSING and _same(v, arg),
+    "not_equals": lambda v, arg: _present(v) and not _same(v, arg),
+    "one_of": lambda v, arg: v is not MISSING and not isinstance(v, list | dict) and _has(arg, v),
+    "contains": lambda v, arg: v is not MISSING and _has(_as_list(v), arg),
+    "contains_any": lambda v, arg: v is not MISSING and any(_has(_as_list(v), a) for a in arg),
+    "contains_all": lambda v, arg: v is not MISSING and all(_has(_as_list(v), a) for a in arg),
+    "matches": _matches,
+    "gt": _numeric(lambda a, b: a > b),
+    "gte": _numeric(lambda a, b: a >= b),
+    "lt": _numeric(lambda a, b: a < b),
+    "lte": _numeric(lambda a, b: a <= b),
+}
+
+Test = Callable[[Any, "EvalContext"], bool]
+
+
+def _value_test(condition: ClaimCondition, delimiter: str) -> Test:
+    op = condition.operator
+    arg = getattr(condition, op)
+    if op == "equals_claim":
+        return _equals_claim(tuple(arg.split(delimiter)), condition.provider)
+    if op == "matches":
+        arg = re2.compile(arg)
+    elif op in ("gt", "gte", "lt", "lte"):
+        arg = float(arg)
+    test = OPERATORS[op]
+    return lambda value, _: test(value, arg)
+
+
+def _equals_claim(other: tuple[str, ...], provider: str | None) -> Test:
+    def against_claim(value: Any, ctx: EvalContext) -> bool:
+        target = get_claim(ctx.claims.get(provider or ctx.primary, {}), other)
+        if not _present(value) or not _present(target):
+            return False
+        if isinstance(value, str) and isinstance(target, int) and not isinstance(target, bool):
+            return value == str(target)  # a path parameter is text; an id claim may not be
+        return _same(value, target)
+
+    return against_claim
+
+
+Getter = Callable[[EvalContext], Any]
+
+
+def _subject(condition: ClaimCondition, delimiter: str) -> tuple[Getter, str, bool]:
+    """(how to read the subject, its label for logs, whether it is scope/scp)."""
+    if condition.request is not None:
+        return _request_getter(condition.request), f"request.{condition.request}", False
+    path = tuple(condition.claim_path or (condition.claim or "").split(delimiter))
+    provider = condition.provider
+
+    def claim(ctx: EvalContext) -> Any:
+        return get_claim(ctx.claims.get(provider or ctx.primary, {}), path)
+
+    label = condition.claim if condition.claim is not None else str(list(path))
+    return claim, label, path[-1] in SCOPE_CLAIMS
+
+
+def _request_getter(attribute: str) -> Getter:
+    if attribute == "method":
+        return lambda ctx: ctx.request.method.upper()
+    if attribute == "host":
+        return lambda ctx: ctx.request.hostname
+    if attribute == "path":
+        return lambda ctx: ctx.path
+    kind, _, name = attribute.partition(".")
+    if kind == "header":
+        return lambda ctx: ctx.request.headers.get(name, MISSING)
+    if kind == "query":
+        return lambda ctx: ctx.request.query_params.get(name, MISSING)
+    if kind == "param":
+        return lambda ctx: ctx.params.get(name, MISSING)
+    return lambda ctx: ctx.request.context.get(name, MISSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    where: str
+    what: str
+    scope: bool
+    read: Getter
+    test: Test
+
+    def check(self, ctx: EvalContext) -> Failure | None:
+        if self.test(self.read(ctx), ctx):
+            return None
+        return Failure(self.where, self.what, self.scope)
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    children: tuple[Node, ...]
+
+    def check(self, ctx: EvalContext) -> Failure | None:
+        for child in self.children:
+            failure = child.check(ctx)
+            if failure is not None:
+                return failure
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    where: str
+    children: tuple[Node, ...]
+
+    def check(self, ctx: EvalContext) -> Failure | None:
+        failures = []
+        for child in self.children:
+            failure = child.check(ctx)
+            if failure is None:
+                return None
+            failures.append(failure)
+        return Failure(self.where, "none of the alternatives held", all(f.scope for f in failures))
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    where: str
+    child: Node
+
+    def check(self, ctx: EvalContext) -> Failure | None:
+        if self.child.check(ctx) is None:
+            return Failure(self.where, "the negated condition held", False)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    where: str
+    program: Any  # cel.Program, compiled once
+
+    def check(self, ctx: EvalContext) -> Failure | None:
+        try:
+            result = self.program.execute(ctx.cel_activation())
+        except Exception:  # a CEL runtime error (missing key, wrong type) fails the condition
+            return Failure(self.where, "CEL expression raised an error", False)
+        if result is True:
+            return None
+        return Failure(self.where, "CEL expression was not true", False)
+
+
+def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> Node:
+    block = condition.block
+    if block == "all":
+        return AllOf(_children(condition.all or [], f"{where}.all", delimiter))
+    if block == "any":
+        return AnyOf(f"{where}.any", _children(condition.any or [], f"{where}.any", delimiter))
+    if block == "not":
+        assert condition.not_ is not None
+        return Not(f"{where}.not", compile_condition(condition.not_, f"{where}.not", delimiter))
+    if block == "expr":
+        assert condition.expr is not None
+        return Expr(f"{where}.expr", cel.compile(condition.expr))
+    read, label, scope = _subject(condition, delimiter)
+    return Leaf(
+        where, f"{condition.operator} on {label}", scope, read, _value_test(condition, delimiter)
+    )
+
+
+def _children(conditions: Sequence[ClaimCondition], where: str, delimiter: str) -> tuple[Node, ...]:
+    return tuple(compile_condition(c, f"{where}[{i}]", delimiter) for i, c in enumerate(conditions))
+
+
+def compile_conditions(conditions: Sequence[ClaimCondition], delimiter: str) -> Node:
+    return AllOf(_children(conditions, "claims", delimiter))

@@ -341,3 +341,161 @@ async def test_unknown_kid_asks_the_source_once(jwks: dict[str, Any], rsa_signer
     decision = await authorizer.check(req(authorization=f"Bearer {token}"))
     assert (decision.status, decision.reason) == (401, "unknown_kid")
     assert lookup.refetches == 1
+
+
+def policy_authorizer(
+    rsa_signer: Signer, other_rsa_signer: Signer, **top: Any
+) -> tuple[Authorizer, Recorder]:
+    inline = {"inline": {"keys": []}}
+    config = parse_config(
+        {
+            **top,
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks": inline,
+                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
+                },
+                "svc": {
+                    "issuer": PARTNER,
+                    "audiences": [AUDIENCE],
+                    "jwks": inline,
+                    "from_headers": [{"name": "x-service-token"}],
+                    "claim_to_headers": [{"header": "x-service", "claim": "sub"}],
+                },
+            },
+            "rules": [
+                {
+                    "name": "own-profile",
+                    "match": {"template": "/users/{id}", "methods": ["GET"]},
+                    "requires": {"provider": "corp"},
+                    "claims": [{"request": "param.id", "equals_claim": "sub"}],
+                    "claim_to_headers": [{"header": "x-user-email", "claim": "email"}],
+                    "headers": {"x-tenant": "acme"},
+                },
+                {
+                    "name": "trial",
+                    "match": {"prefix": "/beta"},
+                    "mode": "dry_run",
+                    "requires": {"provider": "corp"},
+                    "claims": [{"claim": "plan", "equals": "beta"}],
+                },
+                {
+                    "name": "both",
+                    "match": {"prefix": "/internal"},
+                    "requires": {"all": ["corp", "svc"]},
+                    "claims": [{"claim": "sub", "provider": "svc", "equals": "billing"}],
+                },
+                {"name": "rest", "match": {"prefix": "/"}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+    keys = {
+        "corp": FixedKeys(parse_jwks({"keys": [rsa_signer.jwk]}, ("RS256",))),
+        "svc": FixedKeys(parse_jwks({"keys": [other_rsa_signer.jwk]}, ("RS256",))),
+    }
+    recorder = Recorder()
+    providers = build_providers(config, keys, fixed_clock())
+    return Authorizer.from_config(config, providers, recorder), recorder
+
+
+async def test_path_parameter_must_equal_the_subject(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer)
+    auth = f"Bearer {rsa_signer.token(email='a@x.test')}"
+    own = await authorizer.check(req("/users/alice", authorization=auth, x_tenant="evil"))
+    assert (own.allowed, own.rule) == (True, "own-profile")
+    assert dict(own.upstream_headers) == {
+        "x-user-id": "alice",
+        "x-user-email": "a@x.test",
+        "x-tenant": "acme",
+    }
+    other = await authorizer.check(req("/users/bob", authorization=auth))
+    assert (other.status, other.reason, other.rule) == (403, "claim_mismatch", "own-profile")
+    # The rule's own headers are identity headers too: nobody can send them elsewhere.
+    elsewhere = await authorizer.check(req("/x", authorization=auth, x_tenant="evil"))
+    assert {"x-tenant", "x-user-email", "x-service"} <= set(elsewhere.remove_headers)
+
+
+async def test_invalid_path_is_400(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
+    authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer)
+    decision = await authorizer.check(
+        req("/users/alice%2F..%2Fbob", authorization=f"Bearer {rsa_signer.token()}")
+    )
+    assert (decision.status, decision.reason) == (400, "invalid_path")
+    assert json.loads(decision.body)["error"] == "invalid_request"
+
+
+async def test_normalized_path_selects_the_rule(rsa_signer: Signer, other_rsa_signer: Signer):
+    authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer)
+    auth = f"Bearer {rsa_signer.token()}"
+    decision = await authorizer.check(req("/x/../users/%61lice", authorization=auth))
+    assert (decision.allowed, decision.rule) == (True, "own-profile")
+
+
+async def test_dry_run_rule_allows_and_records_the_would_be_denial(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    authorizer, recorder = policy_authorizer(rsa_signer, other_rsa_signer)
+    auth = f"Bearer {rsa_signer.token(plan='free')}"
+    decision = await authorizer.check(req("/beta/x", authorization=auth, x_authz_dry_run="allow"))
+    assert decision.allowed and decision.reason == "dry_run"
+    assert decision.dry_run == ("deny", "claim_mismatch")
+    headers = dict(decision.upstream_headers)
+    assert headers["x-authz-dry-run"] == "deny"
+    assert headers["x-user-id"] == "alice"  # the token was valid: identity still flows
+    assert "authorization" in decision.remove_headers
+    assert recorder.seen[-1][0] is decision
+
+    no_token = await authorizer.check(req("/beta/x", x_user_id="mallory"))
+    assert no_token.allowed and no_token.dry_run == ("deny", "missing_token")
+    assert dict(no_token.upstream_headers) == {"x-authz-dry-run": "deny"}
+    assert "x-user-id" in no_token.remove_headers
+
+    good = await authorizer.check(
+        req("/beta/x", authorization=f"Bearer {rsa_signer.token(plan='beta')}")
+    )
+    assert (good.reason, good.dry_run) == ("allowed", ("allow", "allowed"))
+    assert dict(good.upstream_headers)["x-authz-dry-run"] == "allow"
+
+    # Enforcing rules are untouched, and a client cannot forge the dry-run header.
+    enforced = await authorizer.check(req("/users/bob", authorization=auth))
+    assert not enforced.allowed and enforced.dry_run is None
+
+
+async def test_global_dry_run(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
+    authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer, mode="dry_run")
+    decision = await authorizer.check(req("/users/bob"))
+    assert decision.allowed and decision.dry_run == ("deny", "missing_token")
+    no_rule = await authorizer.check(req("/users/a%2Fb"))
+    assert no_rule.allowed and no_rule.dry_run == ("deny", "invalid_path")
+
+
+async def test_expose_reasons(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
+    hidden, _ = policy_authorizer(rsa_signer, other_rsa_signer)
+    shown, _ = policy_authorizer(rsa_signer, other_rsa_signer, expose_reasons=True)
+    request = req("/users/bob", authorization=f"Bearer {rsa_signer.token()}")
+    assert set(json.loads((await hidden.check(request)).body)) == {"error", "error_description"}
+    body = json.loads((await shown.check(request)).body)
+    assert body["reason"] == "claim_mismatch"
+    assert body["rule"] == "own-profile"
+    assert body["condition"] == "claims[0] (equals_claim on request.param.id)"
+    assert "alice" not in json.dumps(body)
+
+
+async def test_requires_all(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
+    authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer)
+    user = f"Bearer {rsa_signer.token()}"
+    service = other_rsa_signer.token(iss=PARTNER, sub="billing")
+    both = await authorizer.check(req("/internal", authorization=user, x_service_token=service))
+    assert both.allowed
+    assert dict(both.upstream_headers) == {"x-user-id": "alice", "x-service": "billing"}
+    assert set(both.metadata) == {"corp", "svc"}
+    assert {"authorization", "x-service-token"} <= set(both.remove_headers)
+    only_user = await authorizer.check(req("/internal", authorization=user))
+    assert (only_user.status, only_user.reason) == (401, "missing_token")
+    wrong = other_rsa_signer.token(iss=PARTNER, sub="reports")
+    denied = await authorizer.check(req("/internal", authorization=user, x_service_token=wrong))
+    assert (denied.status, denied.reason) == (403, "claim_mismatch")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -43,7 +42,6 @@ class App:
         self._monotonic = monotonic
         self._stack = contextlib.AsyncExitStack()
         self._draining = False
-        self._have_keys = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self.sources: Mapping[str, KeySource] = {}
         self.grpc: GrpcServer | None = None
@@ -84,11 +82,11 @@ class App:
         self.grpc = GrpcServer(authorizer, self.config.listen.grpc)
         self.http = HttpServer(self.config.listen.http, self.metrics, lambda: self.ready)
 
+        hold_until = time.monotonic() + self.config.startup_wait
         for source in self.sources.values():
             self._stack.push_async_callback(source.stop)
+            source.hold_checks_until(hold_until)
             await source.start()
-        if self.sources and self.config.startup_wait > 0:
-            await self._wait_for_keys(self.config.startup_wait)
         # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
@@ -96,12 +94,6 @@ class App:
         self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
         await self._update_health()
         log.info("authz serving: grpc on port %d, http on port %d", self.grpc.port, self.http.port)
-
-    async def _wait_for_keys(self, seconds: float) -> None:
-        """Hold the listeners back until every provider has keys, or ``seconds`` pass."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._have_keys.wait()
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING, let in-flight checks finish, then close in reverse order."""
@@ -131,8 +123,6 @@ class App:
     # KeyEvents: what key sources report.
     async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
         self.metrics.observe_jwks(provider, result, keys.size if keys else None)
-        if all(s.keys is not None for s in self.sources.values()):
-            self._have_keys.set()
         await self._update_health()
 
     def unknown_kid(self, provider: str, result: str) -> None:

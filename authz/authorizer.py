@@ -245,7 +245,7 @@ class Authorizer:
         trace.rule = rule
         if rule.public:
             return self._without_identity(rule, "public")
-        candidates = [self._providers[name] for name in rule.providers]
+        candidates = self._candidates(rule)
         if rule.every:
             for provider in candidates:
                 found = provider.sources.find(request)
@@ -253,14 +253,15 @@ class Authorizer:
                     raise MissingToken(f"no token for provider {provider.name}")
                 await _verify_with_any(parse_token(found.token), [provider], trace)
         else:
-            found = _find_token(request, candidates)
+            found, finders = _find_token(request, candidates)
             if found is None:
                 if rule.optional:
                     return self._without_identity(rule, "anonymous")
                 raise MissingToken("no token in the request")
             token = parse_token(found.token)
-            # Route by the (not yet trusted) iss before any key work; the verifier checks it.
-            matching = [p for p in candidates if p.verifier.issuer == token.claims.get("iss")]
+            # Route by the (not yet trusted) iss before any key work, among the providers that
+            # look for a token where this one was found; the verifier checks iss again.
+            matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
             if not matching:
                 raise InvalidIssuer("iss matches none of the rule's providers")
             await _verify_with_any(token, matching, trace)
@@ -278,6 +279,9 @@ class Authorizer:
                 f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
             )
         return self._allow(request, rule, trace.identities)
+
+    def _candidates(self, rule: CompiledRule) -> list[ProviderRuntime]:
+        return [self._providers[name] for name in rule.providers]
 
     def _without_identity(
         self, rule: CompiledRule | None, reason: str, *, static: bool = True
@@ -309,6 +313,7 @@ class Authorizer:
                     upstream[mapping.header] = value
             if provider.payload_header:
                 upstream[provider.payload_header] = identity.raw_payload
+        for provider in self._candidates(rule):
             if not provider.forward:
                 # Every copy of a token goes, not only the one that was verified.
                 plan = provider.sources.strip_plan(request)
@@ -340,12 +345,15 @@ class Authorizer:
         )
 
 
-def _find_token(request: RequestAttributes, candidates: list[ProviderRuntime]) -> FoundToken | None:
-    for provider in candidates:
-        found = provider.sources.find(request)
-        if found is not None:
-            return found
-    return None
+def _find_token(
+    request: RequestAttributes, candidates: list[ProviderRuntime]
+) -> tuple[FoundToken | None, list[ProviderRuntime]]:
+    """The first token any candidate finds, and the candidates that find that same token."""
+    found = [(p, p.sources.find(request)) for p in candidates]
+    first = next((token for _, token in found if token is not None), None)
+    if first is None:
+        return None, []
+    return first, [p for p, token in found if token is not None and token.token == first.token]
 
 
 async def _verify_with_any(

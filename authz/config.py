@@ -5,6 +5,7 @@ Unknown keys are errors everywhere: a typo must never silently weaken a policy.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,16 +42,16 @@ class Listen(Model):
     _check = field_validator("grpc", "http")(_address)
 
 
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
 def check_fetch_uri(value: str, *, allow_insecure: bool) -> str:
     """An http(s) URI; plain http only for loopback hosts or with allow_insecure."""
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"must be an http(s):// URL, got {value!r}")
     host = parts.hostname
-    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"  # a name that merely starts with 127. is not loopback
     if parts.scheme == "http" and not (loopback or allow_insecure):
         raise ValueError("must use https (http is allowed for loopback or with allow_insecure)")
     return value
@@ -194,6 +195,15 @@ class Provider(Model):
     @classmethod
     def _payload_header(cls, value: str | None) -> str | None:
         return None if value is None else header_name(value)
+
+    @model_validator(mode="after")
+    def _discovery_from_issuer(self) -> Provider:
+        if self.jwks.discovery:
+            try:
+                check_fetch_uri(self.issuer, allow_insecure=False)
+            except ValueError as exc:
+                raise ValueError(f"jwks.discovery: true needs an https issuer: {exc}") from exc
+        return self
 
     @model_validator(mode="after")
     def _has_source(self) -> Provider:

@@ -75,6 +75,8 @@ class AiohttpFetcher:
             raise JwksTimeout(f"fetching {uri} timed out") from exc
         except aiohttp.ClientError as exc:
             raise JwksNetworkError(f"fetching {uri} failed: {type(exc).__name__}") from exc
+        except ValueError as exc:  # an unparseable URL, e.g. in a Location header
+            raise JwksHttpError(f"fetching {uri}: bad URL ({type(exc).__name__})") from exc
 
     async def _get(self, uri: str, headers: dict[str, str]) -> FetchResult:
         target = uri

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,8 +46,23 @@ class KeySource:
         self.algorithms = algorithms
         self._events = events
         self.keys: KeySet | None = None
+        self._loaded = asyncio.Event()
+        self._wait_until = 0.0  # monotonic time until which checks wait for the first set
 
     def current(self) -> KeySet | None:
+        return self.keys
+
+    def hold_checks_until(self, monotonic_deadline: float) -> None:
+        """Until then, a check that finds no key set waits for the first one (startup_wait)."""
+        self._wait_until = monotonic_deadline
+
+    async def first_keys(self) -> KeySet | None:
+        """The key set, waiting for the first one while inside the startup window."""
+        remaining = self._wait_until - time.monotonic()
+        if self.keys is None and remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._loaded.wait()
         return self.keys
 
     async def refetch_for_unknown_kid(self) -> bool:
@@ -62,6 +77,7 @@ class KeySource:
 
     async def _swap(self, keys: KeySet) -> None:
         self.keys = keys
+        self._loaded.set()
         await self._events.key_set(self.provider, "ok", keys)
 
     async def _failed(self, exc: JwksError) -> None:
@@ -139,8 +155,11 @@ class FileKeySource(KeySource):
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.reload_interval)
-            if self._signature() != self._seen:
-                await self.load()
+            try:
+                if self._signature() != self._seen:
+                    await self.load()
+            except Exception:  # a bug must not end reloading for good
+                log.exception("JWKS file reload for provider %s crashed", self.provider)
 
     async def stop(self) -> None:
         await self._poller.cancel()
@@ -157,8 +176,12 @@ class RemoteKeySource(KeySource):
         issuer: str,
         fetcher: Fetcher,
         monotonic: Monotonic = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
     ) -> None:
         super().__init__(provider, algorithms, events)
+        self._sleep = sleep
+        self._jitter = jitter
         self.settings = settings
         self.issuer = issuer
         self._fetch = fetcher
@@ -198,9 +221,9 @@ class RemoteKeySource(KeySource):
                 retry_s = MIN_RETRY_S
                 delay = self._next_delay_s
             else:
-                delay = min(retry_s, self.settings.refresh_interval) * random.uniform(0.5, 1.0)
+                delay = min(retry_s, self.settings.refresh_interval) * self._jitter()
                 retry_s = min(retry_s * 2, self.settings.refresh_interval)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def refresh(self, *, rediscover: bool = True) -> bool:
         """One fetch (after discovery when configured). True when the set is current."""
@@ -261,6 +284,8 @@ class RemoteKeySource(KeySource):
                 "OIDC discovery for provider %s failed; keeping the last jwks_uri", self.provider
             )
             return
+        if jwks_uri != self._jwks_uri:
+            self._etag = None  # a validator from one URL means nothing to another
         self._jwks_uri = jwks_uri
 
     async def refetch_for_unknown_kid(self) -> bool:

@@ -246,6 +246,13 @@ class Requires(Model):
     all: list[str] | None = Field(default=None, min_length=1)
     allow_missing: str | list[str] | None = None
 
+    @field_validator("allow_missing")
+    @classmethod
+    def _not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and len(value) == 0:
+            raise ValueError("name at least one provider")
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Requires:
         kinds = ("provider", "any", "all", "allow_missing")
@@ -296,6 +303,9 @@ class Rule(Model):
             )
         if self.public and (self.claims or self.claim_to_headers):
             raise ValueError("a public rule cannot have claims or claim_to_headers")
+        if self.requires is not None and self.requires.optional and self.claims:
+            # A request without a token would pass without its claims being checked.
+            raise ValueError("an allow_missing rule cannot have claims")
         return self
 
     @field_validator("headers")

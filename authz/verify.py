@@ -42,6 +42,8 @@ class KeyLookup(Protocol):
 
     def current(self) -> KeySet | None: ...
 
+    async def first_keys(self) -> KeySet | None: ...
+
     async def refetch_for_unknown_kid(self) -> bool: ...
 
 
@@ -172,7 +174,7 @@ class Verifier:
         alg = token.alg
         if alg not in self.algorithms:
             raise AlgorithmNotAllowed("alg not in the allowlist")
-        keys = self.keys.current()
+        keys = self.keys.current() or await self.keys.first_keys()
         if keys is None:
             raise NoKeys(f"provider {self.provider} has no key set")
         kid = token.kid

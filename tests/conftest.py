@@ -128,6 +128,7 @@ class FakeIdp:
     def __init__(self) -> None:
         self.status = 200
         self.body = b"{}"
+        self.other_body = b"{}"  # served at /other-certs
         self.headers: dict[str, str] = {}
         self.etag: str | None = None
         self.hits = 0
@@ -136,7 +137,9 @@ class FakeIdp:
         self.drip_s = 0.0  # when set, the body is sent one byte at a time, this far apart
         self.discovery: dict[str, Any] | None = None
         self.redirect_to = ""
+        self.last_if_none_match: str | None = None
         app = web.Application()
+        app.router.add_get("/other-certs", self.other_certs)
         app.router.add_get("/certs", self.certs)
         app.router.add_get("/.well-known/openid-configuration", self.openid_configuration)
         app.router.add_get("/moved", self.moved)
@@ -144,6 +147,7 @@ class FakeIdp:
 
     async def certs(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
+        self.last_if_none_match = request.headers.get("if-none-match")
         await asyncio.sleep(self.delay_s)
         if self.etag and request.headers.get("if-none-match") == self.etag:
             self.conditional_hits += 1
@@ -163,6 +167,9 @@ class FakeIdp:
             await asyncio.sleep(self.drip_s)
         await response.write_eof()
         return response
+
+    async def other_certs(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.other_body, content_type="application/json")
 
     async def openid_configuration(self, _: web.Request) -> web.Response:
         if self.discovery is None:
@@ -210,6 +217,9 @@ class FixedKeys:
         self.refetches = 0
 
     def current(self) -> Any:
+        return self.keys
+
+    async def first_keys(self) -> Any:
         return self.keys
 
     async def refetch_for_unknown_kid(self) -> bool:

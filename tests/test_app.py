@@ -114,14 +114,18 @@ async def test_random_kid_flood_fetches_at_most_once_per_interval(
     assert 'reason="unknown_kid",rule="0"} 1000.0' in text
 
 
-async def test_startup_wait_holds_readiness_for_the_first_key_set(
-    idp: FakeIdp, rsa_signer: Signer
+@pytest.mark.parametrize(("startup_wait", "status"), [(0.0, 503), (5.0, 200)])
+async def test_startup_wait_lets_early_checks_wait_for_the_first_key_set(
+    idp: FakeIdp, rsa_signer: Signer, startup_wait: float, status: int
 ) -> None:
     idp.serve({"keys": [rsa_signer.jwk]})
-    idp.delay_s = 0.2
-    config = config_for(idp).model_copy(update={"startup_wait": 5.0})
-    async with App(config) as app:
-        assert app.ready
+    idp.delay_s = 0.3
+    config = config_for(idp).model_copy(update={"startup_wait": startup_wait})
+    app = App(config)
+    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+        assert not app.ready  # serving at once, not ready until the keys arrive
+        assert await Client(channel, idp).status(rsa_signer) == status
+        await asyncio.wait_for(_until(lambda: app.ready), 5)
 
 
 async def _until(predicate: Any) -> None:

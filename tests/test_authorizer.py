@@ -316,6 +316,40 @@ async def test_any_routes_by_issuer_before_key_work(
     assert keys["corp"].refetches == keys["partner"].refetches == 0
 
 
+async def test_any_routes_only_among_providers_that_read_that_location(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    inline = {"inline": {"keys": []}}
+    config = parse_config(
+        {
+            "providers": {
+                "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": inline},
+                "partner": {
+                    "issuer": PARTNER,
+                    "audiences": [AUDIENCE],
+                    "jwks": inline,
+                    "from_headers": [{"name": "x-partner-token"}],
+                },
+            },
+            "rules": [{"requires": {"any": ["corp", "partner"]}}],
+        }
+    )
+    keys = {
+        "corp": FixedKeys(parse_jwks({"keys": [rsa_signer.jwk]}, ("RS256",))),
+        "partner": FixedKeys(parse_jwks({"keys": [other_rsa_signer.jwk]}, ("RS256",))),
+    }
+    authorizer = Authorizer(Policy.compile(config), build_providers(config, keys, fixed_clock()))
+    partner = other_rsa_signer.token(iss=PARTNER)
+    misplaced = await authorizer.check(req("/", authorization=f"Bearer {partner}"))
+    assert (misplaced.status, misplaced.reason) == (401, "invalid_issuer")
+    placed = await authorizer.check(
+        req("/", x_partner_token=partner, authorization=f"Bearer {rsa_signer.token()}")
+    )
+    assert placed.allowed and placed.provider == "corp"
+    # Both candidates' token locations are stripped, whichever token was used.
+    assert {"authorization", "x-partner-token"} <= set(placed.remove_headers)
+
+
 async def test_allow_missing(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
     authorizer, _ = multi_authorizer(rsa_signer, other_rsa_signer)
     anonymous = await authorizer.check(req("/optional", x_user_id="mallory"))

@@ -78,6 +78,8 @@ BAD: list[tuple[str, Any, str]] = [
         "exactly one of provider, any, all or allow_missing",
     ),
     ("startup_wait", -1, "startup_wait"),
+    ("rules.0.requires", {"allow_missing": []}, "name at least one provider"),
+    ("rules.0.requires", {"allow_missing": ""}, "name at least one provider"),
     ("providers.corp.clock_skew", -1, "providers.corp.clock_skew"),
     (
         "providers.corp.claim_to_headers",
@@ -157,6 +159,32 @@ def test_remote_jwks_https_rule(remote: dict[str, Any], ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match="https"):
             parse_config(data)
+
+
+def test_allow_missing_rules_cannot_have_claims() -> None:
+    rule = {
+        "name": "optional",
+        "requires": {"allow_missing": "corp"},
+        "claims": [{"claim": "roles", "contains": "admin"}],
+    }
+    data = with_change("rules", [rule])
+    with pytest.raises(ConfigError, match=r"rules.0 \(optional\): an allow_missing rule cannot"):
+        parse_config(data)
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.evil.com/jwks", "http://127.0.0.1.nip.io/jwks", "http://localhost.evil/x"]
+)
+def test_names_that_look_like_loopback_need_https(uri: str) -> None:
+    with pytest.raises(ConfigError, match="must use https"):
+        parse_config(with_change("providers.corp.jwks", {"remote": {"uri": uri}}))
+
+
+def test_discovery_true_needs_an_https_issuer() -> None:
+    data = with_change("providers.corp.jwks", {"discovery": True})
+    data["providers"]["corp"]["issuer"] = "http://idp.internal"
+    with pytest.raises(ConfigError, match="discovery: true needs an https issuer"):
+        parse_config(data)
 
 
 def test_discovery_shorthand_uses_the_issuer() -> None:

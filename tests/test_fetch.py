@@ -83,6 +83,13 @@ async def test_redirects_only_within_the_origin(idp: FakeIdp, session) -> None:
         await fetcher(session)(idp.url("/moved"))
 
 
+@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x", "http://[zz/x"])
+async def test_unparseable_redirects_are_http_errors(idp: FakeIdp, session, location: str):
+    idp.redirect_to = location
+    with pytest.raises(JwksHttpError):
+        await fetcher(session)(idp.url("/moved"))
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [

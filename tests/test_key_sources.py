@@ -291,3 +291,121 @@ async def test_discovery(idp: FakeIdp, session, rsa_signer: Signer) -> None:
     idp.discovery = None
     assert await fresh.refresh() is False
     assert events.results() == ["ok", "ok", "ok", "invalid", "http_error"]
+
+
+async def test_discovery_for_another_issuer_is_not_followed(
+    idp: FakeIdp, session, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.other_body = json.dumps({"keys": [other_rsa_signer.jwk]}).encode()
+    idp.discovery = {"issuer": idp.issuer, "jwks_uri": idp.uri}
+    source = remote(None, session, events, issuer=idp.issuer, discovery=idp.issuer)
+    assert await source.refresh()
+    # A document naming another issuer points at other keys: they must never be loaded.
+    idp.discovery = {"issuer": "https://evil.test", "jwks_uri": idp.url("/other-certs")}
+    assert await source.refresh()
+    assert kids(source) == {rsa_signer.kid}
+    # The honest document moving jwks_uri is followed.
+    idp.discovery = {"issuer": idp.issuer, "jwks_uri": idp.url("/other-certs")}
+    assert await source.refresh()
+    assert kids(source) == {other_rsa_signer.kid}
+
+
+async def test_etag_of_a_failed_response_is_not_reused(
+    idp: FakeIdp, session, rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.etag = '"good"'
+    source = remote(idp.uri, session, events)
+    assert await source.refresh()
+    idp.serve({"keys": []})  # broken set, new validator
+    idp.etag = '"broken"'
+    assert await source.refresh() is False
+    await source.refresh()
+    assert idp.last_if_none_match == '"good"'
+
+
+async def test_no_conditional_request_without_a_key_set(
+    idp: FakeIdp, session, rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve(b"not json")
+    idp.etag = '"v1"'
+    source = remote(idp.uri, session, events)
+    assert await source.refresh() is False
+    idp.serve({"keys": [rsa_signer.jwk]})
+    assert await source.refresh()  # a 304 here would leave authz with nothing to keep
+    assert idp.last_if_none_match is None
+    assert events.results() == ["invalid", "ok"]
+
+
+async def test_backoff_doubles_up_to_the_refresh_interval(idp: FakeIdp, session) -> None:
+    events = Events()
+    idp.serve({"error": "down"}, status=503)
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(0)
+
+    config = RemoteJwks.model_validate({"uri": idp.uri, "refresh_interval": 10, "timeout": 1})
+    fetch = AiohttpFetcher(session, timeout_s=1, connect_timeout_s=1, max_bytes=1 << 20)
+    source = RemoteKeySource(
+        "corp",
+        ALGS,
+        events,
+        config,
+        issuer="https://idp.test",
+        fetcher=fetch,
+        sleep=record,
+        jitter=lambda: 1.0,
+    )
+    await source.start()
+    await wait_for(lambda: len(delays) >= 7)
+    await source.stop()
+    assert delays[:7] == [1, 2, 4, 8, 10, 10, 10]
+
+
+async def test_kubernetes_symlink_swap_is_reloaded(
+    tmp_path: Path, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    # A mounted secret: jwks.json -> ..data/jwks.json, ..data -> ..2026_v1; an update writes
+    # ..2026_v2 and renames a new ..data symlink over the old one.
+    def version(name: str, jwk: dict[str, str]) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+        (tmp_path / "..data_tmp").symlink_to(name)
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+
+    version("..2026_v1", rsa_signer.jwk)
+    (tmp_path / "jwks.json").symlink_to("..data/jwks.json")
+    events = Events()
+    source = FileKeySource(
+        "k8s", ALGS, events, FileJwks(path=tmp_path / "jwks.json", reload_interval=0.02)
+    )
+    await source.start()
+    try:
+        assert kids(source) == {rsa_signer.kid}
+        version("..2026_v2", other_rsa_signer.jwk)
+        await wait_for(lambda: kids(source) == {other_rsa_signer.kid})
+    finally:
+        await source.stop()
+
+
+async def test_a_cancelled_check_does_not_cancel_the_shared_refetch(
+    idp: FakeIdp, session, rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.delay_s = 0.2
+    source = remote(idp.uri, session, events, unknown_kid_wait=5)
+    waiter = asyncio.create_task(source.refetch_for_unknown_kid())
+    await asyncio.sleep(0.05)
+    waiter.cancel()  # Envoy gave up on this check
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await wait_for(lambda: source.current() is not None)
+    await wait_for(lambda: events.kids == ["ok"])
+    await source.stop()

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format bench-jwks clean
+.PHONY: install run test test-unit lint format bench-jwks bench-policy clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: install
 ## make bench-jwks: random-kid flood and check latency while the IdP is down.
 bench-jwks: install
 	$(PY) -m bench.jwks_outage
+
+## make bench-policy: policy evaluation cost per check (20 rules) and one CEL expression.
+bench-policy: install
+	$(PY) -m bench.policy_eval
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -56,23 +56,24 @@ class EvalContext:
     path: str  # normalized
     params: Mapping[str, str] = field(default_factory=dict)  # from a path template
     delimiter: str = "."
-    _activation: dict[str, Any] | None = None
 
-    def cel_activation(self) -> dict[str, Any]:
-        if self._activation is None:
-            self._activation = {
-                "jwt": dict(self.claims.get(self.primary, {})),
-                "claims": {name: dict(c) for name, c in self.claims.items()},
-                "request": {
-                    "method": self.request.method,
-                    "host": self.request.host,
-                    "path": self.path,
-                    "headers": dict(self.request.headers),
-                    "params": dict(self.params),
-                    "context": dict(self.request.context),
-                },
+    def cel_activation(self, variables: frozenset[str]) -> dict[str, Any]:
+        """Only the variables an expression uses: converting them to CEL is most of its cost."""
+        activation: dict[str, Any] = {}
+        if "jwt" in variables:
+            activation["jwt"] = self.claims.get(self.primary, {})
+        if "claims" in variables:
+            activation["claims"] = self.claims
+        if "request" in variables:
+            activation["request"] = {
+                "method": self.request.method,
+                "host": self.request.hostname,
+                "path": self.path,
+                "headers": self.request.headers,
+                "params": self.params,
+                "context": self.request.context,
             }
-        return self._activation
+        return activation
 
 
 class Node(Protocol):
@@ -254,10 +255,11 @@ class Not:
 class Expr:
     where: str
     program: Any  # cel.Program, compiled once
+    variables: frozenset[str]
 
     def check(self, ctx: EvalContext) -> Failure | None:
         try:
-            result = self.program.execute(ctx.cel_activation())
+            result = self.program.execute(ctx.cel_activation(self.variables))
         except Exception:  # a CEL runtime error (missing key, wrong type) fails the condition
             return Failure(self.where, "CEL expression raised an error", False)
         if result is True:
@@ -276,7 +278,8 @@ def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> 
         return Not(f"{where}.not", compile_condition(condition.not_, f"{where}.not", delimiter))
     if block == "expr":
         assert condition.expr is not None
-        return Expr(f"{where}.expr", cel.compile(condition.expr))
+        program = cel.compile(condition.expr)
+        return Expr(f"{where}.expr", program, frozenset(program.variables()))
     read, label, scope = _subject(condition, delimiter)
     return Leaf(
         where, f"{condition.operator} on {label}", scope, read, _value_test(condition, delimiter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import cel
@@ -92,6 +93,8 @@ class Match(Model):
                 raise ValueError(f"{kind} must start with '/'")
         if self.path_separated_prefix is not None and self.path_separated_prefix.endswith("/"):
             raise ValueError("path_separated_prefix must not end with '/'")
+        if self.template is not None:
+            _check_template(self.template)
         return self
 
     _regex = field_validator("regex")(lambda v: None if v is None else checked_regex(v))
@@ -115,6 +118,22 @@ class Match(Model):
             if not host or "*" in host.removeprefix("*.") or ":" in host.removeprefix("["):
                 raise ValueError(f"host {host!r}: use a name or *.suffix, without a port")
         return hosts
+
+
+TEMPLATE_PARAM = re.compile(r"\{([^{}]*)\}")
+
+
+def _check_template(template: str) -> None:
+    names = TEMPLATE_PARAM.findall(template)
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"template parameter {{{name}}} must be an identifier")
+    if len(set(names)) != len(names):
+        raise ValueError("template parameter names must be unique")
+    if "}{" in template:
+        raise ValueError("template parameters must be separated by literal text")
+    if TEMPLATE_PARAM.sub("", template).count("{") or TEMPLATE_PARAM.sub("", template).count("}"):
+        raise ValueError("unbalanced braces in template")
 
 
 CLAIM_OPERATORS = (

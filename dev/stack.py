@@ -93,9 +93,15 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
             {"name": "health", "match": {"prefix": "/healthz"}, "public": True},
             {
                 "name": "admin",
-                "match": {"prefix": "/admin"},
+                "match": {"context": {"policy": "admin"}},
                 "requires": {"provider": "dev"},
                 "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+            },
+            {
+                "name": "reports",
+                "match": {"context": {"policy": "reports"}},
+                "requires": {"provider": "dev"},
+                "claims": [{"claim": "scope", "contains": "reports:read"}],
             },
             {
                 "name": "write",

@@ -150,6 +150,20 @@ def test_failed_claim_rule_is_403(stack: Stack, rsa_signer: Signer) -> None:
     assert call(stack, "/admin/users", authorization=bearer(admin))[0] == 200
 
 
+def test_routes_select_policies_with_context_extensions(stack: Stack, rsa_signer: Signer):
+    admin = token(rsa_signer, realm_access={"roles": ["admin"]})
+    reporter = token(rsa_signer, scope="reports:read")
+    # Envoy's /admin route names policy "admin", its /reports route policy "reports".
+    assert call(stack, "/admin/x", authorization=bearer(admin))[0] == 200
+    assert call(stack, "/admin/x", authorization=bearer(reporter))[0] == 403
+    assert call(stack, "/reports/q", authorization=bearer(reporter))[0] == 200
+    status, headers, _ = call(stack, "/reports/q", authorization=bearer(admin))
+    assert status == 403
+    assert 'error="insufficient_scope"' in headers["www-authenticate"]
+    # The same path without Envoy's context would fall to the default rule.
+    assert call(stack, "/elsewhere/admin", authorization=bearer(reporter))[0] == 200
+
+
 def test_missing_scope_is_403_insufficient_scope(stack: Stack, rsa_signer: Signer) -> None:
     reader = token(rsa_signer, scope="read")
     status, headers, _ = call(stack, "/items", "POST", authorization=bearer(reader))

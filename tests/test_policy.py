@@ -6,8 +6,15 @@ import pytest
 
 from authz.conditions import MISSING
 from authz.config import parse_config
+from authz.errors import ConfigError
 from authz.model import RequestAttributes
-from authz.policy import HeaderFromClaim, Policy, render_header_value, shadowed_rules
+from authz.policy import (
+    HeaderFromClaim,
+    Policy,
+    _literal_prefix,
+    render_header_value,
+    shadowed_rules,
+)
 
 PROVIDERS = {"p": {"issuer": "i", "audiences": ["a"], "jwks": {"inline": {"keys": []}}}}
 
@@ -143,3 +150,35 @@ def test_oversized_claim_header_is_dropped() -> None:
     mapping = HeaderFromClaim("x-groups", ("groups",))
     assert mapping.render({"groups": ["a"] * 10}, 100) == ",".join(["a"] * 10)
     assert mapping.render({"groups": ["a"] * 100}, 100) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        ("/items/[0-9]+", "/items/"),
+        ("/v1/x", "/v1/x"),
+        ("/ab*c", "/a"),  # b is optional
+        ("/ab?", "/a"),
+        ("/a{2}", "/"),
+        ("/a\\.b", "/a"),
+        ("(?P<v>x)", ""),
+        ("/a|/b", ""),
+        ("/x/(a|b)", ""),
+    ],
+)
+def test_regex_literal_prefix_never_rules_out_a_match(pattern: str, literal: str) -> None:
+    assert _literal_prefix(pattern) == literal
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("/users/{id}/{id}", "unique"),
+        ("/users/{a}{b}", "separated"),
+        ("/users/{not-ok}", "identifier"),
+        ("/users/{id", "unbalanced"),
+    ],
+)
+def test_bad_templates(template: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config({"match": {"template": template}})

@@ -196,7 +196,9 @@ class Authorizer:
         except CheckError as exc:
             rule = trace.rule.name if trace.rule else None
             decision = deny(exc, request, rule, trace.provider, expose=self._expose)
-            log.debug("deny %s rule=%s: %s", exc.reason, rule, exc.detail)
+            # Policy denials are worth an operator's eye; token failures are routine noise.
+            level = logging.INFO if exc.outcome is Outcome.FORBIDDEN else logging.DEBUG
+            log.log(level, "deny %s rule=%s: %s", exc.reason, rule, exc.detail)
         except Exception as exc:  # fail closed on any bug; never log the exception's text
             log.error(
                 "check failed with %s (rule=%s)\n%s",

@@ -253,14 +253,15 @@ class Authorizer:
                 found = provider.sources.find(request)
                 if found is None:
                     raise MissingToken(f"no token for provider {provider.name}")
-                await _verify_with_any(parse_token(found.token), [provider], trace)
+                token = parse_token(found.token, provider.verifier.max_token_bytes)
+                await _verify_with_any(token, [provider], trace)
         else:
             found, finders = _find_token(request, candidates)
             if found is None:
                 if rule.optional:
                     return self._without_identity(rule, "anonymous")
                 raise MissingToken("no token in the request")
-            token = parse_token(found.token)
+            token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
             # Route by the (not yet trusted) iss before any key work, among the providers that
             # look for a token where this one was found; the verifier checks iss again.
             matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]

@@ -19,18 +19,24 @@ from authz.app import App
 from authz.config import Config, load_config
 from authz.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 from authz.errors import AuthzError
-from authz.jwks import parse_jwks
+from authz.jwks import hmac_key_set, parse_jwks
 from authz.policy import shadowed_rules
 
 log = logging.getLogger("authz")
 
 
 def _load_and_validate(path: str) -> Config:
+    """Load a config and build what can be built offline: inline key sets, shared secrets."""
     config = load_config(path)
     for provider in config.providers.values():
-        inline = provider.jwks.inline_document()
-        if inline is not None:
-            parse_jwks(inline, tuple(provider.algorithms))
+        algorithms = tuple(provider.algorithms)
+        if provider.shared_secret is not None:
+            secret = provider.shared_secret
+            hmac_key_set(secret.read(), algorithms, secret.kid)
+        elif provider.jwks is not None:
+            inline = provider.jwks.inline_document()
+            if inline is not None:
+                parse_jwks(inline, algorithms)
     return config
 
 

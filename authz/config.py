@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +24,11 @@ from pydantic import (
 from authz.errors import ConfigError
 from authz.rules_config import ClaimToHeader, Mode, Model, Rule, header_name
 
-SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+ASYMMETRIC_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
+)
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+SUPPORTED_ALGORITHMS = ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -163,13 +168,45 @@ class HeaderSource(Model):
     _name = field_validator("name")(header_name)
 
 
+class SharedSecret(Model):
+    """An HMAC secret for HS256/384/512, read from a file or an environment variable."""
+
+    file: Path | None = None
+    env: str | None = None
+    kid: str | None = None  # when set, tokens must name it; when not, their kid is ignored
+
+    @model_validator(mode="after")
+    def _one(self) -> SharedSecret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("exactly one of file or env is required")
+        return self
+
+    def read(self) -> bytes:
+        """The secret's bytes (a trailing newline in a file is not part of it)."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(f"shared_secret: environment variable {self.env} is not set")
+            return value.encode()
+        assert self.file is not None
+        try:
+            return self.file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(f"shared_secret: cannot read {self.file}: {exc.strerror}") from exc
+
+
 class Provider(Model):
     issuer: str = Field(min_length=1)
     audiences: list[str] = Field(min_length=1)
-    jwks: Jwks
+    jwks: Jwks | None = None
+    shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
     require_expiration: bool = True
+    max_lifetime: PositiveSeconds | None = None  # exp - iat (or exp - now) may not exceed it
+    typ: str | None = None  # e.g. at+jwt (RFC 9068): the token header's typ must match
+    require_kid: bool = False  # false: a kid-less token is tried with the one key of its alg
+    max_token_bytes: int = Field(default=8192, ge=256, le=1 << 20)
     from_headers: list[HeaderSource] = Field(
         default_factory=lambda: [HeaderSource(name="authorization", value_prefix="Bearer ")]
     )
@@ -197,8 +234,20 @@ class Provider(Model):
         return None if value is None else header_name(value)
 
     @model_validator(mode="after")
+    def _keys(self) -> Provider:
+        if (self.jwks is None) == (self.shared_secret is None):
+            raise ValueError("exactly one of jwks or shared_secret is required")
+        hmac = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
+        if self.shared_secret is not None and len(hmac) != len(self.algorithms):
+            raise ValueError("a shared_secret provider accepts only HS256, HS384 or HS512")
+        if self.jwks is not None and hmac:
+            # Never verify HMAC with a key from a JWKS: that is algorithm confusion.
+            raise ValueError(f"{hmac} need a shared_secret, not a jwks")
+        return self
+
+    @model_validator(mode="after")
     def _discovery_from_issuer(self) -> Provider:
-        if self.jwks.discovery:
+        if self.jwks is not None and self.jwks.discovery:
             try:
                 check_fetch_uri(self.issuer, allow_insecure=False)
             except ValueError as exc:
@@ -304,19 +353,25 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     config = parse_config(data)
     base = Path(path).resolve().parent
-    # Relative JWKS file paths are relative to the config file, not the working directory.
-    providers = {}
-    for name, provider in config.providers.items():
-        jwks = provider.jwks
-        if jwks.file is not None and not jwks.file.path.is_absolute():
-            jwks = jwks.model_copy(
-                update={"file": jwks.file.model_copy(update={"path": base / jwks.file.path})}
-            )
-        remote = jwks.remote
-        if remote is not None and remote.ca_file is not None and not remote.ca_file.is_absolute():
-            jwks = jwks.model_copy(
-                update={"remote": remote.model_copy(update={"ca_file": base / remote.ca_file})}
-            )
-        provider = provider.model_copy(update={"jwks": jwks})
-        providers[name] = provider
+    providers = {name: _resolve_paths(p, base) for name, p in config.providers.items()}
     return config.model_copy(update={"providers": providers})
+
+
+def _resolve_paths(provider: Provider, base: Path) -> Provider:
+    """Relative file paths in a provider are relative to the config file, not the cwd."""
+
+    def resolved(model: Any, field: str) -> Any:
+        if model is None:
+            return None
+        value = getattr(model, field)
+        if isinstance(value, Path) and not value.is_absolute():
+            return model.model_copy(update={field: base / value})
+        return model
+
+    secret = resolved(provider.shared_secret, "file")
+    jwks = provider.jwks
+    if jwks is not None:
+        jwks = jwks.model_copy(
+            update={"file": resolved(jwks.file, "path"), "remote": resolved(jwks.remote, "ca_file")}
+        )
+    return provider.model_copy(update={"shared_secret": secret, "jwks": jwks})

@@ -13,25 +13,79 @@ from collections.abc import Mapping
 from typing import Any
 
 import jose.backends
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jose import jwk, jwt
+from jose.backends.base import Key
 from jose.backends.cryptography_backend import CryptographyECKey, CryptographyRSAKey
-from jose.exceptions import JOSEError
+from jose.exceptions import JOSEError, JWKError
 
 from authz.errors import BackendError, KeyRejected
 
 MIN_RSA_BITS = 2048
-CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "EdDSA": "Ed25519"}
 KTY_FOR_ALG = {
-    "RS256": "RSA",
-    "RS384": "RSA",
-    "RS512": "RSA",
-    "ES256": "EC",
-    "ES384": "EC",
-    "ES512": "EC",
+    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "RSA"),
+    **dict.fromkeys(("ES256", "ES384", "ES512"), "EC"),
+    "EdDSA": "OKP",
+    **dict.fromkeys(("HS256", "HS384", "HS512"), "oct"),
 }
+ASYMMETRIC = frozenset(alg for alg, kty in KTY_FOR_ALG.items() if kty != "oct")
+HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: key >= hash output
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_EC_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "ES512": 132}  # raw R||S, never DER
+
+
+class _PssKey(CryptographyRSAKey):  # type: ignore[misc]
+    """RSASSA-PSS (PS256/384/512, RFC 7518 3.5): MGF1 with the same hash, salt = hash size."""
+
+    def __init__(self, key: Any, algorithm: str) -> None:
+        super().__init__(key, "RS" + algorithm[2:])
+        self._algorithm = algorithm
+
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        digest = self.hash_alg()
+        pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        try:
+            self.prepared_key.verify(sig, msg, pss, digest)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class _Ed25519Key(Key):  # type: ignore[misc]
+    """EdDSA with Ed25519 (RFC 8037): an OKP JWK, verified by ``cryptography``."""
+
+    def __init__(self, key: Any, algorithm: str) -> None:
+        if algorithm != "EdDSA" or not isinstance(key, dict):
+            raise JWKError("EdDSA needs an OKP JWK")
+        if key.get("kty") != "OKP" or key.get("crv") != "Ed25519":
+            raise JWKError("only OKP keys on Ed25519 are supported")
+        try:
+            raw = base64.urlsafe_b64decode(str(key["x"]) + "==")
+            self.prepared_key = Ed25519PublicKey.from_public_bytes(raw)
+        except (KeyError, ValueError) as exc:
+            raise JWKError("bad Ed25519 public key") from exc
+        self._algorithm = algorithm
+
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        try:
+            self.prepared_key.verify(sig, msg)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def register_algorithms() -> None:
+    """Teach python-jose PS256/384/512 and EdDSA through its own extension point."""
+    for alg in ("PS256", "PS384", "PS512"):
+        jwk.register_key(alg, _PssKey)
+    jwk.register_key("EdDSA", _Ed25519Key)
+
+
+register_algorithms()  # idempotent; python-jose keeps its algorithm table per process
 
 
 def assert_cryptography_backend() -> None:
@@ -46,16 +100,21 @@ def assert_cryptography_backend() -> None:
 
 
 class VerifyKey:
-    """A public key bound to one algorithm, parsed once."""
+    """A key bound to one algorithm, parsed once, with the exact signature length it makes."""
 
-    __slots__ = ("_key", "algorithm", "kid")
+    __slots__ = ("_key", "algorithm", "kid", "signature_bytes")
 
-    def __init__(self, key: Any, algorithm: str, kid: str | None) -> None:
+    def __init__(self, key: Any, algorithm: str, kid: str | None, signature_bytes: int) -> None:
         self._key = key
         self.algorithm = algorithm
         self.kid = kid
+        self.signature_bytes = signature_bytes
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        # A signature of the wrong length (DER-encoded ECDSA, a truncated or zero-padded RSA
+        # signature) is refused before any maths.
+        if len(signature) != self.signature_bytes:
+            return False
         try:
             return bool(self._key.verify(signing_input, signature))
         except Exception:  # python-jose lets bare errors escape on crafted input
@@ -63,22 +122,47 @@ class VerifyKey:
 
 
 def construct_key(data: Mapping[str, Any], algorithm: str) -> VerifyKey:
-    """Build a verification key for ``algorithm`` from a public JWK, or raise KeyRejected."""
+    """Build a verification key for ``algorithm`` from a public JWK, or raise KeyRejected.
+
+    Only asymmetric keys: a JWKS never supplies an HMAC secret.
+    """
     kty = data.get("kty")
-    if KTY_FOR_ALG.get(algorithm) != kty:
+    if algorithm not in ASYMMETRIC or KTY_FOR_ALG[algorithm] != kty:
         raise KeyRejected(f"key type {kty!r} cannot verify {algorithm}")
     if PRIVATE_MEMBERS & data.keys():
         raise KeyRejected("key carries private members")
-    if kty == "EC" and data.get("crv") != CURVE_FOR_ALG[algorithm]:
+    if kty in ("EC", "OKP") and data.get("crv") != CURVE_FOR_ALG[algorithm]:
         raise KeyRejected(f"curve {data.get('crv')!r} does not match {algorithm}")
     try:
         key = jwk.construct(dict(data), algorithm)
     except (JOSEError, ValueError, TypeError, KeyError, IndexError) as exc:
         raise KeyRejected(f"unparseable {kty} key: {type(exc).__name__}") from exc
-    if kty == "RSA" and key.prepared_key.key_size < MIN_RSA_BITS:
-        raise KeyRejected(f"RSA key shorter than {MIN_RSA_BITS} bits")
+    if kty == "RSA":
+        public = key.prepared_key.public_numbers()
+        if key.prepared_key.key_size < MIN_RSA_BITS:
+            raise KeyRejected(f"RSA key shorter than {MIN_RSA_BITS} bits")
+        if public.e < 3 or public.e % 2 == 0:
+            raise KeyRejected("RSA public exponent must be odd and at least 3")
+        signature_bytes = (key.prepared_key.key_size + 7) // 8
+    elif kty == "EC":
+        signature_bytes = _EC_SIGNATURE_BYTES[algorithm]
+    else:
+        signature_bytes = 64
     kid = data.get("kid")
-    return VerifyKey(key, algorithm, kid if isinstance(kid, str) else None)
+    return VerifyKey(key, algorithm, kid if isinstance(kid, str) else None, signature_bytes)
+
+
+def construct_hmac_key(secret: bytes, algorithm: str, kid: str | None) -> VerifyKey:
+    """An HMAC key from a secret the operator configured explicitly (never from a JWKS)."""
+    if algorithm not in HMAC_BYTES:
+        raise KeyRejected(f"{algorithm} is not an HMAC algorithm")
+    if len(secret) < HMAC_BYTES[algorithm]:
+        raise KeyRejected(f"{algorithm} needs a secret of at least {HMAC_BYTES[algorithm]} bytes")
+    try:
+        key = jwk.construct({"kty": "oct", "k": _b64(secret)}, algorithm)
+    except JOSEError as exc:
+        raise KeyRejected(f"unusable HMAC secret: {type(exc).__name__}") from exc
+    return VerifyKey(key, algorithm, kid, HMAC_BYTES[algorithm])
 
 
 # --- developer helpers (the `authz keygen` and `authz token` commands) ------------------

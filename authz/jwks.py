@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.crypto import KTY_FOR_ALG, VerifyKey, construct_key
+from authz.crypto import KTY_FOR_ALG, VerifyKey, construct_hmac_key, construct_key
 from authz.errors import AlgorithmNotAllowed, JwksError, KeyRejected, UnknownKey
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,10 @@ class KeySet:
     by_kid: Mapping[str, Mapping[str, VerifyKey]]
     by_alg: Mapping[str, tuple[VerifyKey, ...]]
     size: int
+    ignore_kid: bool = False  # a shared secret without a kid: tokens' kids mean nothing
 
     def find(self, kid: str | None, algorithm: str) -> VerifyKey:
-        if kid is None:
+        if kid is None or self.ignore_kid:
             # Without a kid the key must be unambiguous: exactly one usable for this algorithm.
             candidates = self.by_alg.get(algorithm, ())
             if len(candidates) != 1:
@@ -91,7 +92,7 @@ def _usable_algorithms(index: int, jwk: Any, algorithms: tuple[str, ...]) -> tup
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
         return ()
     kty = jwk.get("kty")
-    if kty not in ("RSA", "EC"):
+    if kty not in ("RSA", "EC", "OKP"):
         # oct (shared secrets) never verify tokens here; OKP and others are not supported.
         log.warning("JWKS key %d skipped: key type %r is not accepted", index, str(kty)[:16])
         return ()
@@ -113,3 +114,13 @@ def parse_jwks_bytes(
     data: bytes, algorithms: tuple[str, ...], max_keys: int = DEFAULT_MAX_KEYS
 ) -> KeySet:
     return parse_jwks(parse_json(data, "JWKS"), algorithms, max_keys)
+
+
+def hmac_key_set(secret: bytes, algorithms: tuple[str, ...], kid: str | None) -> KeySet:
+    """The key set of a shared_secret provider: one secret, one key per HS algorithm."""
+    try:
+        built = {alg: construct_hmac_key(secret, alg, kid) for alg in algorithms}
+    except KeyRejected as exc:
+        raise JwksError(str(exc)) from exc
+    by_kid = {kid: built} if kid is not None else {}
+    return KeySet(by_kid, {alg: (key,) for alg, key in built.items()}, 1, ignore_kid=kid is None)

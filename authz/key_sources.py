@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from authz.config import FileJwks, Provider, RemoteJwks, check_fetch_uri
 from authz.errors import JwksError, JwksReadError
 from authz.fetch import Fetcher
-from authz.jwks import KeySet, parse_json, parse_jwks, parse_jwks_bytes
+from authz.jwks import KeySet, hmac_key_set, parse_json, parse_jwks, parse_jwks_bytes
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,13 @@ class _Background:
 
 
 class StaticKeySource(KeySource):
-    """An inline JWKS: parsed when built, so a broken one is a configuration error."""
+    """An inline JWKS or a shared secret: parsed when built, so a broken one is a config error."""
 
     def __init__(
-        self, provider: str, algorithms: tuple[str, ...], events: KeyEvents, document: Any
+        self, provider: str, algorithms: tuple[str, ...], events: KeyEvents, keys: KeySet
     ) -> None:
         super().__init__(provider, algorithms, events)
-        self._parsed = parse_jwks(document, algorithms)
+        self._parsed = keys
 
     async def start(self) -> None:
         await self._swap(self._parsed)
@@ -322,10 +322,15 @@ def build_key_source(
     monotonic: Monotonic = time.monotonic,
 ) -> KeySource:
     algorithms = tuple(provider.algorithms)
+    if provider.shared_secret is not None:
+        secret = provider.shared_secret
+        keys = hmac_key_set(secret.read(), algorithms, secret.kid)
+        return StaticKeySource(name, algorithms, events, keys)
     jwks = provider.jwks
+    assert jwks is not None  # config validation: exactly one of jwks and shared_secret
     inline = jwks.inline_document()
     if inline is not None:
-        return StaticKeySource(name, algorithms, events, inline)
+        return StaticKeySource(name, algorithms, events, parse_jwks(inline, algorithms))
     if jwks.file is not None:
         return FileKeySource(name, algorithms, events, jwks.file)
     remote = jwks.remote_settings(provider.issuer)

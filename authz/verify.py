@@ -30,6 +30,7 @@ from authz.errors import (
     NoKeys,
     TokenExpired,
     TokenNotYetValid,
+    UnknownKey,
 )
 from authz.jwks import KeySet
 from authz.model import Identity
@@ -48,6 +49,7 @@ class KeyLookup(Protocol):
 
 
 MAX_TOKEN_BYTES = 8192
+MAX_JSON_DEPTH = 32
 COMPACT_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
 # NumericDate bounds: before 1970 or after year ~5000 is not a real timestamp.
 MAX_NUMERIC_DATE = 10**11
@@ -73,15 +75,29 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
 
 
+def _depth(value: Any, limit: int) -> int:
+    if limit < 0:
+        return 1
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
 def json_object(segment: str, what: str) -> dict[str, Any]:
+    raw = b64url_decode(segment)
     try:
-        value = json.loads(
-            b64url_decode(segment), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except (ValueError, RecursionError) as exc:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedToken(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):
         raise MalformedToken(f"{what} is not a JSON object")
+    # Only a document with many brackets can be deep; most tokens skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > (
+        MAX_JSON_DEPTH
+    ):
+        raise MalformedToken(f"{what} is nested too deeply")
     return value
 
 
@@ -96,6 +112,14 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _media_type(typ: Any) -> str | None:
+    """typ compared as RFC 7515 says: case-insensitive, "application/" optional."""
+    if not isinstance(typ, str):
+        return None
+    lowered = typ.lower()
+    return lowered.removeprefix("application/") if "/" in lowered else lowered
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedToken:
     """A token split and decoded, but not verified: nothing in it is trusted yet."""
@@ -105,6 +129,7 @@ class ParsedToken:
     signing_input: bytes
     signature: bytes
     payload_b64: str
+    size: int  # characters in the compact token
 
     @property
     def alg(self) -> str:
@@ -118,9 +143,9 @@ class ParsedToken:
         return kid if isinstance(kid, str) else None
 
 
-def parse_token(token: str) -> ParsedToken:
+def parse_token(token: str, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
     """Strict structural parsing, before any crypto; MalformedToken when anything is off."""
-    if len(token) > MAX_TOKEN_BYTES:
+    if len(token) > max_bytes:
         raise MalformedToken("token too large")
     parts = COMPACT_JWS.match(token)
     if parts is None:
@@ -141,6 +166,7 @@ def parse_token(token: str) -> ParsedToken:
         signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
         signature=b64url_decode(signature_b64),
         payload_b64=payload_b64,
+        size=len(token),
     )
 
 
@@ -156,6 +182,10 @@ class Verifier:
     require_expiration: bool
     keys: KeyLookup
     clock: Clock = time.time
+    max_lifetime: float | None = None
+    typ: str | None = None
+    require_kid: bool = False
+    max_token_bytes: int = MAX_TOKEN_BYTES
 
     @classmethod
     def for_provider(cls, name: str, provider: Provider, keys: KeyLookup, clock: Clock) -> Verifier:
@@ -168,17 +198,32 @@ class Verifier:
             require_expiration=provider.require_expiration,
             keys=keys,
             clock=clock,
+            max_lifetime=provider.max_lifetime,
+            typ=provider.typ.lower() if provider.typ else None,
+            require_kid=provider.require_kid,
+            max_token_bytes=provider.max_token_bytes,
         )
 
     async def verify(self, token: ParsedToken) -> Identity:
+        if token.size > self.max_token_bytes:
+            raise MalformedToken("token too large")
         alg = token.alg
         if alg not in self.algorithms:
             raise AlgorithmNotAllowed("alg not in the allowlist")
+        if self.typ is not None and _media_type(token.header.get("typ")) != self.typ:
+            raise InvalidClaims("typ does not match the provider's")
+        kid = token.kid
+        if kid is None and self.require_kid:
+            raise UnknownKey("the token has no kid")
         keys = self.keys.current() or await self.keys.first_keys()
         if keys is None:
             raise NoKeys(f"provider {self.provider} has no key set")
-        kid = token.kid
-        if kid is not None and kid not in keys.by_kid and await self.keys.refetch_for_unknown_kid():
+        if (
+            kid is not None
+            and kid not in keys.by_kid
+            and not keys.ignore_kid
+            and (await self.keys.refetch_for_unknown_kid())
+        ):
             keys = self.keys.current() or keys
         key = keys.find(kid, alg)
         if not key.verify(token.signing_input, token.signature):
@@ -198,6 +243,10 @@ class Verifier:
             raise TokenExpired("exp is in the past")
         if nbf is not None and now + self.clock_skew < nbf:
             raise TokenNotYetValid("nbf is in the future")
+        if self.max_lifetime is not None and exp is not None:
+            iat = _numeric_date(claims, "iat")
+            if exp - (iat if iat is not None else now) > self.max_lifetime:
+                raise InvalidClaims("the token lives longer than max_lifetime")
 
         if claims.get("iss") != self.issuer:
             raise InvalidIssuer("iss does not match the provider")

@@ -53,7 +53,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("providers.corp.issuer", "DELETE", "providers.corp.issuer: Field required"),
     ("providers.corp.audience", ["api"], "providers.corp.audience: unknown key"),
     ("providers.corp.algorithms", ["none"], "'none' is never accepted"),
-    ("providers.corp.algorithms", ["HS256"], "unsupported algorithm 'HS256'"),
+    ("providers.corp.algorithms", ["HS256"], "['HS256'] need a shared_secret, not a jwks"),
+    ("providers.corp.algorithms", ["RS1"], "unsupported algorithm 'RS1'"),
     (
         "providers.corp.jwks.inline",
         '{"keys": []}',

@@ -13,7 +13,7 @@ import pytest
 
 from authz.config import FileJwks, RemoteJwks
 from authz.fetch import AiohttpFetcher
-from authz.jwks import KeySet
+from authz.jwks import KeySet, parse_jwks
 from authz.key_sources import FileKeySource, RemoteKeySource, StaticKeySource
 from dev.stack import free_port
 from tests.conftest import FakeIdp, Signer, wait_for
@@ -93,7 +93,7 @@ def kids(source: Any) -> set[str]:
 
 async def test_static_source(rsa_signer: Signer) -> None:
     events = Events()
-    source = StaticKeySource("s", ALGS, events, {"keys": [rsa_signer.jwk]})
+    source = StaticKeySource("s", ALGS, events, parse_jwks({"keys": [rsa_signer.jwk]}, ALGS))
     await source.start()
     assert kids(source) == {rsa_signer.kid}
     assert events.sets == [("ok", 1)]

@@ -79,8 +79,19 @@ class App:
         for warning in shadowed_rules(self.config):
             log.warning("%s", warning)
         authorizer = Authorizer.from_config(self.config, providers, self._observe)
-        self.grpc = GrpcServer(authorizer, self.config.listen.grpc)
-        self.http = HttpServer(self.config.listen.http, self.metrics, lambda: self.ready)
+        listen = self.config.listen
+        self.grpc = GrpcServer(
+            authorizer,
+            listen.grpc,
+            max_request_bytes=self.config.limits.max_request_bytes,
+            tls=listen.grpc_tls.pem() if listen.grpc_tls else None,
+        )
+        self.http = HttpServer(
+            listen.http,
+            self.metrics,
+            lambda: self.ready,
+            ssl_context=listen.http_tls.ssl_context() if listen.http_tls else None,
+        )
 
         hold_until = time.monotonic() + self.config.startup_wait
         for source in self.sources.values():

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from authz.conditions import EvalContext
-from authz.config import Config
+from authz.config import Config, Limits
 from authz.errors import (
     CheckError,
     ClaimMismatch,
@@ -20,6 +20,8 @@ from authz.errors import (
     MissingToken,
     NoMatchingRule,
     Outcome,
+    Overloaded,
+    RequestTooLarge,
 )
 from authz.model import Decision, Identity, RequestAttributes
 from authz.paths import normalize_path
@@ -97,7 +99,7 @@ def deny(
         )
     elif error.outcome is Outcome.FORBIDDEN:
         code, challenge = "access_denied", None
-    elif error.outcome is Outcome.BAD_REQUEST:
+    elif error.outcome in (Outcome.BAD_REQUEST, Outcome.HEADERS_TOO_LARGE):
         code, challenge = "invalid_request", None
     else:
         code, challenge = "temporarily_unavailable", None
@@ -153,7 +155,10 @@ class Authorizer:
         global_dry_run: bool = False,
         expose_reasons: bool = False,
         max_header_value_bytes: int = 8192,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits or Limits()
+        self._in_flight = 0
         self._policy = policy
         self._providers = providers
         self._observe = observe
@@ -186,12 +191,15 @@ class Authorizer:
             global_dry_run=config.mode == "dry_run",
             expose_reasons=config.expose_reasons,
             max_header_value_bytes=config.max_header_value_bytes,
+            limits=config.limits,
         )
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
         trace = _Trace()
+        self._in_flight += 1
         try:
+            self._within_limits(request)
             decision = await self._decide(request, trace)
         except CheckError as exc:
             rule = trace.rule.name if trace.rule else None
@@ -207,11 +215,24 @@ class Authorizer:
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             decision = deny(InternalError(), request, trace.rule.name if trace.rule else None, None)
+        finally:
+            self._in_flight -= 1
         if self._dry_run(trace.rule):
             decision = self._dry_run_allow(request, decision, trace)
         if self._observe is not None:
             self._observe(decision, time.perf_counter() - started)
         return decision
+
+    def _within_limits(self, request: RequestAttributes) -> None:
+        limits = self._limits
+        if self._in_flight > limits.max_concurrent_checks:
+            # Checks only pile up while waiting on keys; answer now rather than queue.
+            raise Overloaded("max_concurrent_checks reached")
+        headers = request.headers
+        if len(headers) > limits.max_headers:
+            raise RequestTooLarge("too many headers")
+        if sum(len(k) + len(v) for k, v in headers.items()) > limits.max_header_bytes:
+            raise RequestTooLarge("headers too large")
 
     def _dry_run(self, rule: CompiledRule | None) -> bool:
         return rule.mode == "dry_run" if rule is not None else self._global_dry_run

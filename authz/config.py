@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -40,11 +41,54 @@ def _address(value: str) -> str:
     return value
 
 
+class Tls(Model):
+    """A listener's certificate and key; with client_ca_file, clients must present a
+    certificate that CA signed (mutual TLS between Envoy and authz)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"tls: cannot read {path}: {exc.strerror}") from exc
+
+    def pem(self) -> tuple[bytes, bytes, bytes | None]:
+        """(certificate chain, private key, client CA bundle or None), as PEM bytes."""
+        ca = self._read(self.client_ca_file) if self.client_ca_file else None
+        return self._read(self.cert_file), self._read(self.key_file), ca
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+            if self.client_ca_file is not None:
+                context.load_verify_locations(cafile=self.client_ca_file)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"tls: cannot load certificates: {exc}") from exc
+        return context
+
+
 class Listen(Model):
     grpc: str = "127.0.0.1:9001"
     http: str = "127.0.0.1:9090"
+    grpc_tls: Tls | None = None
+    http_tls: Tls | None = None
 
     _check = field_validator("grpc", "http")(_address)
+
+
+class Limits(Model):
+    """Bounds on what one check may cost."""
+
+    max_request_bytes: int = Field(default=1 << 20, ge=4096)  # gRPC max receive message size
+    max_headers: int = Field(default=200, gt=0)  # more request headers: 431
+    max_header_bytes: int = Field(default=96 * 1024, gt=0)  # names + values, more: 431
+    max_concurrent_checks: int = Field(default=2000, gt=0)  # more in flight: 503 at once
 
 
 def check_fetch_uri(value: str, *, allow_insecure: bool) -> str:
@@ -270,6 +314,7 @@ class Provider(Model):
 
 class Config(Model):
     listen: Listen = Field(default_factory=Listen)
+    limits: Limits = Field(default_factory=Limits)
     providers: dict[str, Provider] = Field(default_factory=dict)
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)
@@ -354,7 +399,25 @@ def load_config(path: str | Path) -> Config:
     config = parse_config(data)
     base = Path(path).resolve().parent
     providers = {name: _resolve_paths(p, base) for name, p in config.providers.items()}
-    return config.model_copy(update={"providers": providers})
+    listen = config.listen.model_copy(
+        update={
+            name: _resolve_tls(getattr(config.listen, name), base)
+            for name in ("grpc_tls", "http_tls")
+        }
+    )
+    return config.model_copy(update={"providers": providers, "listen": listen})
+
+
+def _resolve_tls(tls: Tls | None, base: Path) -> Tls | None:
+    if tls is None:
+        return None
+    return tls.model_copy(
+        update={
+            name: base / value
+            for name in ("cert_file", "key_file", "client_ca_file")
+            if isinstance(value := getattr(tls, name), Path) and not value.is_absolute()
+        }
+    )
 
 
 def _resolve_paths(provider: Provider, base: Path) -> Provider:

@@ -14,6 +14,7 @@ class Outcome(Enum):
     """What a denial means for the client, as HTTP status and gRPC code names."""
 
     BAD_REQUEST = 400
+    HEADERS_TOO_LARGE = 431
     UNAUTHENTICATED = 401
     FORBIDDEN = 403
     UNAVAILABLE = 503
@@ -88,6 +89,12 @@ class InvalidPath(CheckError):
     reason = "invalid_path"
     outcome = Outcome.BAD_REQUEST
     description = "the request path is not acceptable"
+
+
+class RequestTooLarge(CheckError):
+    reason = "request_too_large"
+    outcome = Outcome.HEADERS_TOO_LARGE
+    description = "the request has too many or too large headers"
 
 
 # --- 401: no usable credentials -------------------------------------------------
@@ -186,6 +193,12 @@ class NoMatchingRule(Forbidden):
 # --- 503: we cannot decide right now ---------------------------------------------
 
 
+class Overloaded(CheckError):
+    reason = "overloaded"
+    outcome = Outcome.UNAVAILABLE
+    description = "too many checks in flight"
+
+
 class NoKeys(CheckError):
     reason = "no_keys"
     outcome = Outcome.UNAVAILABLE
@@ -211,7 +224,9 @@ DENY_REASONS = tuple(
         ClaimMismatch,
         NoMatchingRule,
         InvalidPath,
+        RequestTooLarge,
         NoKeys,
+        Overloaded,
         InternalError,
     )
 )

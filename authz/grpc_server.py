@@ -29,6 +29,7 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _RPC_CODE = {
     200: code_pb2.OK,
     400: code_pb2.INVALID_ARGUMENT,
+    431: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
     503: code_pb2.UNAVAILABLE,
@@ -129,9 +130,21 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
 class GrpcServer:
     """The gRPC listener: ext_authz and grpc.health.v1, with start/stop."""
 
-    def __init__(self, authorizer: Authorizer, address: str) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        address: str,
+        *,
+        max_request_bytes: int = 1 << 20,
+        tls: tuple[bytes, bytes, bytes | None] | None = None,
+    ) -> None:
+        """``tls``: (certificate chain, private key, client CA or None) as PEM."""
         self._server = grpc.aio.server(
-            options=[("grpc.enable_channelz", 0), ("grpc.so_reuseport", 0)]
+            options=[
+                ("grpc.enable_channelz", 0),
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_request_bytes),
+            ]
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(authorizer), self._server
@@ -139,7 +152,16 @@ class GrpcServer:
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         try:
-            self.port = self._server.add_insecure_port(address)
+            if tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                cert, key, client_ca = tls
+                credentials = grpc.ssl_server_credentials(
+                    [(key, cert)],
+                    root_certificates=client_ca,
+                    require_client_auth=client_ca is not None,
+                )
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:  # grpcio's way of saying the bind failed
             raise OSError(f"cannot listen on {address} (gRPC)") from exc
         if self.port == 0:

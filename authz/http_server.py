@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -15,7 +16,14 @@ def _split(address: str) -> tuple[str, int]:
 
 
 class HttpServer:
-    def __init__(self, address: str, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        address: str,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._ssl = ssl_context
         self._host, self._port = _split(address)
         self._metrics = metrics
         self._ready = ready
@@ -28,7 +36,9 @@ class HttpServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
+        site = web.TCPSite(
+            self._runner, self._host, self._port, reuse_port=False, ssl_context=self._ssl
+        )
         await site.start()
         self.port = self._runner.addresses[0][1]
 

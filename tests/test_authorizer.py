@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -533,3 +534,45 @@ async def test_requires_all(rsa_signer: Signer, other_rsa_signer: Signer) -> Non
     wrong = other_rsa_signer.token(iss=PARTNER, sub="reports")
     denied = await authorizer.check(req("/internal", authorization=user, x_service_token=wrong))
     assert (denied.status, denied.reason) == (403, "claim_mismatch")
+
+
+async def test_header_limits(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    config = make_config().model_copy(
+        update={"limits": make_config().limits.model_copy(update={"max_headers": 5})}
+    )
+    providers = build_providers(
+        config, {"corp": FixedKeys(parse_jwks(jwks, ("RS256",)))}, fixed_clock()
+    )
+    authorizer = Authorizer.from_config(config, providers, None)
+    many = {f"x-h{i}": "v" for i in range(6)}
+    decision = await authorizer.check(req(**many))
+    assert (decision.status, decision.reason) == (431, "request_too_large")
+    huge = await Authorizer(Policy.compile(config), providers).check(req(x_big="a" * 200_000))
+    assert (huge.status, huge.reason) == (431, "request_too_large")
+
+
+async def test_too_many_checks_in_flight_get_503_at_once(rsa_signer: Signer) -> None:
+    base = make_config()
+    config = base.model_copy(
+        update={"limits": base.limits.model_copy(update={"max_concurrent_checks": 2})}
+    )
+    release = asyncio.Event()
+
+    class SlowKeys(FixedKeys):
+        def current(self) -> KeySet | None:
+            return None
+
+        async def first_keys(self) -> KeySet | None:
+            await release.wait()  # as if waiting for the first key set at startup
+            return None
+
+    providers = build_providers(config, {"corp": SlowKeys(None)}, fixed_clock())
+    authorizer = Authorizer.from_config(config, providers, None)
+    request = req(authorization=f"Bearer {rsa_signer.token()}")
+    waiting = [asyncio.create_task(authorizer.check(request)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    third = await authorizer.check(request)
+    assert (third.status, third.reason) == (503, "overloaded")
+    release.set()
+    assert [d.reason for d in await asyncio.gather(*waiting)] == ["no_keys", "no_keys"]
+    assert (await authorizer.check(request)).reason == "no_keys"  # the count went back down

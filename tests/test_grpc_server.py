@@ -189,3 +189,17 @@ def test_to_attributes_reads_header_map_when_headers_are_raw() -> None:
     attributes = to_attributes(request)
     assert attributes.headers == {"authorization": "Bearer t", "x-a": "1,2"}
     assert (attributes.method, attributes.path_only, attributes.query) == ("POST", "/p", "q=1")
+
+
+async def test_oversized_check_request_is_refused(jwks: dict[str, Any]) -> None:
+    config = app_config(jwks)
+    config = config.model_copy(
+        update={"limits": config.limits.model_copy(update={"max_request_bytes": 8192})}
+    )
+    async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
+        stub = external_auth_pb2_grpc.AuthorizationStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Check(check_request(x_big="a" * 10_000))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        small = await stub.Check(check_request())
+        assert small.denied_response.status.code == 401

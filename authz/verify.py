@@ -56,12 +56,20 @@ MAX_NUMERIC_DATE = 10**11
 
 
 def b64url_decode(segment: str) -> bytes:
+    """Strict base64url: no padding, and only the one canonical spelling of each value.
+
+    The last character of a segment has spare bits; accepting any value for them would
+    make several different strings the same valid token.
+    """
     if len(segment) % 4 == 1:
         raise MalformedToken("base64url segment has an impossible length")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise MalformedToken("bad base64url") from exc
+    if len(segment) % 4 and base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment.encode():
+        raise MalformedToken("non-canonical base64url")
+    return decoded
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

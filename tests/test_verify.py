@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from authz.config import Provider
-from authz.errors import CheckError
+from authz.errors import CheckError, JwksError
 from authz.jwks import KeySet, parse_jwks
 from authz.verify import Verifier, parse_token
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedKeys, Signer, b64, b64json, fixed_clock
@@ -167,3 +167,99 @@ async def test_raw_payload_is_the_signed_segment(jwks: dict[str, Any], rsa_signe
     token = rsa_signer.token()
     assert (await make_verifier(jwks).verify(parse_token(token))).raw_payload == token.split(".")[1]
     assert token.split(".")[1] == b64json(rsa_signer.claims())
+
+
+def _sign_raw(signing_input: bytes, key: Any, alg: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if alg == "PS256":
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        return key.sign(signing_input, pss, hashes.SHA256())
+    return key.sign(signing_input)  # Ed25519
+
+
+@pytest.mark.parametrize("alg", ["PS256", "EdDSA"])
+async def test_ps256_and_eddsa(alg: str, rsa_signer: Signer) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if alg == "PS256":
+        key: Any = rsa_signer.key
+        jwk = {**rsa_signer.jwk, "alg": "PS256", "kid": "ps"}
+    else:
+        key = Ed25519PrivateKey.generate()
+        x = key.public_key().public_bytes_raw()
+        jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(x), "kid": "ed"}
+    verifier = make_verifier({"keys": [jwk]}, algorithms=[alg])
+    signing_input = f"{b64json({'alg': alg, 'kid': jwk['kid']})}.{b64json(rsa_signer.claims())}"
+    signature = _sign_raw(signing_input.encode(), key, alg)
+    token = f"{signing_input}.{b64(signature)}"
+    assert await reason_of(verifier, token) == "ok"
+    forged = f"{signing_input}.{b64(bytes(len(signature)))}"
+    assert await reason_of(verifier, forged) == "invalid_signature"
+    # A PKCS#1 v1.5 signature is not a PSS one, even from the same RSA key.
+    if alg == "PS256":
+        v15 = f"{signing_input}.{b64(rsa_signer.sign(signing_input.encode()))}"
+        assert await reason_of(verifier, v15) == "invalid_signature"
+
+
+async def test_hs256_with_an_explicit_shared_secret(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, rsa_signer: Signer
+) -> None:
+    import hashlib
+    import hmac
+
+    from authz.jwks import hmac_key_set
+
+    secret = b"s" * 40
+    (tmp_path / "secret").write_bytes(secret + b"\n")
+    for source in ({"file": str(tmp_path / "secret")}, {"env": "AUTHZ_TEST_SECRET"}):
+        monkeypatch.setenv("AUTHZ_TEST_SECRET", secret.decode())
+        config = Provider.model_validate(
+            {
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "shared_secret": source,
+                "algorithms": ["HS256"],
+            }
+        )
+        assert config.shared_secret is not None
+        keys = hmac_key_set(config.shared_secret.read(), ("HS256",), None)
+        verifier = Verifier.for_provider("corp", config, FixedKeys(keys), fixed_clock())
+        signing_input = (
+            f"{b64json({'alg': 'HS256', 'kid': 'ignored'})}.{b64json(rsa_signer.claims())}"
+        )
+        mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+        assert await reason_of(verifier, f"{signing_input}.{b64(mac)}") == "ok"
+        wrong = hmac.new(b"t" * 40, signing_input.encode(), hashlib.sha256).digest()
+        assert await reason_of(verifier, f"{signing_input}.{b64(wrong)}") == "invalid_signature"
+    with pytest.raises(JwksError, match="at least 32 bytes"):
+        hmac_key_set(b"short", ("HS256",), None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"jwks": {"inline": {"keys": []}}, "algorithms": ["HS256"]}, "need a shared_secret"),
+        ({"shared_secret": {"env": "X"}, "algorithms": ["RS256"]}, "accepts only HS256"),
+        (
+            {"shared_secret": {"env": "X"}, "algorithms": ["HS256"], "jwks": {"discovery": True}},
+            "exactly one of jwks or shared_secret",
+        ),
+    ],
+)
+def test_hmac_configuration_is_explicit(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Provider.model_validate({"issuer": ISSUER, "audiences": [AUDIENCE], **settings})
+
+
+async def test_typ_require_kid_and_max_lifetime(jwks: dict[str, Any], rsa_signer: Signer):
+    typed = make_verifier(jwks, typ="at+jwt")
+    assert await reason_of(typed, rsa_signer.token(header={"typ": "at+jwt"})) == "ok"
+    assert await reason_of(typed, rsa_signer.token(header={"typ": "application/AT+JWT"})) == "ok"
+    assert await reason_of(typed, rsa_signer.token(header={"typ": "JWT"})) == "invalid_claims"
+    strict = make_verifier({"keys": [rsa_signer.jwk]}, require_kid=True)
+    assert await reason_of(strict, rsa_signer.token(header={"kid": None})) == "unknown_kid"
+    short = make_verifier(jwks, max_lifetime=300)
+    assert await reason_of(short, rsa_signer.token()) == "invalid_claims"  # lives 600 s
+    assert await reason_of(short, rsa_signer.token(exp=int(NOW) + 200, iat=None)) == "ok"

@@ -167,16 +167,13 @@ class Authorizer:
         self._expose = expose_reasons
         self._max_header_bytes = max_header_value_bytes
         # Headers authz may set: a client must never get its own copy of one past us.
-        names: list[str] = []
+        names: list[str] = [DRY_RUN_HEADER]
         for p in providers.values():
             names += [h.header for h in p.headers]
             names += [p.payload_header] if p.payload_header else []
         for rule in policy.rules:
             names += [h.header for h in rule.claim_headers]
             names += [name for name, _ in rule.static_headers]
-            names += [DRY_RUN_HEADER] if rule.mode == "dry_run" else []
-        if global_dry_run:
-            names.append(DRY_RUN_HEADER)
         self._identity_headers = tuple(dict.fromkeys(names))
 
     @classmethod
@@ -205,7 +202,10 @@ class Authorizer:
             rule = trace.rule.name if trace.rule else None
             decision = deny(exc, request, rule, trace.provider, expose=self._expose)
             # Policy denials are worth an operator's eye; token failures are routine noise.
+            # A dry-run rule logs its would-be denial once, below.
             level = logging.INFO if exc.outcome is Outcome.FORBIDDEN else logging.DEBUG
+            if self._dry_run(trace.rule):
+                level = logging.DEBUG
             log.log(level, "deny %s rule=%s: %s", exc.reason, rule, exc.detail)
         except Exception as exc:  # fail closed on any bug; never log the exception's text
             log.error(

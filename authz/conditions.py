@@ -41,6 +41,7 @@ class Failure:
     where: str  # position in the config, e.g. "claims[1].any"
     what: str  # operator and subject, e.g. "contains on realm_access.roles"
     scope: bool  # the condition was about scope/scp: RFC 6750 insufficient_scope
+    indeterminate: bool = False  # missing, null or ill-typed input, not a plain "no"
 
     def __str__(self) -> str:
         return f"{self.where} ({self.what})"
@@ -57,7 +58,7 @@ class EvalContext:
     params: Mapping[str, str] = field(default_factory=dict)  # from a path template
     delimiter: str = "."
 
-    def cel_activation(self, variables: frozenset[str]) -> dict[str, Any]:
+    def cel_activation(self, variables: frozenset[str], *, headers: bool) -> dict[str, Any]:
         """Only the variables an expression uses: converting them to CEL is most of its cost."""
         activation: dict[str, Any] = {}
         if "jwt" in variables:
@@ -69,7 +70,7 @@ class EvalContext:
                 "method": self.request.method,
                 "host": self.request.hostname,
                 "path": self.path,
-                "headers": self.request.headers,
+                "headers": self.request.headers if headers else {},
                 "params": self.params,
                 "context": self.request.context,
             }
@@ -87,6 +88,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -98,38 +107,64 @@ def _has(values: list[Any], wanted: Any) -> bool:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)  # an integer too large for a float raises OverflowError
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _present(v: Any) -> bool:
     return v is not MISSING and v is not None
 
 
-def _matches(v: Any, pattern: Any) -> bool:
-    return v is not MISSING and any(
-        isinstance(item, str) and pattern.fullmatch(item) is not None for item in _as_list(v)
-    )
+# An operator answers True, False, or None: "indeterminate" (the subject is missing, null
+# or of a type the operator cannot judge). Indeterminate fails the condition, and a `not:`
+# around it fails too: a policy never passes because a claim is absent or malformed.
+Verdict = bool | None
 
 
-def _numeric(op: Callable[[float, float], bool]) -> Callable[[Any, float], bool]:
-    def test(v: Any, bound: float) -> bool:
+def _when_present(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Verdict]:
+    return lambda v, arg: test(v, arg) if _present(v) else None
+
+
+def _not_equals(v: Any, arg: Any) -> Verdict:
+    if not _present(v) or _kind(v) != _kind(arg):
+        return None  # "true" is not a judgement on true, nor ["guest"] on "guest"
+    return not _same(v, arg)
+
+
+def _one_of(v: Any, arg: Any) -> Verdict:
+    if not _present(v) or isinstance(v, list | dict):
+        return None
+    return _has(arg, v)
+
+
+def _matches(v: Any, pattern: Any) -> Verdict:
+    items = _as_list(v) if _present(v) else []
+    strings = [item for item in items if isinstance(item, str)]
+    if not strings:
+        return None
+    return any(pattern.fullmatch(item) is not None for item in strings)
+
+
+def _numeric(op: Callable[[float, float], bool]) -> Callable[[Any, float], Verdict]:
+    def test(v: Any, bound: float) -> Verdict:
         number = _number(v)
-        return number is not None and op(number, bound)
+        return None if number is None else op(number, bound)
 
     return test
 
 
-# operator -> test(claim value, argument). MISSING and null fail every operator except
-# exists/absent, so a policy fails closed when a claim is not there.
-OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+OPERATORS: dict[str, Callable[[Any, Any], Verdict]] = {
     "exists": lambda v, arg: _present(v) == arg,
     "absent": lambda v, arg: (not _present(v)) == arg,
-    "equals": lambda v, arg: v is not MISSING and _same(v, arg),
-    "not_equals": lambda v, arg: _present(v) and not _same(v, arg),
-    "one_of": lambda v, arg: v is not MISSING and not isinstance(v, list | dict) and _has(arg, v),
-    "contains": lambda v, arg: v is not MISSING and _has(_as_list(v), arg),
-    "contains_any": lambda v, arg: v is not MISSING and any(_has(_as_list(v), a) for a in arg),
-    "contains_all": lambda v, arg: v is not MISSING and all(_has(_as_list(v), a) for a in arg),
+    "equals": _when_present(_same),
+    "not_equals": _not_equals,
+    "one_of": _one_of,
+    "contains": _when_present(lambda v, arg: _has(_as_list(v), arg)),
+    "contains_any": _when_present(lambda v, arg: any(_has(_as_list(v), a) for a in arg)),
+    "contains_all": _when_present(lambda v, arg: all(_has(_as_list(v), a) for a in arg)),
     "matches": _matches,
     "gt": _numeric(lambda a, b: a > b),
     "gte": _numeric(lambda a, b: a >= b),
@@ -137,7 +172,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "lte": _numeric(lambda a, b: a <= b),
 }
 
-Test = Callable[[Any, "EvalContext"], bool]
+Test = Callable[[Any, "EvalContext"], Verdict]
 
 
 def _value_test(condition: ClaimCondition, delimiter: str) -> Test:
@@ -145,6 +180,8 @@ def _value_test(condition: ClaimCondition, delimiter: str) -> Test:
     arg = getattr(condition, op)
     if op == "equals_claim":
         return _equals_claim(tuple(arg.split(delimiter)), condition.provider)
+    if op == "equals" and arg is None:
+        return lambda value, _: value is None  # equals: null asks for an explicit null
     if op == "matches":
         arg = re2.compile(arg)
     elif op in ("gt", "gte", "lt", "lte"):
@@ -154,10 +191,10 @@ def _value_test(condition: ClaimCondition, delimiter: str) -> Test:
 
 
 def _equals_claim(other: tuple[str, ...], provider: str | None) -> Test:
-    def against_claim(value: Any, ctx: EvalContext) -> bool:
+    def against_claim(value: Any, ctx: EvalContext) -> Verdict:
         target = get_claim(ctx.claims.get(provider or ctx.primary, {}), other)
         if not _present(value) or not _present(target):
-            return False
+            return None
         if isinstance(value, str) and isinstance(target, int) and not isinstance(target, bool):
             return value == str(target)  # a path parameter is text; an id claim may not be
         return _same(value, target)
@@ -208,9 +245,10 @@ class Leaf:
     test: Test
 
     def check(self, ctx: EvalContext) -> Failure | None:
-        if self.test(self.read(ctx), ctx):
+        verdict = self.test(self.read(ctx), ctx)
+        if verdict is True:
             return None
-        return Failure(self.where, self.what, self.scope)
+        return Failure(self.where, self.what, self.scope, indeterminate=verdict is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +256,13 @@ class AllOf:
     children: tuple[Node, ...]
 
     def check(self, ctx: EvalContext) -> Failure | None:
+        first: Failure | None = None
         for child in self.children:
             failure = child.check(ctx)
-            if failure is not None:
-                return failure
-        return None
+            if failure is not None and not failure.indeterminate:
+                return failure  # a plain "no" decides, even after an indeterminate child
+            first = first or failure
+        return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +277,12 @@ class AnyOf:
             if failure is None:
                 return None
             failures.append(failure)
-        return Failure(self.where, "none of the alternatives held", all(f.scope for f in failures))
+        return Failure(
+            self.where,
+            "none of the alternatives held",
+            all(f.scope for f in failures),
+            indeterminate=any(f.indeterminate for f in failures),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +291,12 @@ class Not:
     child: Node
 
     def check(self, ctx: EvalContext) -> Failure | None:
-        if self.child.check(ctx) is None:
+        failure = self.child.check(ctx)
+        if failure is None:
             return Failure(self.where, "the negated condition held", False)
+        if failure.indeterminate:
+            # not(missing claim) is not a pass: the negation cannot be judged either.
+            return Failure(self.where, f"cannot negate: {failure.what}", False, indeterminate=True)
         return None
 
 
@@ -256,15 +305,19 @@ class Expr:
     where: str
     program: Any  # cel.Program, compiled once
     variables: frozenset[str]
+    uses_headers: bool
 
     def check(self, ctx: EvalContext) -> Failure | None:
         try:
-            result = self.program.execute(ctx.cel_activation(self.variables))
+            activation = ctx.cel_activation(self.variables, headers=self.uses_headers)
+            result = self.program.execute(activation)
         except Exception:  # a CEL runtime error (missing key, wrong type) fails the condition
-            return Failure(self.where, "CEL expression raised an error", False)
+            return Failure(self.where, "CEL expression raised an error", False, indeterminate=True)
         if result is True:
             return None
-        return Failure(self.where, "CEL expression was not true", False)
+        if result is False:
+            return Failure(self.where, "CEL expression was false", False)
+        return Failure(self.where, "CEL expression was not a boolean", False, indeterminate=True)
 
 
 def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> Node:
@@ -279,7 +332,9 @@ def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> 
     if block == "expr":
         assert condition.expr is not None
         program = cel.compile(condition.expr)
-        return Expr(f"{where}.expr", program, frozenset(program.variables()))
+        # Converting request headers to CEL costs more than the rest: only when mentioned.
+        uses_headers = "headers" in condition.expr
+        return Expr(f"{where}.expr", program, frozenset(program.variables()), uses_headers)
     read, label, scope = _subject(condition, delimiter)
     return Leaf(
         where, f"{condition.operator} on {label}", scope, read, _value_test(condition, delimiter)

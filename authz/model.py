@@ -35,18 +35,28 @@ class RequestAttributes:
 
     @property
     def hostname(self) -> str:
-        """The host without its port, lower-cased."""
+        """The host without its port or a trailing dot, lower-cased."""
         host = self.host.lower()
         if host.startswith("["):
             return host.split("]", 1)[0] + "]"
-        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return host[:-1] if host.endswith(".") else host
 
     @property
     def query_params(self) -> dict[str, str]:
-        """Decoded query parameters; the first value of a repeated name wins."""
+        """Decoded query parameters that appear exactly once.
+
+        A repeated name is left out: frameworks disagree on which value wins (Django, PHP
+        and Rails take the last), so no single value can be trusted for it.
+        """
         params: dict[str, str] = {}
+        repeated: set[str] = set()
         for _, name, value in query_pairs(self.query):
-            params.setdefault(name, value)
+            if name in params:
+                repeated.add(name)
+            params[name] = value
+        for name in repeated:
+            del params[name]
         return params
 
 

@@ -9,8 +9,11 @@ line of defence for a proxy that does not. Steps, in order:
    they mean, so no rule can be trusted to match them;
 3. percent-encoded unreserved characters (letters, digits, ``-._~``) are decoded, and
    the hex digits of the remaining escapes are upper-cased (RFC 3986, 6.2.2);
-4. runs of slashes are merged;
-5. ``.`` and ``..`` segments are removed (RFC 3986, 5.2.4); ``..`` never climbs above ``/``.
+4. path parameters (``;...`` at the end of a segment, as Tomcat, Jetty and Spring read
+   them) are removed from every segment, so ``/public/..;/admin`` is ``/admin`` and
+   ``/admin;x=1`` is ``/admin``; a ``;`` encoded as ``%3B`` stays as it is;
+5. runs of slashes are merged;
+6. ``.`` and ``..`` segments are removed (RFC 3986, 5.2.4); ``..`` never climbs above ``/``.
 
 Case is kept (paths are case-sensitive unless a rule says ``ignore_case``), and so is a
 trailing slash.
@@ -41,6 +44,8 @@ def normalize_path(target: str) -> str:
         raise InvalidPath("the path is not absolute")
     if "%" in path:
         path = _ESCAPE.sub(_decode_unreserved, path)
+    if ";" in path:
+        path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
     if "//" in path:
         path = _SLASHES.sub("/", path)
     if "/." not in path:

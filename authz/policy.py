@@ -88,12 +88,16 @@ def _literal_prefix(pattern: str) -> str:
 
 
 def _template_regex(template: str) -> str:
-    """/users/{id}/orders -> a pattern where {id} is exactly one path segment."""
-    parts = _TEMPLATE_PARAM.split(template)
+    """/users/{id}/orders -> a pattern where {id} is exactly one path segment.
+
+    One trailing slash is allowed either way (/users/bob/ is /users/{id}), as most web
+    frameworks route it, so a near miss never falls through to a looser rule.
+    """
+    parts = _TEMPLATE_PARAM.split(template.rstrip("/") or "/")
     pattern = ""
     for index, part in enumerate(parts):
         pattern += re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
-    return pattern
+    return pattern if pattern == "/" else pattern + "/?"
 
 
 def _header_test(spec: HeaderMatch) -> Callable[[Mapping[str, str]], bool]:
@@ -257,17 +261,31 @@ def _covers(a: Match, b: Match) -> bool:
         return False
     if a.ignore_case != b.ignore_case:
         return False
-    a_kind = next((k for k in ("prefix", "path", "path_separated_prefix") if getattr(a, k)), None)
     if a.regex is not None or a.template is not None:
-        return False
-    if a_kind is None:
-        return True
-    b_fixed = b.prefix or b.path or b.path_separated_prefix
-    if b_fixed is None:
-        return False
-    if a_kind == "path":
-        return b.path is not None and b.path == a.path
-    if a_kind == "prefix":
-        return b_fixed.startswith(a.prefix or "")
-    base = a.path_separated_prefix or ""
-    return b_fixed == base or b_fixed.startswith(base + "/")
+        return False  # what a pattern matches is not analysed
+    if a.path is not None:
+        return b.path == a.path
+    literal = _guaranteed_prefix(b)
+    if a.prefix is not None:
+        return literal.startswith(a.prefix)
+    if a.path_separated_prefix is not None:
+        base = a.path_separated_prefix
+        if b.path is not None or b.path_separated_prefix is not None:
+            return literal == base or literal.startswith(base + "/")
+        return literal.startswith(base + "/")
+    return True
+
+
+def _guaranteed_prefix(match: Match) -> str:
+    """Text every path the match accepts starts with."""
+    if match.path is not None:
+        return match.path
+    if match.prefix is not None:
+        return match.prefix
+    if match.path_separated_prefix is not None:
+        return match.path_separated_prefix
+    if match.template is not None:
+        return match.template.split("{", 1)[0]
+    if match.regex is not None:
+        return _literal_prefix(match.regex)
+    return ""

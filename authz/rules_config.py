@@ -153,6 +153,7 @@ CLAIM_OPERATORS = (
     "equals_claim",
 )
 BLOCKS = ("all", "any", "not", "expr")
+CEL_VARIABLES = frozenset({"jwt", "claims", "request"})
 REQUEST_ATTRIBUTES = ("method", "host", "path")
 REQUEST_MAPS = ("header", "query", "param", "context")
 
@@ -208,9 +209,13 @@ class ClaimCondition(Model):
     def _cel(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                cel.compile(value)
+                program = cel.compile(value)
             except (ValueError, RuntimeError) as exc:
                 raise ValueError(f"invalid CEL expression: {str(exc).splitlines()[0]}") from exc
+            unknown = sorted(set(program.variables()) - CEL_VARIABLES)
+            if unknown:
+                # A misspelt variable would make the expression fail on every request.
+                raise ValueError(f"unknown CEL variable(s) {unknown}: use jwt, claims, request")
         return value
 
     @field_validator("request")
@@ -233,8 +238,11 @@ class ClaimCondition(Model):
         subjects = [s for s in ("claim", "claim_path", "request") if s in fields]
         operators = [op for op in CLAIM_OPERATORS if op in fields]
         if blocks:
-            if len(blocks) > 1 or subjects or operators:
-                raise ValueError("a block is exactly one of all, any, not, expr, and nothing else")
+            if len(blocks) > 1 or subjects or operators or self.provider is not None:
+                raise ValueError(
+                    "a block is exactly one of all, any, not, expr, and nothing else "
+                    "(put provider on the conditions inside it)"
+                )
             return self
         if len(subjects) != 1:
             raise ValueError("a condition needs exactly one of claim, claim_path or request")

@@ -115,7 +115,8 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidClaims(f"{name} is not a number")
-    if not math.isfinite(value) or not 0 <= value < MAX_NUMERIC_DATE:
+    # Compare before any float conversion: int(10**400) would overflow it.
+    if not (0 <= value < MAX_NUMERIC_DATE) or not math.isfinite(value):
         raise InvalidClaims(f"{name} is out of range")
     return float(value)
 

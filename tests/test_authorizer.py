@@ -83,7 +83,7 @@ async def test_allow_injects_headers_and_strips_token_and_spoofs(
     assert decision.allowed and decision.status == 200 and decision.reason == "allowed"
     assert decision.rule == "api" and decision.provider == "corp"
     assert dict(decision.upstream_headers) == {"x-user-id": "alice", "x-user-roles": "user,dev"}
-    assert decision.remove_headers == ("authorization",)
+    assert decision.remove_headers == ("x-authz-dry-run", "authorization")
     assert decision.metadata["corp"]["sub"] == "alice"
 
 
@@ -94,7 +94,7 @@ async def test_missing_claim_header_is_removed_not_passed_through(
         req(authorization=f"Bearer {rsa_signer.token()}", x_user_roles="admin")
     )
     assert dict(decision.upstream_headers) == {"x-user-id": "alice"}
-    assert set(decision.remove_headers) == {"x-user-roles", "authorization"}
+    assert set(decision.remove_headers) == {"x-user-roles", "authorization", "x-authz-dry-run"}
 
 
 async def test_forward_keeps_the_token(jwks: dict[str, Any], rsa_signer: Signer) -> None:
@@ -149,7 +149,7 @@ async def test_every_copy_of_the_token_is_stripped(jwks: dict[str, Any], rsa_sig
 async def test_public_route_strips_identity_headers() -> None:
     decision = await make_authorizer(None).check(req("/healthz", x_user_id="mallory"))
     assert decision.allowed and decision.reason == "public" and decision.rule == "health"
-    assert set(decision.remove_headers) == {"x-user-id", "x-user-roles"}
+    assert set(decision.remove_headers) == {"x-user-id", "x-user-roles", "x-authz-dry-run"}
     assert decision.upstream_headers == ()
 
 
@@ -297,7 +297,7 @@ async def test_any_routes_by_issuer_before_key_work(
     corp = await authorizer.check(req("/multi", authorization=f"Bearer {rsa_signer.token()}"))
     assert (corp.allowed, corp.provider) == (True, "corp")
     assert dict(corp.upstream_headers) == {"x-user-id": "alice"}
-    assert set(corp.remove_headers) == {"x-partner", "authorization"}
+    assert set(corp.remove_headers) == {"x-partner", "authorization", "x-authz-dry-run"}
 
     partner_token = other_rsa_signer.token(iss=PARTNER)
     partner = await authorizer.check(req("/multi", authorization=f"Bearer {partner_token}"))
@@ -576,3 +576,21 @@ async def test_too_many_checks_in_flight_get_503_at_once(rsa_signer: Signer) -> 
     release.set()
     assert [d.reason for d in await asyncio.gather(*waiting)] == ["no_keys", "no_keys"]
     assert (await authorizer.check(request)).reason == "no_keys"  # the count went back down
+
+
+async def test_a_client_cannot_send_the_dry_run_header(jwks: dict[str, Any], rsa_signer: Signer):
+    authorizer = make_authorizer(jwks)  # no dry-run rule anywhere
+    decision = await authorizer.check(
+        req(authorization=f"Bearer {rsa_signer.token()}", x_authz_dry_run="allow")
+    )
+    assert decision.allowed and "x-authz-dry-run" in decision.remove_headers
+    public = await authorizer.check(req("/healthz", x_authz_dry_run="allow"))
+    assert "x-authz-dry-run" in public.remove_headers
+
+
+async def test_a_repeated_token_parameter_is_no_token(jwks: dict[str, Any], rsa_signer: Signer):
+    token = rsa_signer.token()
+    decision = await make_authorizer(jwks).check(
+        req(f"/api/x?access_token={token}&access_token=other")
+    )
+    assert (decision.status, decision.reason) == (401, "missing_token")

@@ -27,7 +27,7 @@ PARTNER: dict[str, Any] = {"sub": "svc", "tenant": "acme"}
 REQUEST = RequestAttributes(
     "GET",
     "API.example.com:8443",
-    "/users/alice?tenant=acme&n=1",
+    "/users/alice?tenant=acme&n=1&dup=a&dup=b",
     {"x-tenant": "acme"},
     {"policy": "admin"},
 )
@@ -127,11 +127,30 @@ CASES: list[tuple[dict[str, Any], bool]] = [
         {
             "any": [
                 {"all": [{"claim": "sub", "equals": "bob"}, {"claim": "level", "gt": 1}]},
-                {"not": {"any": [{"claim": "missing", "exists": True}, {"claim": "x", "gt": 1}]}},
+                {
+                    "not": {
+                        "any": [{"claim": "missing", "exists": True}, {"claim": "level", "gt": 5}]
+                    }
+                },
             ]
         },
         True,
     ),
+    # A missing, null or ill-typed subject is indeterminate: it fails, and so does its `not`.
+    ({"not": {"claim": "level", "lt": 3}}, True),  # level is 3: a plain "no", negated
+    ({"not": {"claim": "missing", "lt": 3}}, False),
+    ({"not": {"claim": "sub", "lt": 3}}, False),  # "alice" is not a number
+    ({"not": {"claim": "nothing", "equals": "x"}}, False),
+    ({"not": {"request": "param.idd", "equals_claim": "sub"}}, False),
+    ({"not": {"expr": "jwt.missing < 3"}}, False),  # a CEL error cannot be negated
+    ({"not": {"expr": "jwt.level < 3"}}, True),
+    ({"not": {"any": [{"claim": "missing", "equals": 1}, {"claim": "level", "equals": 3}]}}, False),
+    ({"not": {"all": [{"claim": "missing", "equals": 1}, {"claim": "level", "equals": 4}]}}, True),
+    ({"claim": "admin", "not_equals": "true"}, False),  # a string is not a judgement on a bool
+    ({"claim": "realm_access.roles", "not_equals": "guest"}, False),  # nor a list on a string
+    ({"claim": "level", "not_equals": 4}, True),
+    ({"request": "query.dup", "equals": "a"}, False),  # repeated: no single value to trust
+    ({"request": "query.dup", "exists": False}, True),
     # CEL
     ({"expr": '"admin" in jwt.realm_access.roles && request.method == "GET"'}, True),
     ({"expr": "jwt.level > 5"}, False),
@@ -146,6 +165,14 @@ CASES: list[tuple[dict[str, Any], bool]] = [
 @pytest.mark.parametrize(("spec", "expected"), CASES, ids=[str(c[0]) for c in CASES])
 def test_conditions(spec: dict[str, Any], expected: bool) -> None:
     assert holds(spec) is expected
+
+
+def test_huge_integers_are_not_numbers() -> None:
+    for spec in ({"claim": "big", "gt": 1}, {"expr": "jwt.big > 1"}):
+        node = compile_conditions([ClaimCondition.model_validate(spec)], ".")
+        ctx = EvalContext({"corp": {"big": 10**400}}, "corp", REQUEST, "/", {})
+        failure = node.check(ctx)
+        assert failure is not None and failure.indeterminate
 
 
 def test_custom_delimiter() -> None:
@@ -190,6 +217,8 @@ def test_get_claim() -> None:
         ({"claim": "level", "gt": True}, "must be a number"),
         ({"request": "cookie.x", "exists": True}, "unknown request attribute"),
         ({"expr": "jwt.sub =="}, "invalid CEL expression"),
+        ({"expr": "jwts.level >= 3"}, r"unknown CEL variable\(s\) \['jwts'\]"),
+        ({"provider": "partner", "all": [{"claim": "a", "exists": True}]}, "put provider on"),
         ({"claim": "a", "matches": "(a)\\1"}, "RE2"),
     ],
 )

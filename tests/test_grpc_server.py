@@ -70,7 +70,7 @@ async def test_allow(channel: grpc.aio.Channel, rsa_signer: Signer) -> None:
     [header] = response.ok_response.headers
     assert (header.header.key, header.header.value) == ("x-user-id", "alice")
     assert header.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    assert list(response.ok_response.headers_to_remove) == ["authorization"]
+    assert list(response.ok_response.headers_to_remove) == ["x-authz-dry-run", "authorization"]
     metadata = json_format.MessageToDict(response.dynamic_metadata)
     assert metadata["corp"]["sub"] == "alice"
     assert metadata["corp"]["aud"] == AUDIENCE
@@ -91,7 +91,7 @@ async def test_public_route_and_no_rule(channel: grpc.aio.Channel) -> None:
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
     public = await stub.Check(check_request("/public/x", x_user_id="mallory"))
     assert public.status.code == code_pb2.OK
-    assert list(public.ok_response.headers_to_remove) == ["x-user-id"]
+    assert list(public.ok_response.headers_to_remove) == ["x-authz-dry-run", "x-user-id"]
 
 
 async def test_no_matching_rule(jwks: dict[str, Any]) -> None:

@@ -27,6 +27,11 @@ from authz.paths import normalize_path
         ("/a%7eb%2D", "/a~b-"),
         ("/a%3ab", "/a%3Ab"),  # reserved escapes kept, hex upper-cased
         ("/Admin", "/Admin"),  # case kept
+        ("/public/..;/admin/x", "/admin/x"),  # path parameters go before dot segments
+        ("/public/%2e%2e;/admin/x", "/admin/x"),
+        ("/admin;x=1", "/admin"),
+        ("/a;b/c;d/", "/a/c/"),
+        ("/a%3Bb", "/a%3Bb"),  # an encoded ; is data
     ],
 )
 def test_normalize(target: str, path: str) -> None:

@@ -57,6 +57,8 @@ ROUTES: list[tuple[dict[str, Any], dict[str, Any], Any]] = [
     ({"regex": "/(?P<ver>v[0-9]+)/.*"}, {"path": "/v3/x"}, {"ver": "v3"}),
     ({"template": "/users/{id}"}, {"path": "/users/alice"}, {"id": "alice"}),
     ({"template": "/users/{id}"}, {"path": "/users/alice/keys"}, None),
+    ({"template": "/users/{id}"}, {"path": "/users/alice/"}, {"id": "alice"}),  # as frameworks do
+    ({"template": "/users/{id}/"}, {"path": "/users/alice"}, {"id": "alice"}),
     (
         {"template": "/users/{id}/orders/{order}"},
         {"path": "/users/a/orders/7"},
@@ -70,6 +72,10 @@ ROUTES: list[tuple[dict[str, Any], dict[str, Any], Any]] = [
     ({"hosts": ["*.example.com"]}, {"host": "example.com"}, None),
     ({"hosts": ["*.example.com"]}, {"host": "evil-example.com"}, None),
     ({"hosts": ["*.example.com"]}, {"host": "a.b.example.com"}, {}),
+    ({"hosts": ["admin.example.com"]}, {"host": "admin.example.com."}, {}),  # trailing dot
+    ({"hosts": ["*.example.com"]}, {"host": "example.com."}, None),
+    ({"headers": [{"name": "x-env", "regex": "pr.*"}]}, {"headers": {"x-env": "xprod"}}, None),
+    ({"headers": [{"name": "x-env", "regex": "pr"}]}, {"headers": {"x-env": "prod"}}, None),
     ({"headers": [{"name": "x-env", "present": True}]}, {"headers": {"x-env": ""}}, {}),
     ({"headers": [{"name": "x-env", "present": False}]}, {"headers": {"x-env": "a"}}, None),
     ({"headers": [{"name": "X-Env", "equals": "prod"}]}, {"headers": {"x-env": "prod"}}, {}),
@@ -112,15 +118,25 @@ def test_shadowed_rules_are_reported_by_name() -> None:
             {"name": "ctx", "match": {"prefix": "/x", "context": {"policy": "t", "b": "c"}}},
             {"name": "regex", "match": {"regex": "/r.*"}},
             {"name": "after-regex", "match": {"path": "/r1"}},  # regexes are not analysed
+            {"name": "sep", "match": {"path_separated_prefix": "/v"}},
+            {"name": "v-prefix", "match": {"prefix": "/v"}},  # not shadowed: /vx reaches it
+            {"name": "v-tpl", "match": {"template": "/v/{id}"}},
+            {"name": "ic", "match": {"prefix": "/i", "ignore_case": True}},
+            {"name": "i-exact", "match": {"path": "/i/x"}},  # case differs: not analysed
+            {"name": "hdr", "match": {"prefix": "/h", "headers": [{"name": "a", "present": True}]}},
+            {"name": "h-any", "match": {"prefix": "/h"}},
             {"name": "catch-all"},
             {"name": "never", "match": {"path": "/z"}},
+            {"name": "tpl", "match": {"template": "/users/{id}"}},
         )
     )
     assert warnings == [
         "rules.1 (api-v1) can never match: rules.0 (api) matches every request it would",
         "rules.3 (admin-x) can never match: rules.2 (admin) matches every request it would",
         "rules.7 (ctx) can never match: rules.6 (tenant) matches every request it would",
-        "rules.11 (never) can never match: rules.10 (catch-all) matches every request it would",
+        "rules.12 (v-tpl) can never match: rules.10 (sep) matches every request it would",
+        "rules.18 (never) can never match: rules.17 (catch-all) matches every request it would",
+        "rules.19 (tpl) can never match: rules.17 (catch-all) matches every request it would",
     ]
 
 

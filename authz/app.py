@@ -20,6 +20,7 @@ from authz.key_sources import KeySource, build_key_source
 from authz.metrics import Metrics
 from authz.model import Decision
 from authz.policy import shadowed_rules
+from authz.token_cache import TokenCache
 from authz.verify import Clock
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class App:
             name: build_key_source(name, provider, self, self._fetcher_for, self._monotonic)
             for name, provider in self.config.providers.items()
         }
-        providers = build_providers(self.config, self.sources, self._clock)
+        settings = self.config.token_cache
+        self.token_cache = TokenCache(settings.max_entries, settings.max_bytes)
+        providers = build_providers(self.config, self.sources, self._clock, self.token_cache)
         for warning in shadowed_rules(self.config):
             log.warning("%s", warning)
         authorizer = Authorizer.from_config(self.config, providers, self._observe)

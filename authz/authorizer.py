@@ -26,6 +26,7 @@ from authz.errors import (
 from authz.model import Decision, Identity, RequestAttributes
 from authz.paths import normalize_path
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
+from authz.token_cache import TokenCache
 from authz.tokens import FoundToken, TokenSources, cookie_header_without
 from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
@@ -49,13 +50,16 @@ class ProviderRuntime:
 
 
 def build_providers(
-    config: Config, keys: Mapping[str, KeyLookup], clock: Clock
+    config: Config,
+    keys: Mapping[str, KeyLookup],
+    clock: Clock,
+    cache: TokenCache | None = None,
 ) -> dict[str, ProviderRuntime]:
     delimiter = config.nested_claim_delimiter
     return {
         name: ProviderRuntime(
             name=name,
-            verifier=Verifier.for_provider(name, provider, keys[name], clock),
+            verifier=Verifier.for_provider(name, provider, keys[name], clock, cache),
             sources=TokenSources.from_provider(provider),
             headers=tuple(
                 HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
@@ -274,21 +278,23 @@ class Authorizer:
                 found = provider.sources.find(request)
                 if found is None:
                     raise MissingToken(f"no token for provider {provider.name}")
-                token = parse_token(found.token, provider.verifier.max_token_bytes)
-                await _verify_with_any(token, [provider], trace)
+                if not _from_cache(found.token, [provider], trace):
+                    token = parse_token(found.token, provider.verifier.max_token_bytes)
+                    await _verify_with_any(token, [provider], trace)
         else:
             found, finders = _find_token(request, candidates)
             if found is None:
                 if rule.optional:
                     return self._without_identity(rule, "anonymous")
                 raise MissingToken("no token in the request")
-            token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
-            # Route by the (not yet trusted) iss before any key work, among the providers that
-            # look for a token where this one was found; the verifier checks iss again.
-            matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
-            if not matching:
-                raise InvalidIssuer("iss matches none of the rule's providers")
-            await _verify_with_any(token, matching, trace)
+            if not _from_cache(found.token, finders, trace):
+                token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
+                # Route by the (not yet trusted) iss before any key work, among the providers
+                # that look for a token where this one was found; the verifier checks it again.
+                matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
+                if not matching:
+                    raise InvalidIssuer("iss matches none of the rule's providers")
+                await _verify_with_any(token, matching, trace)
         context = EvalContext(
             claims={p.name: identity.claims for p, identity in trace.identities},
             primary=trace.identities[0][0].name,
@@ -378,6 +384,17 @@ def _find_token(
     if first is None:
         return None, []
     return first, [p for p, token in found if token is not None and token.token == first.token]
+
+
+def _from_cache(raw: str, providers: list[ProviderRuntime], trace: _Trace) -> bool:
+    """Use a cached verification by one of ``providers``; its time checks run again."""
+    for provider in providers:
+        identity = provider.verifier.cached(raw)
+        if identity is not None:
+            trace.routed.append(provider.name)
+            trace.identities.append((provider, identity))
+            return True
+    return False
 
 
 async def _verify_with_any(

@@ -82,6 +82,13 @@ class Listen(Model):
     _check = field_validator("grpc", "http")(_address)
 
 
+class TokenCacheSettings(Model):
+    """Verified tokens kept so a repeated token skips parsing and signature checks."""
+
+    max_entries: int = Field(default=100_000, ge=0)  # 0 turns the cache off
+    max_bytes: int = Field(default=64 << 20, gt=0)
+
+
 class Limits(Model):
     """Bounds on what one check may cost."""
 
@@ -315,6 +322,7 @@ class Provider(Model):
 class Config(Model):
     listen: Listen = Field(default_factory=Listen)
     limits: Limits = Field(default_factory=Limits)
+    token_cache: TokenCacheSettings = Field(default_factory=TokenCacheSettings)
     providers: dict[str, Provider] = Field(default_factory=dict)
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)

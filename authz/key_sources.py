@@ -188,6 +188,7 @@ class RemoteKeySource(KeySource):
         self._monotonic = monotonic
         self._jwks_uri = settings.uri
         self._etag: str | None = None
+        self._last_body: bytes | None = None
         self._next_delay_s = settings.refresh_interval
         self._lock = asyncio.Lock()  # one fetch at a time, so an old answer never wins
         self._refresher = _Background()
@@ -245,8 +246,12 @@ class RemoteKeySource(KeySource):
                 raise JwksError("304 Not Modified without a key set to keep")
             await self._events.key_set(self.provider, "not_modified", self.keys)
             return True
-        keys = parse_jwks_bytes(result.body, self.algorithms, self.settings.max_keys)
+        if self.keys is not None and result.body == self._last_body:
+            keys = self.keys  # unchanged JWKS: keep the set, and the tokens cached under it
+        else:
+            keys = parse_jwks_bytes(result.body, self.algorithms, self.settings.max_keys)
         self._etag = result.etag
+        self._last_body = result.body
         await self._swap(keys)
         return True
 

@@ -34,6 +34,7 @@ from authz.errors import (
 )
 from authz.jwks import KeySet
 from authz.model import Identity
+from authz.token_cache import TokenCache, token_digest
 
 Clock = Callable[[], float]
 
@@ -138,7 +139,11 @@ class ParsedToken:
     signing_input: bytes
     signature: bytes
     payload_b64: str
-    size: int  # characters in the compact token
+    raw: str  # the compact token, for the cache key
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
 
     @property
     def alg(self) -> str:
@@ -175,7 +180,7 @@ def parse_token(token: str, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedToken:
         signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
         signature=b64url_decode(signature_b64),
         payload_b64=payload_b64,
-        size=len(token),
+        raw=token,
     )
 
 
@@ -195,9 +200,17 @@ class Verifier:
     typ: str | None = None
     require_kid: bool = False
     max_token_bytes: int = MAX_TOKEN_BYTES
+    cache: TokenCache | None = None
 
     @classmethod
-    def for_provider(cls, name: str, provider: Provider, keys: KeyLookup, clock: Clock) -> Verifier:
+    def for_provider(
+        cls,
+        name: str,
+        provider: Provider,
+        keys: KeyLookup,
+        clock: Clock,
+        cache: TokenCache | None = None,
+    ) -> Verifier:
         return cls(
             provider=name,
             issuer=provider.issuer,
@@ -211,7 +224,25 @@ class Verifier:
             typ=provider.typ.lower() if provider.typ else None,
             require_kid=provider.require_kid,
             max_token_bytes=provider.max_token_bytes,
+            cache=cache,
         )
+
+    def cached(self, raw: str) -> Identity | None:
+        """A token this provider verified before, if its keys are still current.
+
+        The time checks run again (they may raise TokenExpired or TokenNotYetValid).
+        """
+        if self.cache is None:
+            return None
+        digest = token_digest(raw)
+        entry = self.cache.get(self.provider, digest)
+        if entry is None:
+            return None
+        if entry.keys is not self.keys.current():
+            self.cache.drop(self.provider, digest)  # its key may have left the key set
+            return None
+        self._check_time(entry.exp, entry.nbf)
+        return entry.identity
 
     async def verify(self, token: ParsedToken) -> Identity:
         if token.size > self.max_token_bytes:
@@ -237,21 +268,27 @@ class Verifier:
         key = keys.find(kid, alg)
         if not key.verify(token.signing_input, token.signature):
             raise InvalidSignature("signature does not verify")
-        self._check_registered(token.claims)
-        return Identity(self.provider, token.claims, token.payload_b64)
+        exp, nbf = self._check_registered(token.claims)
+        identity = Identity(self.provider, token.claims, token.payload_b64)
+        if self.cache is not None:
+            self.cache.put(self.provider, token_digest(token.raw), identity, keys, exp, nbf)
+        return identity
 
-    def _check_registered(self, claims: dict[str, Any]) -> None:
+    def _check_time(self, exp: float | None, nbf: float | None) -> None:
+        now = self.clock()
+        if exp is not None and now >= exp + self.clock_skew:
+            raise TokenExpired("exp is in the past")
+        if nbf is not None and now + self.clock_skew < nbf:
+            raise TokenNotYetValid("nbf is in the future")
+
+    def _check_registered(self, claims: dict[str, Any]) -> tuple[float | None, float | None]:
         now = self.clock()
         exp = _numeric_date(claims, "exp")
         nbf = _numeric_date(claims, "nbf")
         _numeric_date(claims, "iat")
-        if exp is None:
-            if self.require_expiration:
-                raise MissingExpiration("exp is required")
-        elif now >= exp + self.clock_skew:
-            raise TokenExpired("exp is in the past")
-        if nbf is not None and now + self.clock_skew < nbf:
-            raise TokenNotYetValid("nbf is in the future")
+        if exp is None and self.require_expiration:
+            raise MissingExpiration("exp is required")
+        self._check_time(exp, nbf)
         if self.max_lifetime is not None and exp is not None:
             iat = _numeric_date(claims, "iat")
             if exp - (iat if iat is not None else now) > self.max_lifetime:
@@ -267,3 +304,4 @@ class Verifier:
                 raise InvalidAudience("aud is missing or not a string or list of strings")
             if self.audiences.isdisjoint(aud):
                 raise InvalidAudience("aud does not contain an accepted audience")
+        return exp, nbf

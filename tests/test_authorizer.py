@@ -594,3 +594,21 @@ async def test_a_repeated_token_parameter_is_no_token(jwks: dict[str, Any], rsa_
         req(f"/api/x?access_token={token}&access_token=other")
     )
     assert (decision.status, decision.reason) == (401, "missing_token")
+
+
+async def test_cache_hits_still_run_the_rule(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    from authz.token_cache import TokenCache
+
+    config = make_config()
+    cache = TokenCache()
+    keys = {"corp": FixedKeys(parse_jwks(jwks, ("RS256", "ES256")))}
+    authorizer = Authorizer.from_config(
+        config, build_providers(config, keys, fixed_clock(), cache), None
+    )
+    auth = f"Bearer {rsa_signer.token()}"
+    assert (await authorizer.check(req(authorization=auth))).allowed
+    assert (await authorizer.check(req(authorization=auth))).allowed
+    assert cache.hits == 1
+    admin = await authorizer.check(req("/admin", authorization=auth))
+    assert (admin.status, admin.reason) == (403, "claim_mismatch")
+    assert cache.hits == 2

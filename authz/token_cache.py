@@ -1,0 +1,84 @@
+"""A bounded cache of verified tokens, so a repeated token skips parsing and the signature.
+
+Keyed by a 128-bit BLAKE2b hash of the token (the token itself is not kept), per provider.
+Bounded by entry count and by an estimate of the bytes held; least recently used entries
+go first. Only tokens that passed every check are stored. An entry is used only while the
+key set that verified it is still the provider's current one (a refresh that changes the
+keys drops it) and until the token's exp; the time checks and the rule still run on every
+hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from authz.model import Identity
+
+_ENTRY_OVERHEAD_BYTES = 400  # dict slot, key, tuple and dataclass headers, roughly
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    identity: Identity
+    keys: Any  # the KeySet that verified it: the entry is valid only while it is current
+    exp: float | None
+    nbf: float | None
+    size: int
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
+class TokenCache:
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, bytes], CachedToken] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, provider: str, digest: bytes) -> CachedToken | None:
+        entry = self._entries.get((provider, digest))
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end((provider, digest))
+        self.hits += 1
+        return entry
+
+    def put(
+        self,
+        provider: str,
+        digest: bytes,
+        identity: Identity,
+        keys: Any,
+        exp: float | None,
+        nbf: float | None,
+    ) -> None:
+        if self.max_entries <= 0:
+            return
+        size = _ENTRY_OVERHEAD_BYTES + 2 * len(identity.raw_payload)
+        key = (provider, digest)
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self._entries[key] = CachedToken(identity, keys, exp, nbf, size)
+        self.bytes += size
+        while self._entries and (
+            len(self._entries) > self.max_entries or self.bytes > self.max_bytes
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.size
+
+    def drop(self, provider: str, digest: bytes) -> None:
+        entry = self._entries.pop((provider, digest), None)
+        if entry is not None:
+            self.bytes -= entry.size

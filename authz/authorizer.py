@@ -233,7 +233,7 @@ class Authorizer:
             # Checks only pile up while waiting on keys; answer now rather than queue.
             raise Overloaded("max_concurrent_checks reached")
         headers = request.headers
-        if len(headers) > limits.max_headers:
+        if max(len(headers), request.header_count) > limits.max_headers:
             raise RequestTooLarge("too many headers")
         if sum(len(k) + len(v) for k, v in headers.items()) > limits.max_header_bytes:
             raise RequestTooLarge("headers too large")

@@ -55,6 +55,53 @@ class _PssKey(CryptographyRSAKey):  # type: ignore[misc]
         return True
 
 
+# Ed25519 curve constants (RFC 8032 5.1), for the small-order check below.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _ed25519_point(encoded: bytes) -> tuple[int, int] | None:
+    """Decode a point (RFC 8032 5.1.3); None when the encoding is not a canonical point."""
+    number = int.from_bytes(encoded, "little")
+    sign, y = number >> 255, number & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    if (v * x * x - u) % _P != 0:
+        x = (x * _SQRT_M1) % _P
+        if (v * x * x - u) % _P != 0:
+            return None
+    if x == 0 and sign:
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, _P - 2, _P) % _P
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P
+    return x3, y3
+
+
+def ed25519_key_is_safe(encoded: bytes) -> bool:
+    """A canonical point whose order is not small: [8]A must not be the identity.
+
+    A small-order public key (the identity point, for one) accepts forged signatures for
+    any message, and ``cryptography`` does not refuse one.
+    """
+    point = _ed25519_point(encoded)
+    if point is None:
+        return False
+    for _ in range(3):
+        point = _edwards_add(point, point)
+    return point != (0, 1)
+
+
 class _Ed25519Key(Key):  # type: ignore[misc]
     """EdDSA with Ed25519 (RFC 8037): an OKP JWK, verified by ``cryptography``."""
 
@@ -63,11 +110,16 @@ class _Ed25519Key(Key):  # type: ignore[misc]
             raise JWKError("EdDSA needs an OKP JWK")
         if key.get("kty") != "OKP" or key.get("crv") != "Ed25519":
             raise JWKError("only OKP keys on Ed25519 are supported")
+        x = key.get("x")
+        if not isinstance(x, str) or len(x) != 43:
+            raise JWKError("an Ed25519 x is 43 base64url characters")
         try:
-            raw = base64.urlsafe_b64decode(str(key["x"]) + "==")
-            self.prepared_key = Ed25519PublicKey.from_public_bytes(raw)
-        except (KeyError, ValueError) as exc:
+            raw = base64.urlsafe_b64decode(x + "=")
+        except ValueError as exc:
             raise JWKError("bad Ed25519 public key") from exc
+        if _b64(raw) != x or not ed25519_key_is_safe(raw):
+            raise JWKError("non-canonical or small-order Ed25519 public key")
+        self.prepared_key = Ed25519PublicKey.from_public_bytes(raw)
         self._algorithm = algorithm
 
     def verify(self, msg: bytes, sig: bytes) -> bool:
@@ -156,6 +208,9 @@ def construct_hmac_key(secret: bytes, algorithm: str, kid: str | None) -> Verify
     """An HMAC key from a secret the operator configured explicitly (never from a JWKS)."""
     if algorithm not in HMAC_BYTES:
         raise KeyRejected(f"{algorithm} is not an HMAC algorithm")
+    if secret.lstrip().startswith((b"-----BEGIN", b"ssh-", b"{")):
+        # A public key used as an HMAC secret is the algorithm-confusion attack, configured.
+        raise KeyRejected("the shared secret looks like a key or a JWK, not a random secret")
     if len(secret) < HMAC_BYTES[algorithm]:
         raise KeyRejected(f"{algorithm} needs a secret of at least {HMAC_BYTES[algorithm]} bytes")
     try:

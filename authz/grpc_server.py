@@ -40,18 +40,22 @@ def to_attributes(request: Any) -> RequestAttributes:
     attributes = request.attributes
     http = attributes.request.http
     headers: dict[str, str] = dict(http.headers)
+    entries = len(headers)
     if not headers and http.header_map.headers:
         # Envoy sends header_map instead of headers when encode_raw_headers is on.
+        entries = len(http.header_map.headers)
+        values: dict[str, list[str]] = {}
         for entry in http.header_map.headers:
             value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
-            key = entry.key.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
+            values.setdefault(entry.key.lower(), []).append(value)
+        headers = {key: ",".join(parts) for key, parts in values.items()}
     return RequestAttributes(
         method=http.method,
         host=http.host or headers.get(":authority", ""),
         path=http.path or headers.get(":path", "/"),
         headers=headers,
         context=dict(attributes.context_extensions),
+        header_count=entries,
     )
 
 
@@ -114,14 +118,29 @@ def _internal_error_response() -> Any:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    MAX_PREBUILT_DENIALS = 1024
+
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
         self._internal_error = _internal_error_response()
+        # Denials repeat (same status, headers and body per reason and host): build each once.
+        self._denials: dict[tuple[Any, ...], Any] = {}
+
+    def _response(self, decision: Decision) -> Any:
+        if decision.allowed:
+            return to_check_response(decision)
+        key = (decision.status, decision.response_headers, decision.body)
+        response = self._denials.get(key)
+        if response is None:
+            if len(self._denials) >= self.MAX_PREBUILT_DENIALS:
+                self._denials.clear()  # hosts come from clients: never let this grow unbounded
+            response = self._denials[key] = to_check_response(decision)
+        return response
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             decision = await self._authorizer.check(to_attributes(request))
-            return to_check_response(decision)
+            return self._response(decision)
         except Exception as exc:  # the authorizer never raises; this guards the conversions
             log.error("Check adapter failed with %s", type(exc).__name__)
             return self._internal_error

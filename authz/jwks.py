@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.crypto import KTY_FOR_ALG, VerifyKey, construct_hmac_key, construct_key
+from authz.crypto import (
+    CURVE_FOR_ALG,
+    KTY_FOR_ALG,
+    VerifyKey,
+    construct_hmac_key,
+    construct_key,
+)
 from authz.errors import AlgorithmNotAllowed, JwksError, KeyRejected, UnknownKey
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,12 @@ def _usable_algorithms(index: int, jwk: Any, algorithms: tuple[str, ...]) -> tup
     if pinned is not None:
         # A key's own alg pins it: tokens may use it with that algorithm only.
         return (pinned,) if pinned in algorithms and KTY_FOR_ALG.get(pinned) == kty else ()
-    return tuple(alg for alg in algorithms if KTY_FOR_ALG[alg] == kty)
+    # An EC or OKP key without alg serves only the algorithms of its own curve.
+    return tuple(
+        alg
+        for alg in algorithms
+        if KTY_FOR_ALG[alg] == kty and (kty == "RSA" or CURVE_FOR_ALG.get(alg) == jwk.get("crv"))
+    )
 
 
 def parse_json(data: bytes, what: str) -> Any:

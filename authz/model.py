@@ -23,6 +23,7 @@ class RequestAttributes:
     path: str
     headers: Mapping[str, str]
     context: Mapping[str, str] = field(default_factory=dict)  # Envoy's context_extensions
+    header_count: int = 0  # header lines as sent, before repeated names were joined
 
     @property
     def path_only(self) -> str:

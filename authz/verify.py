@@ -84,29 +84,41 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
 
 
-def _depth(value: Any, limit: int) -> int:
-    if limit < 0:
-        return 1
-    if isinstance(value, dict):
-        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
-    return 0
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting depth from the text itself, before any object is built."""
+    depth = 0
+    for char in _JSON_STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def json_object(segment: str, what: str) -> dict[str, Any]:
-    raw = b64url_decode(segment)
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        text = b64url_decode(segment).decode("utf-8")  # strictly UTF-8: no BOM-less guessing
+    except UnicodeDecodeError as exc:
+        raise MalformedToken(f"{what} is not UTF-8") from exc
+    # Only a document with many brackets can be deep; most tokens skip the scan.
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _too_deep(text):
+        raise MalformedToken(f"{what} is nested too deeply")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
         raise MalformedToken(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):
         raise MalformedToken(f"{what} is not a JSON object")
-    # Only a document with many brackets can be deep; most tokens skip the walk.
-    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value, MAX_JSON_DEPTH) > (
-        MAX_JSON_DEPTH
-    ):
-        raise MalformedToken(f"{what} is nested too deeply")
+    if "\\u" in text:
+        try:  # a lone surrogate (\ud800) is not text: it cannot be re-encoded as UTF-8
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise MalformedToken(f"{what} holds a lone surrogate") from exc
     return value
 
 
@@ -221,7 +233,7 @@ class Verifier:
             keys=keys,
             clock=clock,
             max_lifetime=provider.max_lifetime,
-            typ=provider.typ.lower() if provider.typ else None,
+            typ=_media_type(provider.typ) if provider.typ else None,
             require_kid=provider.require_kid,
             max_token_bytes=provider.max_token_bytes,
             cache=cache,
@@ -291,7 +303,8 @@ class Verifier:
         self._check_time(exp, nbf)
         if self.max_lifetime is not None and exp is not None:
             iat = _numeric_date(claims, "iat")
-            if exp - (iat if iat is not None else now) > self.max_lifetime:
+            # An iat in the future must not stretch the lifetime: count from now at most.
+            if exp - min(iat if iat is not None else now, now) > self.max_lifetime:
                 raise InvalidClaims("the token lives longer than max_lifetime")
 
         if claims.get("iss") != self.issuer:

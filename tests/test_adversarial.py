@@ -32,10 +32,10 @@ from authz.jwks import parse_jwks
 from authz.verify import parse_token
 from tests.conftest import AUDIENCE, ISSUER, FixedKeys, Signer, b64, b64json, fixed_clock
 
-ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
+ALGORITHMS = ["RS256", "ES256", "ES384", "PS256", "EdDSA"]
 
 
-def authorizer_for(jwks: dict[str, Any]) -> Authorizer:
+def authorizer_for(jwks: dict[str, Any], limits: dict[str, int] | None = None) -> Authorizer:
     config = parse_config(
         {
             "providers": {
@@ -48,6 +48,8 @@ def authorizer_for(jwks: dict[str, Any]) -> Authorizer:
                 }
             },
             "rules": [{"requires": {"provider": "corp"}}],
+            "expose_reasons": True,  # so each case can assert why it was denied
+            "limits": limits or {},
         }
     )
     keys = FixedKeys(parse_jwks(jwks, tuple(ALGORITHMS)))
@@ -224,7 +226,7 @@ ATTACKS: list[tuple[str, Attack]] = [
     ("kid list", header(kid=["a"])),
     ("kid object", header(kid={"$ne": None})),
     ("kid null", lambda k: (k.other.token(header={"kid": None}), None)),
-    ("kid huge", header(kid="k" * 7000)),
+    ("kid huge", header(kid="k" * 3000)),  # long, yet inside max_token_bytes
     ("kid NUL", header(kid="\x00")),
     (
         "two keys with one kid",
@@ -406,7 +408,131 @@ ATTACKS: list[tuple[str, Attack]] = [
         weak_key_token(rsa.generate_private_key(public_exponent=65537, key_size=1024), {}),
     ),
     ("JWKS e=1 key", forged_with_e1),
+    (
+        "JWKS small-order Ed25519 key",
+        lambda k: (
+            # With the identity point as public key, R = identity and S = 0 "verify" anything.
+            f"{b64json({'alg': 'EdDSA', 'kid': 'weak-ed'})}.{b64json(k.rsa.claims(sub='admin'))}."
+            + b64((1).to_bytes(32, "little") + bytes(32)),
+            {
+                "keys": [
+                    k.rsa.jwk,
+                    {
+                        "kty": "OKP",
+                        "crv": "Ed25519",
+                        "kid": "weak-ed",
+                        "x": b64((1).to_bytes(32, "little")),
+                    },
+                ]
+            },
+        ),
+    ),
 ]
+
+
+EXPECTED: dict[str, str] = {
+    "alg none unsigned": "malformed_token",
+    "alg None unsigned": "malformed_token",
+    "alg NONE unsigned": "malformed_token",
+    "alg nOnE unsigned": "malformed_token",
+    "alg none signed": "algorithm_not_allowed",
+    "alg None signed": "algorithm_not_allowed",
+    "alg NONE signed": "algorithm_not_allowed",
+    "alg nOnE signed": "algorithm_not_allowed",
+    "HS256 keyed with the RSA public key PEM": "algorithm_not_allowed",
+    "HS256 keyed with the RSA public key DER": "algorithm_not_allowed",
+    "HS256 keyed with the RSA public key PKCS1 PEM": "algorithm_not_allowed",
+    "HS256 keyed with the JWK JSON": "algorithm_not_allowed",
+    "HS256 keyed with an OpenSSH public key": "algorithm_not_allowed",
+    "HS256 keyed with the modulus": "algorithm_not_allowed",
+    "ES256 header on an RSA key": "algorithm_not_allowed",
+    "RS256 header on an EC key": "algorithm_not_allowed",
+    "ES384 header on a P-256 key": "algorithm_not_allowed",
+    "PS256 header on an RS256-pinned key": "algorithm_not_allowed",
+    "EdDSA header on an RSA key": "algorithm_not_allowed",
+    "kid path traversal": "unknown_kid",
+    "kid SQL": "unknown_kid",
+    "kid integer": "malformed_token",
+    "kid list": "malformed_token",
+    "kid object": "malformed_token",
+    "kid null": "invalid_signature",
+    "kid huge": "unknown_kid",
+    "kid NUL": "unknown_kid",
+    "two keys with one kid": "invalid_signature",
+    "embedded jwk": "invalid_signature",
+    "jku": "unknown_kid",
+    "x5u": "unknown_kid",
+    "x5c": "invalid_signature",
+    "crit": "malformed_token",
+    "crit empty": "malformed_token",
+    "b64 false": "malformed_token",
+    "JWE five parts": "malformed_token",
+    "two segments": "malformed_token",
+    "four segments": "malformed_token",
+    "six segments": "malformed_token",
+    "empty signature": "malformed_token",
+    "empty payload": "malformed_token",
+    "all empty": "malformed_token",
+    "JSON serialization": "malformed_token",
+    "duplicate key in header": "malformed_token",
+    "duplicate key in payload": "malformed_token",
+    "base64 padding": "malformed_token",
+    "base64 plus and slash": "malformed_token",
+    "base64 spaces": "malformed_token",
+    "non-canonical base64": "malformed_token",
+    "header is an array": "malformed_token",
+    "header is a string": "malformed_token",
+    "payload is null": "malformed_token",
+    "payload is a number": "malformed_token",
+    "invalid UTF-8 header": "malformed_token",
+    "invalid UTF-8 payload": "malformed_token",
+    "1 MB token": "request_too_large",
+    "deep nesting": "malformed_token",
+    "5000-digit integer": "malformed_token",
+    "exp '1900000000'": "invalid_claims",
+    "exp True": "invalid_claims",
+    "exp [1900000000]": "invalid_claims",
+    "exp {'t': 1}": "invalid_claims",
+    "exp -5": "invalid_claims",
+    "exp 1000000000000": "invalid_claims",
+    "exp 1.5e+300": "invalid_claims",
+    "exp null": "invalid_claims",
+    "nbf '0'": "invalid_claims",
+    "nbf False": "invalid_claims",
+    "nbf [0]": "invalid_claims",
+    "nbf -1": "invalid_claims",
+    "nbf 1000000000000": "invalid_claims",
+    "iat '0'": "invalid_claims",
+    "iat True": "invalid_claims",
+    "iat {'a': 1}": "invalid_claims",
+    "iat -1": "invalid_claims",
+    "iat 10000000000000": "invalid_claims",
+    "aud 5": "invalid_audience",
+    "aud [5]": "invalid_audience",
+    "aud {'aud': 'api'}": "invalid_audience",
+    "aud []": "invalid_audience",
+    "aud ['API']": "invalid_audience",
+    "aud ''": "invalid_audience",
+    "iss 5": "invalid_issuer",
+    "iss ['https://idp.test/realms/corp']": "invalid_issuer",
+    "iss {'iss': 'https://idp.test/realms/corp'}": "invalid_issuer",
+    "iss 'https://idp.test/realms/corp/'": "invalid_issuer",
+    "iss 'HTTPS://IDP.TEST/REALMS/CORP'": "invalid_issuer",
+    "no exp": "missing_exp",
+    "expired": "token_expired",
+    "ECDSA psychic signature": "invalid_signature",
+    "ECDSA r = s = n": "invalid_signature",
+    "DER ES256 signature": "invalid_signature",
+    "RSA signature too short": "invalid_signature",
+    "RSA signature zero-prefixed": "invalid_signature",
+    "RSA signature all zero": "invalid_signature",
+    "JWKS private key": "unknown_kid",
+    "JWKS symmetric key": "algorithm_not_allowed",
+    "JWKS use enc key": "unknown_kid",
+    "JWKS 1024-bit key": "unknown_kid",
+    "JWKS e=1 key": "unknown_kid",
+    "JWKS small-order Ed25519 key": "unknown_kid",
+}
 
 
 @pytest.fixture(scope="module")
@@ -422,8 +548,7 @@ async def test_attack_is_denied(
     token, jwks = attack(keys)
     response = await check(authorizer_for(jwks or keys.jwks), token)
     assert response.WhichOneof("http_response") == "denied_response", name
-    assert response.denied_response.status.code in (401, 431), name  # 431: headers over limits
-    assert "internal error" not in response.denied_response.body
+    assert json.loads(response.denied_response.body)["reason"] == EXPECTED[name]
     for secret in (token, token.rsplit(".", 1)[-1]):
         if len(secret) > 8:
             assert secret not in caplog.text
@@ -434,6 +559,13 @@ async def test_the_baseline_is_allowed(keys: Keys) -> None:
     for signer in (keys.rsa, keys.ec):
         response = await check(authorizer_for(keys.jwks), signer.token())
         assert response.WhichOneof("http_response") == "ok_response"
+
+
+async def test_a_huge_token_meets_the_token_size_cap(keys: Keys) -> None:
+    big = keys.rsa.token() + "A" * (1 << 20)
+    limits = {"max_header_bytes": 2 << 20}
+    response = await check(authorizer_for(keys.jwks, limits), big)
+    assert json.loads(response.denied_response.body)["reason"] == "malformed_token"
 
 
 def test_deep_nesting_is_refused_even_under_a_large_size_cap(keys: Keys) -> None:

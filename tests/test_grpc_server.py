@@ -203,3 +203,11 @@ async def test_oversized_check_request_is_refused(jwks: dict[str, Any]) -> None:
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         small = await stub.Check(check_request())
         assert small.denied_response.status.code == 401
+
+
+def test_header_map_lines_are_counted_before_joining() -> None:
+    request = external_auth_pb2.CheckRequest()
+    for _ in range(500):
+        request.attributes.request.http.header_map.headers.add(key="x-a", raw_value=b"1")
+    attributes = to_attributes(request)
+    assert len(attributes.headers) == 1 and attributes.header_count == 500

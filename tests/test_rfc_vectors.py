@@ -79,3 +79,17 @@ def test_rfc7515_examples_verify(name: str, token: str) -> None:
     # One changed payload byte and the same signature no longer verifies.
     tampered = parse_token(token.replace(".eyJpc3MiOiJqb2Ui", ".eyJpc3MiOiJqb2Ei", 1))
     assert not key.verify(tampered.signing_input, tampered.signature)
+
+
+def test_rfc8037_ed25519_example_verifies() -> None:
+    # RFC 8037 A.4: the payload is plain text, so the signature is checked directly.
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+    token = (
+        "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
+        "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
+    )
+    header, payload, signature = token.split(".")
+    key = construct_key(jwk, "EdDSA")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    assert key.verify(f"{header}.{payload}".encode(), raw)
+    assert not key.verify(f"{header}.{payload}x".encode(), raw)

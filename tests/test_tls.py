@@ -85,3 +85,18 @@ async def test_server_only_tls_and_https_endpoints(pki: Pki, jwks: dict[str, Any
             url = f"https://127.0.0.1:{app.http.port}/healthz"
             async with session.get(url, ssl=client_tls) as reply:
                 assert reply.status == 200
+
+
+async def test_mutual_tls_on_http(pki: Pki, jwks: dict[str, Any]) -> None:
+    async with App(tls_config(pki, jwks, mutual=True)) as app:
+        assert app.http is not None
+        url = f"https://127.0.0.1:{app.http.port}/healthz"
+        with_cert = ssl.create_default_context(cafile=str(pki.ca))
+        with_cert.load_cert_chain(pki.client_cert, pki.client_key)
+        without = ssl.create_default_context(cafile=str(pki.ca))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, ssl=with_cert) as reply:
+                assert reply.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(url, ssl=without) as reply:
+                    await reply.read()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -263,3 +264,53 @@ async def test_typ_require_kid_and_max_lifetime(jwks: dict[str, Any], rsa_signer
     short = make_verifier(jwks, max_lifetime=300)
     assert await reason_of(short, rsa_signer.token()) == "invalid_claims"  # lives 600 s
     assert await reason_of(short, rsa_signer.token(exp=int(NOW) + 200, iat=None)) == "ok"
+
+
+async def test_a_future_iat_does_not_stretch_max_lifetime(jwks: dict[str, Any], rsa_signer: Signer):
+    short = make_verifier(jwks, max_lifetime=300)
+    far = int(NOW) + 10 * 365 * 86400
+    assert await reason_of(short, rsa_signer.token(exp=far, iat=far - 100)) == "invalid_claims"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"sub":"a"}'.encode("utf-16"),
+        "\ufeff{}".encode(),  # a BOM
+        b'{"sub":"\\ud800"}',  # a lone surrogate
+        b'{"sub":"\xed\xa0\x80"}',  # CESU-8 surrogate bytes
+    ],
+)
+async def test_json_must_be_strict_utf8(payload: bytes, jwks: dict[str, Any], rsa_signer: Signer):
+    token = rsa_signer.raw({"alg": "RS256", "kid": rsa_signer.kid}, payload)
+    assert await reason_of(make_verifier(jwks), token) == "malformed_token"
+
+
+async def test_emoji_escapes_are_fine(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    claims = json.dumps(rsa_signer.claims(name="\U0001f600"), ensure_ascii=True).encode()
+    token = rsa_signer.raw({"alg": "RS256", "kid": rsa_signer.kid}, claims)
+    assert await reason_of(make_verifier(jwks), token) == "ok"
+
+
+async def test_configured_typ_may_carry_the_application_prefix(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    verifier = make_verifier(jwks, typ="application/at+jwt")
+    assert await reason_of(verifier, rsa_signer.token(header={"typ": "at+jwt"})) == "ok"
+
+
+def test_ec_keys_without_alg_serve_their_curve_only(ec_signer: Signer) -> None:
+    jwk = {k: v for k, v in ec_signer.jwk.items() if k != "alg"}
+    keys = parse_jwks({"keys": [jwk]}, ("ES256", "ES384", "RS256"))
+    assert set(keys.by_kid[ec_signer.kid]) == {"ES256"}
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 64, b"ssh-rsa " + b"A" * 64, b'{"kty"' + b" " * 40],
+)
+def test_a_key_is_not_a_shared_secret(secret: bytes) -> None:
+    from authz.jwks import hmac_key_set
+
+    with pytest.raises(JwksError, match="looks like a key"):
+        hmac_key_set(secret, ("HS256",), None)

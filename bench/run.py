@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import yaml
 from authz.crypto import public_jwk, sign_token
 from dev.stack import ROOT, envoy_binary, free_port
 
+TYPE = "type.googleapis.com/envoy.extensions."
 ISSUER = "https://idp.bench"
 AUDIENCE = "api"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -278,7 +278,7 @@ def envoy_config(
             {
                 "name": "envoy.filters.http.jwt_authn",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                    "@type": TYPE + "filters.http.jwt_authn.v3.JwtAuthentication",
                     "providers": {
                         "bench": {
                             "issuer": ISSUER,
@@ -298,7 +298,7 @@ def envoy_config(
             {
                 "name": "envoy.filters.http.ext_authz",
                 "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "@type": TYPE + "filters.http.ext_authz.v3.ExtAuthz",
                     "transport_api_version": "V3",
                     "failure_mode_allow": False,
                     "grpc_service": {"envoy_grpc": {"cluster_name": "ext_authz"}, "timeout": "2s"},
@@ -315,9 +315,7 @@ def envoy_config(
     filters.append(
         {
             "name": "envoy.filters.http.router",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-            },
+            "typed_config": {"@type": TYPE + "filters.http.router.v3.Router"},
         }
     )
     config = {
@@ -333,7 +331,8 @@ def envoy_config(
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
                                     "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "@type": TYPE
+                                        + "filters.network.http_connection_manager.v3.HttpConnectionManager",
                                         "stat_prefix": "bench",
                                         "route_config": {
                                             "virtual_hosts": [
@@ -484,7 +483,7 @@ def main() -> int:
             servers.append(proxy)
             wrk(proxy.port, bearer, workdir)  # warm-up
             cpu_server = authz if mode == "authz" else proxy
-            before, requests_before = cpu_server.cpu_seconds(), 0
+            before = cpu_server.cpu_seconds()
             rps, p50, p99, bad = wrk(proxy.port, bearer, workdir)
             cpu = (cpu_server.cpu_seconds() - before) / max(1.0, rps * WRK_SECONDS) * 1e6
             label = {
@@ -588,14 +587,16 @@ def report(rows: list[Row], raw: dict[str, float], elapsed: float) -> None:
             hit.cpu_us / floor.cpu_us <= 1.10,
         ),
         (
-            "RS256 cache-off CPU: floor + k × raw verify",
-            f"k = {(miss.cpu_us - floor.cpu_us) / raw['RS256']:.1f} (raw verify {raw['RS256']:.0f} µs)",
+            "RS256 cache-off CPU: floor + k * raw verify",
+            f"k = {(miss.cpu_us - floor.cpu_us) / raw['RS256']:.1f} "
+            f"(raw verify {raw['RS256']:.0f} µs)",
             "k ≤ 1.3",
             (miss.cpu_us - floor.cpu_us) / raw["RS256"] <= 1.3,
         ),
         (
-            "ES256 cache-off CPU: floor + k × raw verify",
-            f"k = {(es_miss.cpu_us - floor.cpu_us) / raw['ES256']:.1f} (raw verify {raw['ES256']:.0f} µs)",
+            "ES256 cache-off CPU: floor + k * raw verify",
+            f"k = {(es_miss.cpu_us - floor.cpu_us) / raw['ES256']:.1f} "
+            f"(raw verify {raw['ES256']:.0f} µs)",
             "(for reference)",
             True,
         ),

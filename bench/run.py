@@ -36,6 +36,7 @@ from authz.crypto import public_jwk, sign_token
 from dev.stack import ROOT, envoy_binary, free_port
 
 TYPE = "type.googleapis.com/envoy.extensions."
+HCM = TYPE + "filters.network.http_connection_manager.v3.HttpConnectionManager"
 ISSUER = "https://idp.bench"
 AUDIENCE = "api"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -331,8 +332,7 @@ def envoy_config(
                                 {
                                     "name": "envoy.filters.network.http_connection_manager",
                                     "typed_config": {
-                                        "@type": TYPE
-                                        + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "@type": HCM,
                                         "stat_prefix": "bench",
                                         "route_config": {
                                             "virtual_hosts": [

@@ -81,19 +81,21 @@ class App:
         providers = build_providers(self.config, self.sources, self._clock, self.token_cache)
         for warning in shadowed_rules(self.config):
             log.warning("%s", warning)
-        authorizer = Authorizer.from_config(self.config, providers, self._observe)
+        self.authorizer = authorizer = Authorizer.from_config(self.config, providers, self._observe)
         listen = self.config.listen
         self.grpc = GrpcServer(
             authorizer,
             listen.grpc,
             max_request_bytes=self.config.limits.max_request_bytes,
             tls=listen.grpc_tls.pem() if listen.grpc_tls else None,
+            reuse_port=self.config.workers > 1,
         )
         self.http = HttpServer(
             listen.http,
             self.metrics,
             lambda: self.ready,
             ssl_context=listen.http_tls.ssl_context() if listen.http_tls else None,
+            reuse_port=self.config.workers > 1,
         )
 
         hold_until = time.monotonic() + self.config.startup_wait

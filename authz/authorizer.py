@@ -136,6 +136,7 @@ class _Trace:
     rule: CompiledRule | None = None
     routed: list[str] = field(default_factory=list)  # providers a token was routed to
     identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
+    verified: int = 0  # identities verified in this check, not taken from the cache
 
     @property
     def provider(self) -> str | None:
@@ -308,7 +309,9 @@ class Authorizer:
             raise ClaimMismatch(
                 f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
             )
-        return self._allow(request, rule, trace.identities)
+        return replace(
+            self._allow(request, rule, trace.identities), cached_identity=trace.verified == 0
+        )
 
     def _candidates(self, rule: CompiledRule) -> list[ProviderRuntime]:
         return [self._providers[name] for name in rule.providers]
@@ -406,6 +409,7 @@ async def _verify_with_any(
         trace.routed.append(provider.name)
         try:
             trace.identities.append((provider, await provider.verifier.verify(token)))
+            trace.verified += 1
             return
         except CheckError as exc:
             first_error = first_error or exc

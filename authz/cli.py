@@ -21,6 +21,7 @@ from authz.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 from authz.errors import AuthzError
 from authz.jwks import hmac_key_set, parse_jwks
 from authz.policy import shadowed_rules
+from authz.workers import in_worker, supervise
 
 log = logging.getLogger("authz")
 
@@ -54,6 +55,8 @@ async def _serve(config: Config) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_and_validate(args.config)
+    if config.workers > 1 and not in_worker():
+        return supervise(args.config, config.workers, config.shutdown_grace)
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -328,6 +328,7 @@ class Config(Model):
     rules: list[Rule] = Field(min_length=1)
     shutdown_grace: PositiveSeconds = 10.0
     startup_wait: float = Field(default=0.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
     mode: Mode = "enforce"  # dry_run: allow everything, record what would have been denied
     expose_reasons: bool = False  # tell clients which rule and condition denied them
     max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from typing import Any
 
 import grpc
@@ -119,15 +120,42 @@ def _internal_error_response() -> Any:
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     MAX_PREBUILT_DENIALS = 1024
+    MAX_PREBUILT_ALLOWS = 4096
 
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
         self._internal_error = _internal_error_response()
         # Denials repeat (same status, headers and body per reason and host): build each once.
         self._denials: dict[tuple[Any, ...], Any] = {}
+        # A cached token yields the same claims object on every hit, and so the same answer
+        # for the same headers: the response (its metadata Struct above all) is built once.
+        # Each entry holds the claims objects it was built from and is used only while
+        # they are the very objects of the decision, so a recycled id() can never match.
+        self._allows: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
+
+    def _allow_response(self, decision: Decision) -> Any:
+        claims = tuple(decision.metadata.values())
+        key = (
+            tuple(id(c) for c in claims),
+            decision.upstream_headers,
+            decision.remove_headers,
+            decision.remove_query_params,
+            tuple(decision.metadata),
+        )
+        entry = self._allows.get(key)
+        if entry is not None and all(a is b for a, b in zip(entry[0], claims, strict=True)):
+            self._allows.move_to_end(key)
+            return entry[1]
+        response = to_check_response(decision)
+        self._allows[key] = (claims, response)
+        if len(self._allows) > self.MAX_PREBUILT_ALLOWS:
+            self._allows.popitem(last=False)
+        return response
 
     def _response(self, decision: Decision) -> Any:
         if decision.allowed:
+            if decision.cached_identity and decision.metadata:
+                return self._allow_response(decision)
             return to_check_response(decision)
         key = (decision.status, decision.response_headers, decision.body)
         response = self._denials.get(key)
@@ -156,12 +184,13 @@ class GrpcServer:
         *,
         max_request_bytes: int = 1 << 20,
         tls: tuple[bytes, bytes, bytes | None] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """``tls``: (certificate chain, private key, client CA or None) as PEM."""
         self._server = grpc.aio.server(
             options=[
                 ("grpc.enable_channelz", 0),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", max_request_bytes),
             ]
         )

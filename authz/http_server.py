@@ -22,8 +22,10 @@ class HttpServer:
         metrics: Metrics,
         ready: Callable[[], bool],
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._ssl = ssl_context
+        self._reuse_port = reuse_port
         self._host, self._port = _split(address)
         self._metrics = metrics
         self._ready = ready
@@ -37,7 +39,11 @@ class HttpServer:
     async def start(self) -> None:
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self._host, self._port, reuse_port=False, ssl_context=self._ssl
+            self._runner,
+            self._host,
+            self._port,
+            reuse_port=self._reuse_port,
+            ssl_context=self._ssl,
         )
         await site.start()
         self.port = self._runner.addresses[0][1]

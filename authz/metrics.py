@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 CHECK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
@@ -32,6 +35,7 @@ class Metrics:
             "Usable keys in the provider's current key set.",
             ("provider",),
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.jwks_refresh = Counter(
             "authz_jwks_refresh",
@@ -45,6 +49,7 @@ class Metrics:
             "Unix time of the provider's last successful key set load.",
             ("provider",),
             registry=self.registry,
+            multiprocess_mode="max",
         )
 
         self.unknown_kid_refetch = Counter(
@@ -55,6 +60,7 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._check_children: dict[tuple[str, str, str, str], Any] = {}
         self.dry_run = Counter(
             "authz_dry_run",
             "Checks of dry-run rules: the decision enforcement would have made, and why.",
@@ -65,7 +71,13 @@ class Metrics:
     def observe_check(
         self, decision: str, reason: str, provider: str, rule: str, seconds: float
     ) -> None:
-        self.checks.labels(decision, reason, provider, rule).inc()
+        # labels() validates on every call; the label sets are few (fixed codes, config
+        # names), so their children are looked up once.
+        key = (decision, reason, provider, rule)
+        child = self._check_children.get(key)
+        if child is None:
+            child = self._check_children[key] = self.checks.labels(*key)
+        child.inc()
         self.check_duration.observe(seconds)
 
     def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
@@ -82,4 +94,10 @@ class Metrics:
         self.unknown_kid_refetch.labels(provider, result).inc()
 
     def render(self) -> bytes:
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder:
+            # Several workers: add up every worker's samples (see authz/workers.py).
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -211,3 +211,26 @@ def test_header_map_lines_are_counted_before_joining() -> None:
         request.attributes.request.http.header_map.headers.add(key="x-a", raw_value=b"1")
     attributes = to_attributes(request)
     assert len(attributes.headers) == 1 and attributes.header_count == 500
+
+
+async def test_answers_for_cached_identities_are_reused_only_for_the_same_claims(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    async with App(app_config(jwks)) as app:
+        servicer = AuthorizationServicer(app.authorizer)
+        alice = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+        bob_token = rsa_signer.token(sub="bob", **wall_clock_claims())
+        bob = check_request(authorization=f"Bearer {bob_token}")
+        first = await servicer.Check(alice, None)  # verified now: built fresh
+        second = await servicer.Check(alice, None)  # from the token cache: built once more
+        third = await servicer.Check(alice, None)  # the same claims again: reused
+        assert third is second and first is not second
+        other = await servicer.Check(bob, None)
+        await servicer.Check(bob, None)
+        again = await servicer.Check(bob, None)
+        assert again is not third
+        subs = {
+            json_format.MessageToDict(r.dynamic_metadata)["corp"]["sub"] for r in (third, again)
+        }
+        assert subs == {"alice", "bob"}
+        assert json_format.MessageToDict(other.dynamic_metadata)["corp"]["sub"] == "bob"

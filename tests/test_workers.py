@@ -1,0 +1,87 @@
+"""workers: N processes share the ports, and metrics add up across them."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from dev.stack import OPENER, free_port
+from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
+from tests.test_grpc_server import check_request
+
+pytestmark = pytest.mark.e2e
+
+
+def metrics(port: int) -> str:
+    with OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "authz exited"
+        try:
+            with OPENER.open(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("authz did not become ready")
+
+
+def worker_pids(parent: int) -> set[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def test_two_workers_share_ports_and_metrics(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    config = {
+        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        "workers": 2,
+        "shutdown_grace": 2,
+        "providers": {
+            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
+        },
+        "rules": [{"requires": {"provider": "corp"}}],
+    }
+    path = tmp_path / "authz.yaml"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    try:
+        wait_ready(http_port, proc)
+        time.sleep(0.5)  # both workers up
+        assert len(worker_pids(proc.pid)) == 2
+        token = rsa_signer.token(**wall_clock_claims())
+        checks = 24
+        for _ in range(checks):  # a new connection each time: the kernel spreads them
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                response = stub.Check(check_request(authorization=f"Bearer {token}"), timeout=5)
+                assert response.HasField("ok_response")
+        pattern = re.compile(r'^authz_checks_total\{[^}]*reason="allowed"[^}]*\} (\S+)$', re.M)
+        for _ in range(4):  # whichever worker answers the scrape, the total is everyone's
+            totals = [float(v) for v in pattern.findall(metrics(http_port))]
+            assert sum(totals) == checks
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

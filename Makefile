@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format bench-jwks bench-policy clean
+.PHONY: install run test test-unit lint format bench bench-tools bench-jwks bench-policy clean
 
 install: $(STAMP)
 
@@ -31,6 +31,15 @@ lint: install
 	$(VENV)/bin/mypy authz
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
 	$(VENV)/bin/authz check-config -c deploy/authz.yaml
+
+## make bench: gRPC and through-Envoy benchmarks against their baselines -> BENCHMARKS.md.
+bench: install bench-tools
+	$(PY) -m pip install --quiet matplotlib
+	$(PY) -m bench.run
+
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
 
 ## make bench-jwks: random-kid flood and check latency while the IdP is down.
 bench-jwks: install

@@ -30,6 +30,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy authz
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
+	$(VENV)/bin/envoy --mode validate -c deploy/envoy-http.yaml --log-level error
 	$(VENV)/bin/authz check-config -c deploy/authz.yaml
 
 ## make bench: gRPC and through-Envoy benchmarks against their baselines -> BENCHMARKS.md.

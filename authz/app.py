@@ -14,6 +14,7 @@ from authz.config import Config, RemoteJwks
 from authz.crypto import assert_cryptography_backend
 from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.grpc_server import GrpcServer
+from authz.http_authz import HttpAuthzServer
 from authz.http_server import HttpServer
 from authz.jwks import KeySet
 from authz.key_sources import KeySource, build_key_source
@@ -46,6 +47,7 @@ class App:
         self._session: aiohttp.ClientSession | None = None
         self.sources: Mapping[str, KeySource] = {}
         self.grpc: GrpcServer | None = None
+        self.http_authz: HttpAuthzServer | None = None
         self.http: HttpServer | None = None
 
     @property
@@ -106,6 +108,13 @@ class App:
         # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
+        if self.config.http_authz is not None:
+            http_authz = self.config.http_authz
+            self.http_authz = HttpAuthzServer(
+                authorizer, http_authz.listen, http_authz.original_request, http_authz.path_prefix
+            )
+            await self.http_authz.start(reuse_port=self.config.workers > 1)
+            self._stack.push_async_callback(self.http_authz.stop)
         await self.grpc.start()
         self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
         await self._update_health()

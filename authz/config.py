@@ -73,6 +73,20 @@ class Tls(Model):
         return context
 
 
+class HttpAuthz(Model):
+    """The HTTP authorization endpoint, for proxies that ask over HTTP."""
+
+    listen: str
+    # Which headers say what the client asked for, and so are trusted for it:
+    # envoy: the request itself (Envoy http_service); nginx: X-Original-URI and
+    # X-Original-Method (auth_request); traefik: X-Forwarded-Method/-Uri/-Host (Traefik
+    # forwardAuth, Caddy forward_auth).
+    original_request: Literal["envoy", "nginx", "traefik"] = "envoy"
+    path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
+
+    _check = field_validator("listen")(_address)
+
+
 class Listen(Model):
     grpc: str = "127.0.0.1:9001"
     http: str = "127.0.0.1:9090"
@@ -321,6 +335,7 @@ class Provider(Model):
 
 class Config(Model):
     listen: Listen = Field(default_factory=Listen)
+    http_authz: HttpAuthz | None = None
     limits: Limits = Field(default_factory=Limits)
     token_cache: TokenCacheSettings = Field(default_factory=TokenCacheSettings)
     providers: dict[str, Provider] = Field(default_factory=dict)

@@ -53,15 +53,21 @@ def _endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
 EnvoyPatch = Callable[[dict[str, Any]], None]
 
 
-def render_envoy_config(ports: Ports, out: Path, patch: EnvoyPatch | None = None) -> Path:
-    config = yaml.safe_load(ENVOY_TEMPLATE.read_text())
+def render_envoy_config(
+    ports: Ports, out: Path, patch: EnvoyPatch | None = None, template: Path = ENVOY_TEMPLATE
+) -> Path:
+    """``template`` with its ports replaced; its ext_authz cluster points at authz's gRPC
+    port, or at the HTTP authorization port when the template uses http_service."""
+    config = yaml.safe_load(template.read_text())
+    http_mode = "http_service" in template.read_text()
     if patch is not None:
         patch(config)
     config["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=ports.envoy)
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    _endpoint(clusters["ext_authz"])["port_value"] = ports.authz_grpc
+    authz_port = ports.authz_http_authz if http_mode else ports.authz_grpc
+    _endpoint(clusters["ext_authz"])["port_value"] = authz_port
     _endpoint(clusters["upstream"])["port_value"] = ports.upstream
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
@@ -75,6 +81,11 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
             "http": f"127.0.0.1:{ports.authz_http}",
         },
         "shutdown_grace": 2,
+        "http_authz": {
+            "listen": f"127.0.0.1:{ports.authz_http_authz}",
+            "original_request": "envoy",
+            "path_prefix": "/authz",
+        },
         "providers": {
             "dev": {
                 "issuer": DEV_ISSUER,
@@ -121,6 +132,7 @@ class Ports:
     authz_grpc: int = field(default_factory=free_port)
     authz_http: int = field(default_factory=free_port)
     upstream: int = field(default_factory=free_port)
+    authz_http_authz: int = field(default_factory=free_port)
 
 
 # Loopback only: never route these through a proxy from the environment.
@@ -151,8 +163,10 @@ class Stack:
         config: dict[str, Any],
         ports: Ports,
         envoy_patch: EnvoyPatch | None = None,
+        envoy_template: Path = ENVOY_TEMPLATE,
     ) -> None:
         self.envoy_patch = envoy_patch
+        self.envoy_template = envoy_template
         self.workdir = workdir
         self.config = config
         self.ports = ports
@@ -177,7 +191,7 @@ class Stack:
                 "authz", [sys.executable, "-m", "authz", "serve", "-c", str(self.config_path)]
             )
             envoy_config = render_envoy_config(
-                self.ports, self.workdir / "envoy.yaml", self.envoy_patch
+                self.ports, self.workdir / "envoy.yaml", self.envoy_patch, self.envoy_template
             )
             envoy = self._spawn(
                 "envoy",

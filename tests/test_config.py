@@ -234,3 +234,10 @@ def test_load_reports_yaml_errors(tmp_path: Path) -> None:
 def test_example_config_is_valid() -> None:
     config = load_config(ROOT / "deploy" / "authz.yaml")
     assert config.rules
+
+
+def test_deploy_yaml_files_parse() -> None:
+    import yaml
+
+    for name in ("envoy.yaml", "envoy-http.yaml", "envoy-mtls-cluster.yaml", "traefik-dynamic.yml"):
+        assert yaml.safe_load((ROOT / "deploy" / name).read_text())

@@ -1,0 +1,109 @@
+"""The HTTP authorization adapter: Envoy's http_service mode, nginx auth_request, Traefik
+and Caddy forward auth, all served by the same authorizer as the gRPC endpoint.
+
+Only the request headers of the configured ``original_request`` style are trusted to say
+what the client asked for; a client cannot pick another style by sending other headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from aiohttp import web
+
+from authz.authorizer import Authorizer, deny
+from authz.errors import InvalidPath
+from authz.model import Decision, RequestAttributes
+
+log = logging.getLogger(__name__)
+
+Style = Literal["envoy", "nginx", "traefik"]
+REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
+# Headers that only carry the original request for a proxy; never treated as the client's.
+FORWARDING = {
+    "envoy": (),
+    "nginx": ("x-original-uri", "x-original-method"),
+    "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
+}
+
+
+def to_attributes(request: web.Request, style: Style, path_prefix: str) -> RequestAttributes:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if style == "envoy":
+        # Envoy sends the original method and headers, and the original path behind its
+        # http_service path_prefix.
+        path = request.raw_path
+        if path_prefix and path.startswith(path_prefix):
+            path = path[len(path_prefix) :] or "/"
+        return RequestAttributes(request.method, request.host, path, headers)
+    if style == "nginx":
+        original_path = headers.get("x-original-uri")
+        method = headers.get("x-original-method")
+        host = request.host
+    else:
+        original_path = headers.get("x-forwarded-uri")
+        method = headers.get("x-forwarded-method")
+        host = headers.get("x-forwarded-host", request.host)
+    if not original_path or not method:
+        raise InvalidPath(f"the {style} headers naming the original request are missing")
+    for name in FORWARDING[style]:
+        headers.pop(name, None)
+    return RequestAttributes(method.upper(), host, original_path, headers)
+
+
+def to_response(decision: Decision, style: Style) -> web.Response:
+    if not decision.allowed:
+        return web.Response(
+            status=decision.status,
+            headers=dict(decision.response_headers),
+            body=decision.body.encode(),
+        )
+    headers = dict(decision.upstream_headers)
+    if decision.remove_headers and style == "envoy":
+        # Envoy removes these from the upstream request (identity headers a client sent,
+        # the token); nginx and Traefik overwrite them with what authz returns instead.
+        headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
+    return web.Response(status=200, headers=headers)
+
+
+class HttpAuthzServer:
+    """A listener answering every path with a decision (Envoy appends the original path)."""
+
+    def __init__(
+        self, authorizer: Authorizer, address: str, style: Style, path_prefix: str = ""
+    ) -> None:
+        self._authorizer = authorizer
+        self._style = style
+        self._prefix = path_prefix.rstrip("/")
+        host, _, port = address.rpartition(":")
+        self._host, self._port = host.strip("[]"), int(port)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._check)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.port = 0
+
+    async def start(self, reuse_port: bool = False) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=reuse_port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def _check(self, request: web.Request) -> web.Response:
+        try:
+            try:
+                attributes = to_attributes(request, self._style, self._prefix)
+            except InvalidPath as exc:
+                placeholder = RequestAttributes(request.method, request.host, "/", {})
+                return to_response(deny(exc, placeholder, None, None), self._style)
+            return to_response(await self._authorizer.check(attributes), self._style)
+        except Exception as exc:  # fail closed: never a 5xx page from aiohttp, never an allow
+            log.error("HTTP check adapter failed with %s", type(exc).__name__)
+            return web.Response(
+                status=503,
+                content_type="application/json",
+                text='{"error": "temporarily_unavailable", "error_description": "internal error"}',
+            )

@@ -1,0 +1,163 @@
+"""End to end over HTTP authorization: Envoy http_service (deploy/envoy-http.yaml) and
+nginx auth_request (deploy/nginx.conf), each through the real proxy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.stack import DEV_AUDIENCE, DEV_ISSUER, OPENER, ROOT, Ports, Stack, dev_config, free_port
+from tests.conftest import Signer, wall_clock_claims
+from tests.test_e2e import call
+
+pytestmark = pytest.mark.e2e
+
+
+def minted(signer: Signer, **claims: Any) -> str:
+    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
+
+
+@pytest.fixture(scope="module")
+def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("envoy-http")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    stack = Stack(
+        workdir, dev_config(jwks, ports), ports, envoy_template=ROOT / "deploy" / "envoy-http.yaml"
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_envoy_http_service_allows_with_identity_headers(envoy_http: Stack, rsa_signer: Signer):
+    token = minted(rsa_signer, realm_access={"roles": ["user"]})
+    status, _, echo = call(
+        envoy_http,
+        "/hello?x=1",
+        authorization=f"Bearer {token}",
+        x_user_id="mallory",
+        x_user_roles="admin",
+        cookie=f"theme=dark; session={token}",
+    )
+    assert status == 200
+    headers = echo["headers"]
+    assert headers["x-user-id"] == "alice"
+    assert headers["x-user-roles"] == "user"
+    assert "authorization" not in headers  # removed through x-envoy-auth-headers-to-remove
+    assert headers["cookie"] == "theme=dark"
+    assert echo["path"] == "/hello?x=1"
+    spoof_only = call(envoy_http, "/healthz", x_user_id="mallory", x_jwt_payload="forged")
+    assert spoof_only[0] == 200
+    assert "x-user-id" not in spoof_only[2]["headers"]
+    assert "x-jwt-payload" not in spoof_only[2]["headers"]
+
+
+def test_envoy_http_service_denies(envoy_http: Stack, rsa_signer: Signer) -> None:
+    status, headers, body = call(envoy_http, "/hello")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer realm=")
+    assert body["error"] == "unauthorized"
+    expired = minted(rsa_signer, exp=1_600_000_000, iat=1_599_999_000)
+    status, headers, _ = call(envoy_http, "/hello", authorization=f"Bearer {expired}")
+    assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
+    reader = minted(rsa_signer, scope="read")
+    status, headers, _ = call(envoy_http, "/items", "POST", authorization=f"Bearer {reader}")
+    assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+@pytest.fixture(scope="module")
+def nginx(
+    tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer
+) -> Iterator[tuple[int, Stack]]:
+    if NGINX is None:
+        pytest.fail("nginx is not installed: .ci/run installs Debian's nginx")
+    workdir = tmp_path_factory.mktemp("nginx")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    config = dev_config(jwks, ports)
+    config["http_authz"] = {
+        "listen": f"127.0.0.1:{ports.authz_http_authz}",
+        "original_request": "nginx",
+    }
+    # authz and the echo upstream from the stack; nginx instead of Envoy in front.
+    stack = Stack(workdir, config, ports)
+    stack.start()
+    listen = free_port()
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    text = (
+        text.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
+        .replace("127.0.0.1:9002", f"127.0.0.1:{ports.authz_http_authz}")
+        .replace("127.0.0.1:8080", f"127.0.0.1:{ports.upstream}")
+        .replace("pid /run/nginx-authz.pid;", f"pid {workdir}/nginx.pid;")
+    )
+    conf = workdir / "nginx.conf"
+    conf.write_text(text)
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                OPENER.open(f"http://127.0.0.1:{listen}/healthz", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield listen, stack
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        stack.stop()
+
+
+def nginx_call(
+    port: int, path: str, method: str = "GET", **headers: str
+) -> tuple[int, dict[str, str], str]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            method, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
+        response = connection.getresponse()
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read().decode(),
+        )
+    finally:
+        connection.close()
+
+
+def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:
+    port, _ = nginx
+    token = minted(rsa_signer)
+    status, _, body = nginx_call(
+        port, "/hello", authorization=f"Bearer {token}", x_user_id="mallory"
+    )
+    assert status == 200
+    echo = json.loads(body)
+    assert echo["headers"]["x-user-id"] == "alice"
+    assert "authorization" not in echo["headers"]
+    status, headers, _ = nginx_call(port, "/hello")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer realm=")
+    reader = minted(rsa_signer, scope="read")
+    status, headers, _ = nginx_call(port, "/items", "POST", authorization=f"Bearer {reader}")
+    assert status == 403
+    assert 'error="insufficient_scope"' in headers["www-authenticate"]
+    public = nginx_call(port, "/healthz", x_user_id="mallory")
+    assert public[0] == 200 and "x-user-id" not in json.loads(public[2])["headers"]

@@ -1,0 +1,104 @@
+"""The HTTP authorization endpoint in each style, against a running App."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from authz.app import App
+from authz.config import parse_config
+from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
+
+
+def config(jwks: dict[str, Any], style: str) -> Any:
+    return parse_config(
+        {
+            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+            "http_authz": {
+                "listen": "127.0.0.1:0",
+                "original_request": style,
+                "path_prefix": "/authz",
+            },
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks": {"inline": jwks},
+                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
+                }
+            },
+            "rules": [
+                {"match": {"prefix": "/public"}, "public": True},
+                {"match": {"prefix": "/", "methods": ["GET"]}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+
+
+async def ask(app: App, path: str, method: str = "GET", **headers: str) -> aiohttp.ClientResponse:
+    assert app.http_authz is not None
+    async with aiohttp.ClientSession() as session:
+        response = await session.request(
+            method,
+            f"http://127.0.0.1:{app.http_authz.port}{path}",
+            headers={k.replace("_", "-"): v for k, v in headers.items()},
+        )
+        await response.read()
+        return response
+
+
+async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        allowed = await ask(app, "/authz/items?x=1", authorization=f"Bearer {token}")
+        assert allowed.status == 200
+        assert allowed.headers["x-user-id"] == "alice"
+        removed = allowed.headers["x-envoy-auth-headers-to-remove"].split(",")
+        assert "authorization" in removed
+        denied = await ask(app, "/authz/items")
+        assert denied.status == 401
+        assert denied.headers["www-authenticate"].startswith("Bearer realm=")
+        assert json.loads(await denied.read())["error"] == "unauthorized"
+        wrong_method = await ask(app, "/authz/items", "POST", authorization=f"Bearer {token}")
+        assert wrong_method.status == 403  # the original method reaches the rules
+
+
+@pytest.mark.parametrize(
+    ("style", "good", "spoof"),
+    [
+        (
+            "nginx",
+            {"x_original_uri": "/items", "x_original_method": "GET"},
+            {"x_forwarded_uri": "/public", "x_forwarded_method": "GET"},
+        ),
+        (
+            "traefik",
+            {
+                "x_forwarded_uri": "/items",
+                "x_forwarded_method": "GET",
+                "x_forwarded_host": "api.test",
+            },
+            {"x_original_uri": "/public", "x_original_method": "GET"},
+        ),
+    ],
+)
+async def test_forwarding_styles_trust_only_their_own_headers(
+    jwks: dict[str, Any],
+    rsa_signer: Signer,
+    style: str,
+    good: dict[str, str],
+    spoof: dict[str, str],
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, style)) as app:
+        allowed = await ask(app, "/check", authorization=f"Bearer {token}", **good)
+        assert allowed.status == 200 and allowed.headers["x-user-id"] == "alice"
+        assert "x-envoy-auth-headers-to-remove" not in allowed.headers
+        # The other style's headers claim a public path: they are not trusted here.
+        refused = await ask(app, "/check", **spoof)
+        assert refused.status == 400
+        no_token = await ask(app, "/check", **good)
+        assert no_token.status == 401

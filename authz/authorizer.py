@@ -309,9 +309,7 @@ class Authorizer:
             raise ClaimMismatch(
                 f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
             )
-        return replace(
-            self._allow(request, rule, trace.identities), cached_identity=trace.verified == 0
-        )
+        return self._allow(request, rule, trace.identities, cached=trace.verified == 0)
 
     def _candidates(self, rule: CompiledRule) -> list[ProviderRuntime]:
         return [self._providers[name] for name in rule.providers]
@@ -333,6 +331,8 @@ class Authorizer:
         request: RequestAttributes,
         rule: CompiledRule,
         identities: list[tuple[ProviderRuntime, Identity]],
+        *,
+        cached: bool = False,
     ) -> Decision:
         cap = self._max_header_bytes
         upstream: dict[str, str] = {}
@@ -375,6 +375,7 @@ class Authorizer:
             remove_headers=tuple(dict.fromkeys(remove)),
             remove_query_params=tuple(dict.fromkeys(remove_params)),
             metadata={provider.name: identity.claims for provider, identity in identities},
+            cached_identity=cached,
         )
 
 

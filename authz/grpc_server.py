@@ -120,7 +120,7 @@ def _internal_error_response() -> Any:
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     MAX_PREBUILT_DENIALS = 1024
-    MAX_PREBUILT_ALLOWS = 4096
+    MAX_PREBUILT_ALLOWS = 1024  # each keeps its claims alive, outside the cache's byte bound
 
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer

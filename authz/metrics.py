@@ -35,7 +35,7 @@ class Metrics:
             "Usable keys in the provider's current key set.",
             ("provider",),
             registry=self.registry,
-            multiprocess_mode="max",
+            multiprocess_mode="min",  # the worst worker shows
         )
         self.jwks_refresh = Counter(
             "authz_jwks_refresh",
@@ -49,7 +49,7 @@ class Metrics:
             "Unix time of the provider's last successful key set load.",
             ("provider",),
             registry=self.registry,
-            multiprocess_mode="max",
+            multiprocess_mode="min",  # the worst worker shows
         )
 
         self.unknown_kid_refetch = Counter(

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from authz.config import Provider
 from authz.errors import (
     AlgorithmNotAllowed,
+    CheckError,
     InvalidAudience,
     InvalidClaims,
     InvalidIssuer,
@@ -253,7 +254,12 @@ class Verifier:
         if entry.keys is not self.keys.current():
             self.cache.drop(self.provider, digest)  # its key may have left the key set
             return None
-        self._check_time(entry.exp, entry.nbf)
+        try:
+            self._check_time(entry.exp, entry.nbf)
+        except CheckError:
+            # Expired (or not yet valid): drop it; the full path gives the answer.
+            self.cache.drop(self.provider, digest)
+            return None
         return entry.identity
 
     async def verify(self, token: ParsedToken) -> Identity:

@@ -416,7 +416,19 @@ def envoy(workdir: Path, mode: str, jwks: dict[str, Any], authz_port: int = 0) -
 # --- scenarios ----------------------------------------------------------------------
 
 
+def assert_allowed(port: int, frame: bytes) -> None:
+    """gRPC answers 200 for denials too: make sure the request under load is an allow."""
+    import grpc
+    from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        response = stub.Check(external_auth_pb2.CheckRequest.FromString(frame[5:]), timeout=5)
+    assert response.WhichOneof("http_response") in (None, "ok_response"), response
+
+
 def measure_h2load(server: Server, frame: bytes, workdir: Path, name: str, group: str) -> Row:
+    assert_allowed(server.port, frame)
     h2load(server.port, frame, workdir)  # warm-up: caches, JIT-free but connection setup
     before = server.cpu_seconds()
     rps, p50, p99 = h2load(server.port, frame, workdir)

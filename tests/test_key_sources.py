@@ -409,3 +409,18 @@ async def test_a_cancelled_check_does_not_cancel_the_shared_refetch(
     await wait_for(lambda: source.current() is not None)
     await wait_for(lambda: events.kids == ["ok"])
     await source.stop()
+
+
+async def test_an_unchanged_jwks_keeps_its_key_set(
+    idp: FakeIdp, session, rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    source = remote(idp.uri, session, events)
+    assert await source.refresh()
+    first = source.current()
+    assert await source.refresh()
+    assert source.current() is first  # same body: same set, and the tokens cached under it
+    idp.serve({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
+    assert await source.refresh()
+    assert source.current() is not first

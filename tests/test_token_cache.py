@@ -24,10 +24,10 @@ def test_lru_bounded_by_count_and_bytes() -> None:
     cache.put("corp", bytes([9]), identity(), None, None, None)
     assert cache.get("corp", bytes([2])) is None and cache.get("corp", bytes([1])) is not None
 
-    small = TokenCache(max_entries=100, max_bytes=4000)
+    small = TokenCache(max_entries=100, max_bytes=5000)
     for i in range(10):
         small.put("corp", bytes([i]), identity("y" * 300), None, None, None)
-    assert small.bytes <= 4000 and len(small) == 2
+    assert small.bytes <= 5000 and len(small) == 2
     small.drop("corp", bytes([9]))
     assert len(small) == 1
 
@@ -70,8 +70,10 @@ async def test_verified_tokens_are_cached_and_rechecked_in_time(rsa_signer: Sign
     assert cache.hits == 1
 
     clock.now += 100 + 61  # past exp and the clock skew
+    assert v.cached(token) is None  # dropped: the full path gives the answer
+    assert len(cache) == 0
     with pytest.raises(CheckError) as expired:
-        v.cached(token)
+        await v.verify(parse_token(token))
     assert expired.value.reason == "token_expired"
 
 
@@ -99,7 +101,14 @@ async def test_entries_die_with_their_key_set(rsa_signer: Signer, other_rsa_sign
     assert gone.value.reason == "unknown_kid"
 
 
-def test_the_cache_keeps_a_hash_not_the_token(rsa_signer: Signer) -> None:
+async def test_the_cache_keeps_a_hash_not_the_token(rsa_signer: Signer) -> None:
+    keys = FixedKeys(parse_jwks({"keys": [rsa_signer.jwk]}, ("RS256",)))
+    cache = TokenCache()
     token = rsa_signer.token()
-    assert len(token_digest(token)) == 16
-    assert token_digest(token) != token_digest(token + "x")
+    await verifier(keys, cache, Clock()).verify(parse_token(token))
+    [(provider, digest)] = list(cache._entries)
+    assert (provider, digest) == ("corp", token_digest(token))
+    entry = cache._entries[(provider, digest)]
+    # What is kept: the hash and the verified payload; never the header or the signature.
+    header, _, signature = token.split(".")
+    assert signature not in repr(entry) and header not in repr(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -85,3 +86,67 @@ def test_two_workers_share_ports_and_metrics(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_worker_that_dies_takes_the_set_down_with_a_failure(
+    tmp_path: Path, jwks: dict[str, Any]
+) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    config = {
+        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        "workers": 2,
+        "shutdown_grace": 1,
+        "providers": {
+            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
+        },
+        "rules": [{"requires": {"provider": "corp"}}],
+    }
+    path = tmp_path / "authz.yaml"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    try:
+        wait_ready(http_port, proc)
+        time.sleep(0.5)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2
+        # One worker stops on its own (even cleanly): the supervisor must not report success.
+        os.kill(next(iter(workers)), signal.SIGTERM)
+        assert proc.wait(timeout=20) == 1
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_workers_die_with_a_killed_supervisor(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    config = {
+        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        "workers": 2,
+        "providers": {
+            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
+        },
+        "rules": [{"requires": {"provider": "corp"}}],
+    }
+    path = tmp_path / "authz.yaml"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    wait_ready(http_port, proc)
+    time.sleep(0.5)
+    workers = worker_pids(proc.pid)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived the supervisor"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

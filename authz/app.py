@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 
-from authz.authorizer import Authorizer, build_providers
-from authz.config import Config, RemoteJwks
+from authz.authorizer import Authorizer, CurrentAuthorizer, build_providers
+from authz.config import Config, RemoteJwks, load_config
 from authz.crypto import assert_cryptography_backend
+from authz.errors import AuthzError
 from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.grpc_server import GrpcServer
 from authz.http_authz import HttpAuthzServer
@@ -36,7 +40,14 @@ class App:
         *,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
+        config_path: str | Path | None = None,
+        watch_interval_s: float = 2.0,
     ) -> None:
+        self.config_path = Path(config_path) if config_path is not None else None
+        self._watch_interval_s = watch_interval_s
+        self._reload_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
         assert_cryptography_backend()
         self.config = config
         self.metrics = Metrics()
@@ -47,6 +58,7 @@ class App:
         self._session: aiohttp.ClientSession | None = None
         self.sources: Mapping[str, KeySource] = {}
         self.grpc: GrpcServer | None = None
+        self.authorizer: CurrentAuthorizer | None = None
         self.http_authz: HttpAuthzServer | None = None
         self.http: HttpServer | None = None
 
@@ -73,17 +85,23 @@ class App:
             ssl_context=ssl_context_for(str(settings.ca_file) if settings.ca_file else None),
         )
 
+    def _authorizer_for(self, config: Config, sources: Mapping[str, KeySource]) -> Authorizer:
+        # A fresh token cache per config: a provider's settings may have changed.
+        settings = config.token_cache
+        self.token_cache = TokenCache(settings.max_entries, settings.max_bytes)
+        providers = build_providers(config, sources, self._clock, self.token_cache)
+        for warning in shadowed_rules(config):
+            log.warning("%s", warning)
+        return Authorizer.from_config(config, providers, self._observe)
+
     async def _start(self) -> None:
         self.sources = {
             name: build_key_source(name, provider, self, self._fetcher_for, self._monotonic)
             for name, provider in self.config.providers.items()
         }
-        settings = self.config.token_cache
-        self.token_cache = TokenCache(settings.max_entries, settings.max_bytes)
-        providers = build_providers(self.config, self.sources, self._clock, self.token_cache)
-        for warning in shadowed_rules(self.config):
-            log.warning("%s", warning)
-        self.authorizer = authorizer = Authorizer.from_config(self.config, providers, self._observe)
+        self.authorizer = authorizer = CurrentAuthorizer(
+            self._authorizer_for(self.config, self.sources)
+        )
         listen = self.config.listen
         self.grpc = GrpcServer(
             authorizer,
@@ -117,8 +135,96 @@ class App:
             self._stack.push_async_callback(self.http_authz.stop)
         await self.grpc.start()
         self._stack.push_async_callback(self.grpc.stop, self.config.shutdown_grace)
+        if self.config_path is not None:
+            # The file as it is now, before the first loop turn: a change from here on counts.
+            signature = self._file_signature()
+            self._watcher = asyncio.create_task(self._watch_config(signature), name="config-watch")
+            self._stack.push_async_callback(self._stop_reloading)
         await self._update_health()
         log.info("authz serving: grpc on port %d, http on port %d", self.grpc.port, self.http.port)
+
+    # --- hot reload -------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Reload soon (SIGHUP); the task is owned here and awaited at stop."""
+        task = asyncio.create_task(self.reload(), name="config-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        assert self.config_path is not None
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    async def _watch_config(self, seen: tuple[int, int, int] | None) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval_s)
+            signature = self._file_signature()
+            if signature != seen and signature is not None:
+                seen = signature
+                await self.reload()
+
+    async def _stop_reloading(self) -> None:
+        tasks = [t for t in (self._watcher, *self._reloads) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reload(self) -> bool:
+        """Load, validate and build the config file's new version, then swap it in whole.
+
+        A file that does not load or build leaves the running config in place.
+        """
+        if self.config_path is None or self.authorizer is None:
+            return False
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+                authorizer, sources, started = await self._build_for(config)
+            except (AuthzError, OSError) as exc:
+                log.error("config reload failed, keeping the running config: %s", exc)
+                self.metrics.observe_reload("failed")
+                return False
+            for field_name in ("listen", "http_authz", "workers", "limits"):
+                if getattr(config, field_name) != getattr(self.config, field_name):
+                    log.warning("config reload: %s changes need a restart to apply", field_name)
+            retired = [s for n, s in self.sources.items() if sources.get(n) is not s]
+            self.authorizer.current = authorizer
+            self.sources, self.config = sources, config
+            for source in started:
+                self._stack.push_async_callback(source.stop)
+            for source in retired:
+                await source.stop()
+            self.metrics.observe_reload("ok")
+            await self._update_health()
+            log.info("config reloaded from %s", self.config_path)
+            return True
+
+    async def _build_for(
+        self, config: Config
+    ) -> tuple[Authorizer, dict[str, KeySource], list[KeySource]]:
+        """Key sources (unchanged providers keep theirs, and their keys) and an authorizer."""
+        sources: dict[str, KeySource] = {}
+        started: list[KeySource] = []
+        try:
+            for name, provider in config.providers.items():
+                if self.config.providers.get(name) == provider and name in self.sources:
+                    sources[name] = self.sources[name]
+                    continue
+                source = build_key_source(name, provider, self, self._fetcher_for, self._monotonic)
+                await source.start()
+                started.append(source)
+                sources[name] = source
+            return self._authorizer_for(config, sources), sources, started
+        except BaseException:
+            for source in started:
+                await source.stop()
+            raise
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING, let in-flight checks finish, then close in reverse order."""

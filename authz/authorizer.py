@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from authz.conditions import EvalContext
 from authz.config import Config, Limits
@@ -145,6 +146,26 @@ class _Trace:
         if self.rule is not None and len(self.rule.providers) == 1:
             return self.rule.providers[0]
         return None
+
+
+class Checker(Protocol):
+    """What the adapters call: an Authorizer, or the App's swappable reference to one."""
+
+    async def check(self, request: RequestAttributes) -> Decision: ...
+
+
+class CurrentAuthorizer:
+    """The authorizer in use, replaced whole on a config reload.
+
+    A check reads ``current`` once and finishes with that authorizer, so checks in flight
+    during a reload are answered by the old config and later ones by the new: none fail.
+    """
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.current = authorizer
+
+    async def check(self, request: RequestAttributes) -> Decision:
+        return await self.current.check(request)
 
 
 class Authorizer:

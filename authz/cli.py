@@ -41,13 +41,15 @@ def _load_and_validate(path: str) -> Config:
     return config
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, path: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(config)
+    app = App(config, config_path=path)
     await app.start()
+    # SIGHUP, and any change to the file, reload the config without a restart.
+    loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     await stop.wait()
     log.info("shutting down: draining for up to %.0fs", config.shutdown_grace)
     await app.stop()
@@ -67,9 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, args.config))
     else:
-        uvloop.run(_serve(config))
+        uvloop.run(_serve(config, args.config))
     return 0
 
 

@@ -20,7 +20,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from authz.authorizer import Authorizer
+from authz.authorizer import Checker
 from authz.model import Decision, RequestAttributes
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     MAX_PREBUILT_DENIALS = 1024
     MAX_PREBUILT_ALLOWS = 1024  # each keeps its claims alive, outside the cache's byte bound
 
-    def __init__(self, authorizer: Authorizer) -> None:
+    def __init__(self, authorizer: Checker) -> None:
         self._authorizer = authorizer
         self._internal_error = _internal_error_response()
         # Denials repeat (same status, headers and body per reason and host): build each once.
@@ -179,7 +179,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        authorizer: Authorizer,
+        authorizer: Checker,
         address: str,
         *,
         max_request_bytes: int = 1 << 20,

@@ -12,7 +12,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from authz.authorizer import Authorizer, deny
+from authz.authorizer import Checker, deny
 from authz.errors import InvalidPath
 from authz.model import Decision, RequestAttributes
 
@@ -71,7 +71,7 @@ class HttpAuthzServer:
     """A listener answering every path with a decision (Envoy appends the original path)."""
 
     def __init__(
-        self, authorizer: Authorizer, address: str, style: Style, path_prefix: str = ""
+        self, authorizer: Checker, address: str, style: Style, path_prefix: str = ""
     ) -> None:
         self._authorizer = authorizer
         self._style = style

@@ -61,12 +61,29 @@ class Metrics:
         )
 
         self._check_children: dict[tuple[str, str, str, str], Any] = {}
+        self.config_reload = Counter(
+            "authz_config_reload",
+            "Config reloads by result (ok, failed).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.config_last_reload = Gauge(
+            "authz_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config reload.",
+            registry=self.registry,
+            multiprocess_mode="min",
+        )
         self.dry_run = Counter(
             "authz_dry_run",
             "Checks of dry-run rules: the decision enforcement would have made, and why.",
             ("rule", "decision", "reason"),
             registry=self.registry,
         )
+
+    def observe_reload(self, result: str) -> None:
+        self.config_reload.labels(result).inc()
+        if result == "ok":
+            self.config_last_reload.set(time.time())
 
     def observe_check(
         self, decision: str, reason: str, provider: str, rule: str, seconds: float

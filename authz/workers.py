@@ -57,8 +57,14 @@ def supervise(config_path: str, workers: int, grace_s: float) -> int:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
+    def reload(signum: int, _: FrameType | None) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)  # each worker reloads its own config
     parent = os.getpid()
     try:
         # A stop signal during start-up waits until every started worker can receive it.

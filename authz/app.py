@@ -15,6 +15,7 @@ import aiohttp
 from authz.authorizer import Authorizer, CurrentAuthorizer, build_providers
 from authz.config import Config, RemoteJwks, load_config
 from authz.crypto import assert_cryptography_backend
+from authz.decision_log import DecisionLog
 from authz.errors import AuthzError
 from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.grpc_server import GrpcServer
@@ -23,7 +24,7 @@ from authz.http_server import HttpServer
 from authz.jwks import KeySet
 from authz.key_sources import KeySource, build_key_source
 from authz.metrics import Metrics
-from authz.model import Decision
+from authz.model import Decision, RequestAttributes
 from authz.policy import shadowed_rules
 from authz.token_cache import TokenCache
 from authz.verify import Clock
@@ -59,6 +60,7 @@ class App:
         self.sources: Mapping[str, KeySource] = {}
         self.grpc: GrpcServer | None = None
         self.authorizer: CurrentAuthorizer | None = None
+        self._decisions = DecisionLog(config.decision_log)
         self.http_authz: HttpAuthzServer | None = None
         self.http: HttpServer | None = None
 
@@ -194,6 +196,7 @@ class App:
                 if getattr(config, field_name) != getattr(self.config, field_name):
                     log.warning("config reload: %s changes need a restart to apply", field_name)
             retired = [s for n, s in self.sources.items() if sources.get(n) is not s]
+            self._decisions = DecisionLog(config.decision_log)
             self.authorizer.current = authorizer
             self.sources, self.config = sources, config
             for source in started:
@@ -240,7 +243,9 @@ class App:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def _observe(self, decision: Decision, seconds: float) -> None:
+    def _observe(self, request: RequestAttributes, decision: Decision, seconds: float) -> None:
+        if self.config.decision_log.enabled:
+            self._decisions.record(request, decision, seconds)
         self.metrics.observe_check(
             "allow" if decision.allowed else "deny",
             decision.reason,

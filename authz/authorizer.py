@@ -33,7 +33,7 @@ from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[Decision, float], None]
+Observer = Callable[[RequestAttributes, Decision, float], None]
 DRY_RUN_HEADER = "x-authz-dry-run"
 _REALM_UNSAFE = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
 
@@ -246,7 +246,7 @@ class Authorizer:
         if self._dry_run(trace.rule):
             decision = self._dry_run_allow(request, decision, trace)
         if self._observe is not None:
-            self._observe(decision, time.perf_counter() - started)
+            self._observe(request, decision, time.perf_counter() - started)
         return decision
 
     def _within_limits(self, request: RequestAttributes) -> None:

@@ -96,6 +96,16 @@ class Listen(Model):
     _check = field_validator("grpc", "http")(_address)
 
 
+class DecisionLogSettings(Model):
+    """One structured line per decision (see authz/decision_log.py)."""
+
+    enabled: bool = False
+    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    allow_sample_rate: float = Field(default=1.0, ge=0, le=1)  # denials are always logged
+    log_subject: bool = False  # add the token's sub; no other claim is ever logged
+
+
 class TokenCacheSettings(Model):
     """Verified tokens kept so a repeated token skips parsing and signature checks."""
 
@@ -338,6 +348,7 @@ class Config(Model):
     http_authz: HttpAuthz | None = None
     limits: Limits = Field(default_factory=Limits)
     token_cache: TokenCacheSettings = Field(default_factory=TokenCacheSettings)
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
     providers: dict[str, Provider] = Field(default_factory=dict)
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)

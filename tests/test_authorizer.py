@@ -55,7 +55,7 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[tuple[Decision, float]] = []
 
-    def __call__(self, decision: Decision, seconds: float) -> None:
+    def __call__(self, request: RequestAttributes, decision: Decision, seconds: float) -> None:
         self.seen.append((decision, seconds))
 
 

@@ -35,7 +35,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Itera
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = {**dev_config(jwks, ports), "log_level": "DEBUG"}
+    config = {
+        **dev_config(jwks, ports),
+        "log_level": "DEBUG",
+        "decision_log": {"enabled": True, "log_subject": True},
+    }
     running = Stack(workdir, config, ports, envoy_patch=echo_metadata)
     running.start()
     yield running
@@ -211,6 +215,8 @@ def test_graceful_shutdown_and_no_secrets_in_logs(stack: Stack) -> None:
     log = stack.log("authz")
     assert "shutting down" in log
     assert "deny token_expired" in log  # DEBUG logging was on while tokens flowed
+    assert '"decision":"allow"' in log and '"reason":"token_expired"' in log  # decision log
+    assert '"subject":"alice"' in log and "realm_access" not in log
     for sent in SENT_TOKENS:
         assert sent not in log
         assert sent.split(".")[2] not in log

@@ -1,0 +1,63 @@
+"""One line per decision, for audit: JSON (default) or plain text for development.
+
+Each line has the time, Envoy's x-request-id, the rule, the provider, the decision, the
+reason and the latency; the subject (`sub`) only with `log_subject: true`. Never the
+token, and no other claim. Allows may be sampled; denials are always written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from authz.config import DecisionLogSettings
+from authz.model import Decision, RequestAttributes
+
+log = logging.getLogger("authz.decisions")
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        settings: DecisionLogSettings,
+        *,
+        sample: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._level = _LEVELS[settings.level]
+        self._sample = sample
+        self._clock = clock
+
+    def record(self, request: RequestAttributes, decision: Decision, seconds: float) -> None:
+        settings = self._settings
+        if decision.allowed and self._sample() >= settings.allow_sample_rate:
+            return
+        if not log.isEnabledFor(self._level):
+            return
+        entry: dict[str, Any] = {
+            "time": round(self._clock(), 3),
+            "request_id": request.headers.get("x-request-id"),
+            "decision": "allow" if decision.allowed else "deny",
+            "status": decision.status,
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "provider": decision.provider,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        if decision.dry_run is not None:
+            entry["dry_run"] = {"decision": decision.dry_run[0], "reason": decision.dry_run[1]}
+        if settings.log_subject and decision.provider:
+            claims = decision.metadata.get(decision.provider)
+            subject = claims.get("sub") if isinstance(claims, dict) else None
+            if isinstance(subject, str):
+                entry["subject"] = subject
+        if settings.format == "json":
+            log.log(self._level, "%s", json.dumps(entry, separators=(",", ":")))
+        else:
+            log.log(self._level, "%s", " ".join(f"{k}={v}" for k, v in entry.items()))

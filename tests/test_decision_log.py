@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from authz.config import DecisionLogSettings
+from authz.decision_log import DecisionLog
+from authz.model import Decision, RequestAttributes
+
+REQUEST = RequestAttributes(
+    "GET", "h", "/x", {"x-request-id": "req-1", "authorization": "Bearer t"}
+)
+ALLOW = Decision(
+    allowed=True,
+    status=200,
+    reason="allowed",
+    rule="api",
+    provider="corp",
+    metadata={"corp": {"sub": "alice", "email": "alice@example.com"}},
+)
+DENY = Decision(allowed=False, status=401, reason="token_expired", rule="api", provider="corp")
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "authz.decisions"]
+
+
+def test_json_lines_without_claims(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    log = DecisionLog(DecisionLogSettings(enabled=True), clock=lambda: 1700000000.0)
+    log.record(REQUEST, ALLOW, 0.00025)
+    log.record(REQUEST, DENY, 0.001)
+    allow, deny = (json.loads(line) for line in lines(caplog))
+    assert allow == {
+        "time": 1700000000.0,
+        "request_id": "req-1",
+        "decision": "allow",
+        "status": 200,
+        "reason": "allowed",
+        "rule": "api",
+        "provider": "corp",
+        "latency_ms": 0.25,
+    }
+    assert deny["decision"] == "deny" and deny["reason"] == "token_expired"
+    assert "alice" not in caplog.text and "Bearer" not in caplog.text
+
+
+def test_subject_only_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    DecisionLog(DecisionLogSettings(enabled=True, log_subject=True)).record(REQUEST, ALLOW, 0.0)
+    entry = json.loads(lines(caplog)[0])
+    assert entry["subject"] == "alice"
+    assert "alice@example.com" not in caplog.text
+
+
+def test_allows_are_sampled_denials_never(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    draws = iter([0.05, 0.5, 0.95, 0.99])
+    log = DecisionLog(
+        DecisionLogSettings(enabled=True, allow_sample_rate=0.1), sample=lambda: next(draws)
+    )
+    for _ in range(3):
+        log.record(REQUEST, ALLOW, 0.0)
+    log.record(REQUEST, DENY, 0.0)
+    decisions = [json.loads(line)["decision"] for line in lines(caplog)]
+    assert decisions == ["allow", "deny"]
+
+
+def test_text_format_and_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    DecisionLog(DecisionLogSettings(enabled=True, format="text")).record(REQUEST, DENY, 0.0)
+    assert "decision=deny status=401 reason=token_expired" in lines(caplog)[0]
+    quiet: Any = DecisionLog(DecisionLogSettings(enabled=True, level="DEBUG"))
+    quiet.record(REQUEST, DENY, 0.0)
+    assert len(lines(caplog)) == 1  # DEBUG lines are not written at INFO

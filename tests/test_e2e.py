@@ -216,7 +216,7 @@ def test_graceful_shutdown_and_no_secrets_in_logs(stack: Stack) -> None:
     assert "shutting down" in log
     assert "deny token_expired" in log  # DEBUG logging was on while tokens flowed
     assert '"decision":"allow"' in log and '"reason":"token_expired"' in log  # decision log
-    assert '"subject":"alice"' in log and "realm_access" not in log
+    assert '"subject":"alice"' in log and "read write" not in log  # no other claim
     for sent in SENT_TOKENS:
         assert sent not in log
         assert sent.split(".")[2] not in log

@@ -255,6 +255,8 @@ class App:
         )
         if decision.dry_run is not None:
             self.metrics.observe_dry_run(decision.rule or "none", *decision.dry_run)
+        if decision.reason == "allowed":
+            self.metrics.token_cache.labels("hit" if decision.cached_identity else "miss").inc()
 
     # KeyEvents: what key sources report.
     async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:

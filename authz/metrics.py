@@ -61,6 +61,12 @@ class Metrics:
         )
 
         self._check_children: dict[tuple[str, str, str, str], Any] = {}
+        self.token_cache = Counter(
+            "authz_token_cache",
+            "Allowed token checks by whether the token cache answered (hit) or not (miss).",
+            ("result",),
+            registry=self.registry,
+        )
         self.config_reload = Counter(
             "authz_config_reload",
             "Config reloads by result (ok, failed).",

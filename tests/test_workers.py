@@ -49,9 +49,10 @@ def worker_pids(parent: int) -> set[int]:
     return {int(pid) for pid in out.split()}
 
 
-def test_two_workers_share_ports_and_metrics(
-    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
-) -> None:
+def serve_workers(
+    tmp_path: Path, jwks: dict[str, Any], **extra: Any
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """`authz serve` with two workers on fresh ports, once ready: (process, gRPC, HTTP)."""
     grpc_port, http_port = free_port(), free_port()
     config = {
         "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
@@ -61,13 +62,24 @@ def test_two_workers_share_ports_and_metrics(
             "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
         },
         "rules": [{"requires": {"provider": "corp"}}],
+        **extra,
     }
     path = tmp_path / "authz.yaml"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    wait_ready(http_port, proc)
+    deadline = time.monotonic() + 10
+    while len(worker_pids(proc.pid)) < 2:  # the second worker may lag the first
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    return proc, grpc_port, http_port
+
+
+def test_two_workers_share_ports_and_metrics(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    proc, grpc_port, http_port = serve_workers(tmp_path, jwks)
     try:
-        wait_ready(http_port, proc)
-        time.sleep(0.5)  # both workers up
         assert len(worker_pids(proc.pid)) == 2
         token = rsa_signer.token(**wall_clock_claims())
         checks = 24
@@ -91,22 +103,8 @@ def test_two_workers_share_ports_and_metrics(
 def test_a_worker_that_dies_takes_the_set_down_with_a_failure(
     tmp_path: Path, jwks: dict[str, Any]
 ) -> None:
-    grpc_port, http_port = free_port(), free_port()
-    config = {
-        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
-        "workers": 2,
-        "shutdown_grace": 1,
-        "providers": {
-            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
-        },
-        "rules": [{"requires": {"provider": "corp"}}],
-    }
-    path = tmp_path / "authz.yaml"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    proc, _, _ = serve_workers(tmp_path, jwks, shutdown_grace=1)
     try:
-        wait_ready(http_port, proc)
-        time.sleep(0.5)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2
         # One worker stops on its own (even cleanly): the supervisor must not report success.
@@ -121,20 +119,7 @@ def test_a_worker_that_dies_takes_the_set_down_with_a_failure(
 
 
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path, jwks: dict[str, Any]) -> None:
-    grpc_port, http_port = free_port(), free_port()
-    config = {
-        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
-        "workers": 2,
-        "providers": {
-            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
-        },
-        "rules": [{"requires": {"provider": "corp"}}],
-    }
-    path = tmp_path / "authz.yaml"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
-    wait_ready(http_port, proc)
-    time.sleep(0.5)
+    proc, _, _ = serve_workers(tmp_path, jwks)
     workers = worker_pids(proc.pid)
     proc.kill()
     proc.wait()

@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 
 from authz.authorizer import Authorizer, CurrentAuthorizer, build_providers
-from authz.config import Config, RemoteJwks, load_config
+from authz.config import Config, Provider, RemoteJwks, load_config
 from authz.crypto import assert_cryptography_backend
 from authz.decision_log import DecisionLog
-from authz.errors import AuthzError
+from authz.errors import AuthzError, JwksError
 from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.grpc_server import GrpcServer
 from authz.http_authz import HttpAuthzServer
@@ -30,6 +30,15 @@ from authz.token_cache import TokenCache
 from authz.verify import Clock
 
 log = logging.getLogger(__name__)
+
+
+RELOAD_KEYS_WAIT_S = 10.0
+
+
+def _same_keys(old: Provider, new: Provider) -> bool:
+    """Whether two provider configs describe the same keys (so the source can stay)."""
+    fields = ("issuer", "jwks", "shared_secret", "algorithms")
+    return all(getattr(old, f) == getattr(new, f) for f in fields)
 
 
 class App:
@@ -121,8 +130,8 @@ class App:
         )
 
         hold_until = time.monotonic() + self.config.startup_wait
+        self._stack.push_async_callback(self._stop_sources)
         for source in self.sources.values():
-            self._stack.push_async_callback(source.stop)
             source.hold_checks_until(hold_until)
             await source.start()
         # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
@@ -161,20 +170,24 @@ class App:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    async def _stop_sources(self) -> None:
+        for source in self.sources.values():
+            await source.stop()
+
     async def _watch_config(self, seen: tuple[int, int, int] | None) -> None:
         while True:
             await asyncio.sleep(self._watch_interval_s)
             signature = self._file_signature()
             if signature != seen and signature is not None:
                 seen = signature
-                await self.reload()
+                await self.reload()  # never raises
 
     async def _stop_reloading(self) -> None:
         tasks = [t for t in (self._watcher, *self._reloads) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def reload(self) -> bool:
@@ -182,25 +195,31 @@ class App:
 
         A file that does not load or build leaves the running config in place.
         """
-        if self.config_path is None or self.authorizer is None:
+        if self.config_path is None or self.authorizer is None or self._draining:
             return False
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
-                authorizer, sources, started = await self._build_for(config)
+                authorizer, sources = await self._build_for(config)
             except (AuthzError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)
                 self.metrics.observe_reload("failed")
                 return False
-            for field_name in ("listen", "http_authz", "workers", "limits"):
-                if getattr(config, field_name) != getattr(self.config, field_name):
-                    log.warning("config reload: %s changes need a restart to apply", field_name)
+            except Exception as exc:  # a bug must not end reloading, or the process
+                log.error(
+                    "config reload failed with %s, keeping the running config", type(exc).__name__
+                )
+                self.metrics.observe_reload("failed")
+                return False
+            for name in ("listen", "http_authz", "workers", "shutdown_grace", "log_level"):
+                if getattr(config, name) != getattr(self.config, name):
+                    log.warning("config reload: %s changes need a restart to apply", name)
+            if config.limits.max_request_bytes != self.config.limits.max_request_bytes:
+                log.warning("config reload: limits.max_request_bytes needs a restart to apply")
             retired = [s for n, s in self.sources.items() if sources.get(n) is not s]
             self._decisions = DecisionLog(config.decision_log)
             self.authorizer.current = authorizer
             self.sources, self.config = sources, config
-            for source in started:
-                self._stack.push_async_callback(source.stop)
             for source in retired:
                 await source.stop()
             self.metrics.observe_reload("ok")
@@ -208,22 +227,28 @@ class App:
             log.info("config reloaded from %s", self.config_path)
             return True
 
-    async def _build_for(
-        self, config: Config
-    ) -> tuple[Authorizer, dict[str, KeySource], list[KeySource]]:
-        """Key sources (unchanged providers keep theirs, and their keys) and an authorizer."""
+    async def _build_for(self, config: Config) -> tuple[Authorizer, dict[str, KeySource]]:
+        """Key sources and an authorizer for ``config``.
+
+        A provider whose keys are configured as before keeps its source, and its keys. A
+        new source must load its first key set before the reload goes ahead, so a reload
+        never leaves a provider without keys.
+        """
         sources: dict[str, KeySource] = {}
         started: list[KeySource] = []
         try:
             for name, provider in config.providers.items():
-                if self.config.providers.get(name) == provider and name in self.sources:
+                old = self.config.providers.get(name)
+                if old is not None and name in self.sources and _same_keys(old, provider):
                     sources[name] = self.sources[name]
                     continue
                 source = build_key_source(name, provider, self, self._fetcher_for, self._monotonic)
-                await source.start()
                 started.append(source)
+                await source.start()
+                if not await source.wait_loaded(RELOAD_KEYS_WAIT_S):
+                    raise JwksError(f"provider {name}: no key set within {RELOAD_KEYS_WAIT_S}s")
                 sources[name] = source
-            return self._authorizer_for(config, sources), sources, started
+            return self._authorizer_for(config, sources), sources
         except BaseException:
             for source in started:
                 await source.stop()

@@ -47,11 +47,13 @@ async def _serve(config: Config, path: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = App(config, config_path=path)
-    await app.start()
-    # SIGHUP, and any change to the file, reload the config without a restart.
+    # SIGHUP, and any change to the file, reload the config without a restart. Installed
+    # first: a SIGHUP during start-up must not kill the process (it is ignored until then).
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+    await app.start()
     await stop.wait()
     log.info("shutting down: draining for up to %.0fs", config.shutdown_grace)
+    loop.remove_signal_handler(signal.SIGHUP)
     await app.stop()
 
 

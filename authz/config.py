@@ -373,14 +373,46 @@ class Config(Model):
                     raise ValueError(
                         f"{where}.claims: provider {name!r} is not required by the rule"
                     )
+        if self.http_authz is not None:
+            for index, rule in enumerate(self.rules):
+                if rule.match.context or _uses_context(rule.claims):
+                    # The HTTP endpoint never receives context_extensions: such a rule would
+                    # never match there, and requests would fall through to a later rule.
+                    raise ValueError(
+                        f"rules.{index} ({self.rule_name(index)}): matches on Envoy's "
+                        "context_extensions, which http_authz never receives"
+                    )
         names = [r.name for r in self.rules if r.name]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rules: duplicate rule names {duplicates}")
         return self
 
+    def identity_headers(self) -> set[str]:
+        """Every header authz may set for the upstream (what a proxy must let only authz set)."""
+        names = {"x-authz-dry-run"}
+        for provider in self.providers.values():
+            names |= set(provider.identity_headers())
+        for rule in self.rules:
+            names |= {m.header for m in rule.claim_to_headers} | set(rule.headers)
+        return names
+
     def rule_name(self, index: int) -> str:
         return self.rules[index].name or str(index)
+
+
+def _uses_context(conditions: list[Any]) -> bool:
+    for condition in conditions:
+        if (condition.request or "").startswith("context.") or "request.context" in (
+            condition.expr or ""
+        ):
+            return True
+        children = [*(condition.all or ()), *(condition.any or ())]
+        if condition.not_ is not None:
+            children.append(condition.not_)
+        if _uses_context(children):
+            return True
+    return False
 
 
 def _condition_providers(conditions: list[Any]) -> set[str]:
@@ -427,6 +459,8 @@ def load_config(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:  # e.g. a write cut off in the middle of a character
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

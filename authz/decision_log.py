@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from authz.config import DecisionLogSettings
 from authz.model import Decision, RequestAttributes
 
 log = logging.getLogger("authz.decisions")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
 
 
@@ -40,9 +42,11 @@ class DecisionLog:
             return
         if not log.isEnabledFor(self._level):
             return
+        request_id = request.headers.get("x-request-id")
         entry: dict[str, Any] = {
             "time": round(self._clock(), 3),
-            "request_id": request.headers.get("x-request-id"),
+            # Client-set behind nginx or Traefik: bounded, and no spaces or = to forge fields.
+            "request_id": _UNSAFE.sub("_", request_id[:128]) if request_id else None,
             "decision": "allow" if decision.allowed else "deny",
             "status": decision.status,
             "reason": decision.reason,

@@ -29,14 +29,20 @@ FORWARDING = {
 
 
 def to_attributes(request: web.Request, style: Style, path_prefix: str) -> RequestAttributes:
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    # Repeated headers are joined, as Envoy does for gRPC, and counted as sent: a second
+    # copy must never silently replace the first.
+    joined: dict[str, list[str]] = {}
+    for key, value in request.headers.items():
+        joined.setdefault(key.lower(), []).append(value)
+    headers = {key: ",".join(values) for key, values in joined.items()}
+    count = len(request.headers)
     if style == "envoy":
         # Envoy sends the original method and headers, and the original path behind its
         # http_service path_prefix.
         path = request.raw_path
         if path_prefix and path.startswith(path_prefix):
             path = path[len(path_prefix) :] or "/"
-        return RequestAttributes(request.method, request.host, path, headers)
+        return RequestAttributes(request.method, request.host, path, headers, header_count=count)
     if style == "nginx":
         original_path = headers.get("x-original-uri")
         method = headers.get("x-original-method")
@@ -49,7 +55,7 @@ def to_attributes(request: web.Request, style: Style, path_prefix: str) -> Reque
         raise InvalidPath(f"the {style} headers naming the original request are missing")
     for name in FORWARDING[style]:
         headers.pop(name, None)
-    return RequestAttributes(method.upper(), host, original_path, headers)
+    return RequestAttributes(method.upper(), host, original_path, headers, header_count=count)
 
 
 def to_response(decision: Decision, style: Style) -> web.Response:

@@ -52,6 +52,13 @@ class KeySource:
     def current(self) -> KeySet | None:
         return self.keys
 
+    async def wait_loaded(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first key set; whether there is one."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._loaded.wait()
+        return self.keys is not None
+
     def hold_checks_until(self, monotonic_deadline: float) -> None:
         """Until then, a check that finds no key set waits for the first one (startup_wait)."""
         self._wait_until = monotonic_deadline
@@ -311,6 +318,11 @@ class RemoteKeySource(KeySource):
         except TimeoutError:
             self._events.unknown_kid(self.provider, "wait_timeout")
             return False
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this check itself is being cancelled
+            return False  # the shared refetch was cancelled (its source retired by a reload)
 
     def _kid_refetch_done(self, task: asyncio.Task[bool]) -> None:
         self._kid_refetch = None

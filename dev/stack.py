@@ -81,11 +81,6 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
             "http": f"127.0.0.1:{ports.authz_http}",
         },
         "shutdown_grace": 2,
-        "http_authz": {
-            "listen": f"127.0.0.1:{ports.authz_http_authz}",
-            "original_request": "envoy",
-            "path_prefix": "/authz",
-        },
         "providers": {
             "dev": {
                 "issuer": DEV_ISSUER,
@@ -123,6 +118,22 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
             {"name": "default", "match": {"prefix": "/"}, "requires": {"provider": "dev"}},
         ],
     }
+
+
+def http_dev_config(jwks_file: Path, ports: Ports, style: str) -> dict[str, Any]:
+    """dev_config for the HTTP endpoint: rules chosen by Envoy's context_extensions (which
+    HTTP never carries) become path rules, and http_authz listens."""
+    config = dev_config(jwks_file, ports)
+    for rule in config["rules"]:
+        policy = rule.get("match", {}).get("context", {}).get("policy")
+        if policy is not None:
+            rule["match"] = {"path_separated_prefix": f"/{policy}"}
+    config["http_authz"] = {
+        "listen": f"127.0.0.1:{ports.authz_http_authz}",
+        "original_request": style,
+        **({"path_prefix": "/authz"} if style == "envoy" else {}),
+    }
+    return config
 
 
 @dataclass

@@ -162,6 +162,23 @@ def test_remote_jwks_https_rule(remote: dict[str, Any], ok: bool) -> None:
             parse_config(data)
 
 
+def test_context_rules_cannot_be_served_over_http() -> None:
+    data = with_change(
+        "rules",
+        [
+            {
+                "name": "admin",
+                "match": {"context": {"policy": "admin"}},
+                "requires": {"provider": "corp"},
+            }
+        ],
+    )
+    parse_config(data)  # fine for gRPC alone
+    data["http_authz"] = {"listen": "127.0.0.1:9002"}
+    with pytest.raises(ConfigError, match=r"rules.0 \(admin\): matches on Envoy's context"):
+        parse_config(data)
+
+
 def test_allow_missing_rules_cannot_have_claims() -> None:
     rule = {
         "name": "optional",

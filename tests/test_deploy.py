@@ -66,3 +66,25 @@ def test_dashboard_queries_name_real_metrics() -> None:
         for target in panel["targets"]:
             for metric in re.findall(r"\bauthz_[a-z_]+", target["expr"]):
                 assert metric in names, (panel["title"], metric)
+
+
+def test_every_proxy_example_covers_the_example_identity_headers() -> None:
+    from authz.config import load_config
+
+    headers = load_config(ROOT / "deploy" / "authz.yaml").identity_headers()
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text().lower()
+    traefik = yaml.safe_load((ROOT / "deploy" / "traefik-dynamic.yml").read_text())
+    regex = re.compile(
+        traefik["http"]["middlewares"]["authz"]["forwardAuth"]["authResponseHeadersRegex"]
+    )
+    envoy = yaml.safe_load((ROOT / "deploy" / "envoy-http.yaml").read_text())
+    hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    service = hcm["typed_config"]["http_filters"][0]["typed_config"]["http_service"]
+    patterns = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
+    for header in headers:
+        assert re.search(rf"proxy_set_header {re.escape(header)} \$", nginx), header
+        assert regex.match(header), header
+        assert any(
+            header == p.get("exact") or header.startswith(p.get("prefix", "\0")) for p in patterns
+        ), header
+    assert regex.match("Authorization")

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from dev.stack import DEV_AUDIENCE, DEV_ISSUER, OPENER, ROOT, Ports, Stack, dev_config, free_port
+from dev.stack import (
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    OPENER,
+    ROOT,
+    Ports,
+    Stack,
+    free_port,
+    http_dev_config,
+)
 from tests.conftest import Signer, wall_clock_claims
 from tests.test_e2e import call
 
@@ -31,7 +40,10 @@ def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> 
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
     stack = Stack(
-        workdir, dev_config(jwks, ports), ports, envoy_template=ROOT / "deploy" / "envoy-http.yaml"
+        workdir,
+        http_dev_config(jwks, ports, "envoy"),
+        ports,
+        envoy_template=ROOT / "deploy" / "envoy-http.yaml",
     )
     stack.start()
     yield stack
@@ -72,6 +84,8 @@ def test_envoy_http_service_denies(envoy_http: Stack, rsa_signer: Signer) -> Non
     reader = minted(rsa_signer, scope="read")
     status, headers, _ = call(envoy_http, "/items", "POST", authorization=f"Bearer {reader}")
     assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    assert call(envoy_http, "/admin/x", authorization=f"Bearer {user}")[0] == 403
 
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -87,11 +101,7 @@ def nginx(
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = dev_config(jwks, ports)
-    config["http_authz"] = {
-        "listen": f"127.0.0.1:{ports.authz_http_authz}",
-        "original_request": "nginx",
-    }
+    config = http_dev_config(jwks, ports, "nginx")
     # authz and the echo upstream from the stack; nginx instead of Envoy in front.
     stack = Stack(workdir, config, ports)
     stack.start()
@@ -159,5 +169,18 @@ def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> Non
     status, headers, _ = nginx_call(port, "/items", "POST", authorization=f"Bearer {reader}")
     assert status == 403
     assert 'error="insufficient_scope"' in headers["www-authenticate"]
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    assert nginx_call(port, "/admin/x", authorization=f"Bearer {user}")[0] == 403
+    spoofed = nginx_call(
+        port,
+        "/hello",
+        authorization=f"Bearer {token}",
+        x_user_email="m@x",
+        x_authz_dry_run="allow",
+        x_profile_access="self",
+    )
+    assert not {"x-user-email", "x-authz-dry-run", "x-profile-access"} & set(
+        json.loads(spoofed[2])["headers"]
+    )
     public = nginx_call(port, "/healthz", x_user_id="mallory")
     assert public[0] == 200 and "x-user-id" not in json.loads(public[2])["headers"]

@@ -102,3 +102,19 @@ async def test_forwarding_styles_trust_only_their_own_headers(
         assert refused.status == 400
         no_token = await ask(app, "/check", **good)
         assert no_token.status == 401
+
+
+async def test_repeated_headers_are_joined_not_replaced(jwks: dict[str, Any], rsa_signer: Signer):
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "nginx")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        headers = [
+            ("x-original-uri", "/items"),
+            ("x-original-method", "GET"),
+            ("authorization", "Bearer garbage"),
+            ("authorization", f"Bearer {token}"),
+        ]
+        async with session.get(
+            f"http://127.0.0.1:{app.http_authz.port}/check", headers=headers
+        ) as response:
+            assert response.status == 401  # the first copy is not silently dropped

@@ -424,3 +424,16 @@ async def test_an_unchanged_jwks_keeps_its_key_set(
     idp.serve({"keys": [rsa_signer.jwk, other_rsa_signer.jwk]})
     assert await source.refresh()
     assert source.current() is not first
+
+
+async def test_a_retired_source_ends_its_waiters_with_a_no(
+    idp: FakeIdp, session, rsa_signer: Signer
+) -> None:
+    events = Events()
+    idp.serve({"keys": [rsa_signer.jwk]})
+    idp.delay_s = 1.0
+    source = remote(idp.uri, session, events, unknown_kid_wait=5)
+    waiter = asyncio.create_task(source.refetch_for_unknown_kid())
+    await asyncio.sleep(0.05)
+    await source.stop()  # a reload retired it while a check was waiting
+    assert await waiter is False

@@ -138,3 +138,57 @@ def test_sighup_reloads_a_running_server(tmp_path: Path, jwks: dict[str, Any]) -
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_non_utf8_file_is_a_failed_reload(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    path = tmp_path / "authz.yaml"
+    write(path, jwks, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=0.05)
+    async with app:
+        path.write_bytes(b"rules: \xff\xfe\n")
+        assert await app.reload() is False
+        await asyncio.sleep(0.2)  # the watcher meets the same file and survives it
+        assert app._watcher is not None and not app._watcher.done()
+
+
+def remote_config(path: Path, uri: str, header: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+                "providers": {
+                    "corp": {
+                        "issuer": ISSUER,
+                        "audiences": [AUDIENCE],
+                        "jwks": {"remote": {"uri": uri, "refresh_interval": 300}},
+                        "claim_to_headers": [{"header": header, "claim": "sub"}],
+                    }
+                },
+                "rules": [{"requires": {"provider": "corp"}}],
+            }
+        )
+    )
+
+
+async def test_reloads_never_leave_a_provider_without_keys(
+    tmp_path: Path, idp: Any, rsa_signer: Signer, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("authz.app.RELOAD_KEYS_WAIT_S", 0.5)
+    idp.serve({"keys": [rsa_signer.jwk]})
+    path = tmp_path / "authz.yaml"
+    remote_config(path, idp.uri, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=3600)
+    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        await asyncio.wait_for(app.sources["corp"].wait_loaded(5), 6)
+        source = app.sources["corp"]
+        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+        # Only a header changes: the provider keeps its source and its keys.
+        remote_config(path, idp.uri, "x-user-b")
+        assert await app.reload()
+        assert app.sources["corp"] is source
+        assert user_header(await stub.Check(request)) == "x-user-b"
+        # The keys move to an IdP that is down: the reload fails, the old config stays.
+        remote_config(path, f"http://127.0.0.1:{free_port()}/certs", "x-user-c")
+        assert await app.reload() is False
+        assert app.ready and user_header(await stub.Check(request)) == "x-user-b"

@@ -202,6 +202,11 @@ class Authorizer:
             names += [name for name, _ in rule.static_headers]
         self._identity_headers = tuple(dict.fromkeys(names))
 
+    @property
+    def identity_headers(self) -> tuple[str, ...]:
+        """Every header authz may set for the upstream: what a proxy must let only authz set."""
+        return self._identity_headers
+
     @classmethod
     def from_config(
         cls, config: Config, providers: Mapping[str, ProviderRuntime], observe: Observer | None

@@ -335,13 +335,6 @@ class Provider(Model):
             raise ValueError("at least one of from_headers, from_params, from_cookies is required")
         return self
 
-    def identity_headers(self) -> tuple[str, ...]:
-        """Headers this provider may inject, which a client must never be able to send."""
-        names = [h.header for h in self.claim_to_headers]
-        if self.forward_payload_header:
-            names.append(self.forward_payload_header)
-        return tuple(names)
-
 
 class Config(Model):
     listen: Listen = Field(default_factory=Listen)
@@ -387,15 +380,6 @@ class Config(Model):
         if duplicates:
             raise ValueError(f"rules: duplicate rule names {duplicates}")
         return self
-
-    def identity_headers(self) -> set[str]:
-        """Every header authz may set for the upstream (what a proxy must let only authz set)."""
-        names = {"x-authz-dry-run"}
-        for provider in self.providers.values():
-            names |= set(provider.identity_headers())
-        for rule in self.rules:
-            names |= {m.header for m in rule.claim_to_headers} | set(rule.headers)
-        return names
 
     def rule_name(self, index: int) -> str:
         return self.rules[index].name or str(index)

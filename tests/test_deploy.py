@@ -69,9 +69,14 @@ def test_dashboard_queries_name_real_metrics() -> None:
 
 
 def test_every_proxy_example_covers_the_example_identity_headers() -> None:
+    from authz.authorizer import Authorizer, build_providers
     from authz.config import load_config
+    from tests.conftest import FixedKeys, fixed_clock
 
-    headers = load_config(ROOT / "deploy" / "authz.yaml").identity_headers()
+    config = load_config(ROOT / "deploy" / "authz.yaml")
+    lookups = {name: FixedKeys(None) for name in config.providers}
+    providers = build_providers(config, lookups, fixed_clock())
+    headers = Authorizer.from_config(config, providers, None).identity_headers
     nginx = (ROOT / "deploy" / "nginx.conf").read_text().lower()
     traefik = yaml.safe_load((ROOT / "deploy" / "traefik-dynamic.yml").read_text())
     regex = re.compile(

@@ -66,6 +66,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Decision lines are whole records of their own (JSON, or key=value): no prefix.
+    decisions = logging.getLogger("authz.decisions")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions.addHandler(handler)
+    decisions.propagate = False
     # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
     # CPU per call); plain asyncio remains the fallback where uvloop is not installed.
     try:

@@ -216,6 +216,8 @@ def test_graceful_shutdown_and_no_secrets_in_logs(stack: Stack) -> None:
     assert "shutting down" in log
     assert "deny token_expired" in log  # DEBUG logging was on while tokens flowed
     assert '"decision":"allow"' in log and '"reason":"token_expired"' in log  # decision log
+    decision_lines = [line for line in log.splitlines() if line.startswith('{"time":')]
+    assert decision_lines and all(json.loads(line)["decision"] for line in decision_lines)
     assert '"subject":"alice"' in log and "read write" not in log  # no other claim
     for sent in SENT_TOKENS:
         assert sent not in log

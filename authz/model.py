@@ -26,10 +26,6 @@ class RequestAttributes:
     header_count: int = 0  # header lines as sent, before repeated names were joined
 
     @property
-    def path_only(self) -> str:
-        return self.path.split("?", 1)[0]
-
-    @property
     def query(self) -> str:
         _, _, query = self.path.partition("?")
         return query.split("#", 1)[0]

@@ -315,12 +315,12 @@ class Verifier:
 
         if claims.get("iss") != self.issuer:
             raise InvalidIssuer("iss does not match the provider")
-        if self.audiences:
-            aud = claims.get("aud")
-            if isinstance(aud, str):
-                aud = [aud]
-            if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
-                raise InvalidAudience("aud is missing or not a string or list of strings")
-            if self.audiences.isdisjoint(aud):
-                raise InvalidAudience("aud does not contain an accepted audience")
+        # audiences is never empty: the config requires at least one.
+        aud = claims.get("aud")
+        if isinstance(aud, str):
+            aud = [aud]
+        if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
+            raise InvalidAudience("aud is missing or not a string or list of strings")
+        if self.audiences.isdisjoint(aud):
+            raise InvalidAudience("aud does not contain an accepted audience")
         return exp, nbf

@@ -188,7 +188,7 @@ def test_to_attributes_reads_header_map_when_headers_are_raw() -> None:
         http.header_map.headers.add(key=key, raw_value=value)
     attributes = to_attributes(request)
     assert attributes.headers == {"authorization": "Bearer t", "x-a": "1,2"}
-    assert (attributes.method, attributes.path_only, attributes.query) == ("POST", "/p", "q=1")
+    assert (attributes.method, attributes.path, attributes.query) == ("POST", "/p?q=1", "q=1")
 
 
 async def test_oversized_check_request_is_refused(jwks: dict[str, Any]) -> None:

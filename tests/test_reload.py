@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +43,24 @@ def user_header(response: Any) -> str:
     return next(h.header.key for h in response.ok_response.headers)
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    path: Path, jwks: dict[str, Any], signer: Signer, watch_interval_s: float = 3600
+) -> AsyncIterator[tuple[App, Any, Any]]:
+    """An App serving ``path`` (first written with x-user-a), a stub, and an allowed request."""
+    write(path, jwks, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=watch_interval_s)
+    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        request = check_request(authorization=f"Bearer {signer.token(**wall_clock_claims())}")
+        yield app, stub, request
+
+
 async def test_reload_under_load_answers_every_check(
     tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:
     path = tmp_path / "authz.yaml"
-    write(path, jwks, "x-user-a")
-    app = App(load_config(path), config_path=path, watch_interval_s=3600)
-    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
-        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+    async with serving(path, jwks, rsa_signer) as (app, stub, request):
         seen: list[str] = []
         done = asyncio.Event()
 
@@ -78,11 +89,7 @@ async def test_a_bad_file_keeps_the_running_config(
     tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer, caplog: Any
 ) -> None:
     path = tmp_path / "authz.yaml"
-    write(path, jwks, "x-user-a")
-    app = App(load_config(path), config_path=path, watch_interval_s=3600)
-    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
-        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+    async with serving(path, jwks, rsa_signer) as (app, stub, request):
         for broken in (
             "rules: [\n",
             '{"rules": [{"requierz": {}}]}',
@@ -108,11 +115,7 @@ async def test_a_bad_file_keeps_the_running_config(
 
 async def test_the_file_is_watched(tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer):
     path = tmp_path / "authz.yaml"
-    write(path, jwks, "x-user-a")
-    app = App(load_config(path), config_path=path, watch_interval_s=0.05)
-    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
-        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+    async with serving(path, jwks, rsa_signer, watch_interval_s=0.05) as (_, stub, request):
         write(path, jwks, "x-user-b")
         async with asyncio.timeout(5):
             while user_header(await stub.Check(request)) != "x-user-b":

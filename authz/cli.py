@@ -66,6 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The CEL library logs each failed function call; a strict comparison between different
+    # types (cel_strict) fails that way by design, and authz logs the failed condition.
+    logging.getLogger("cel").setLevel(logging.ERROR)
     # Decision lines are whole records of their own (JSON, or key=value): no prefix.
     decisions = logging.getLogger("authz.decisions")
     handler = logging.StreamHandler(sys.stderr)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cel
 import re2
 
+from authz.cel_strict import StrictProgram, compile_strict
 from authz.model import Claims, RequestAttributes
 from authz.rules_config import ClaimCondition
 
@@ -24,7 +24,9 @@ SCOPE_CLAIMS = frozenset({"scope", "scp"})
 def get_claim(claims: Claims, path: Sequence[str]) -> Any:
     """Walk ``path`` into nested objects; MISSING when any step is absent.
 
-    A space-delimited ``scope``/``scp`` string is returned as a list of scopes.
+    A space-delimited ``scope``/``scp`` string is returned as a list of scopes, split on
+    the space (0x20) alone, as RFC 6749 3.3 delimits them: never on tabs, NBSP or other
+    characters ``str.split()`` would also take.
     """
     value: Any = claims
     for step in path:
@@ -32,7 +34,7 @@ def get_claim(claims: Claims, path: Sequence[str]) -> Any:
             return MISSING
         value = value[step]
     if path and path[-1] in SCOPE_CLAIMS and isinstance(value, str):
-        return value.split()
+        return [scope for scope in value.split(" ") if scope]
     return value
 
 
@@ -54,7 +56,7 @@ class EvalContext:
     claims: Mapping[str, Claims]  # verified claims by provider
     primary: str  # the provider whose claims a condition sees by default
     request: RequestAttributes
-    path: str  # normalized
+    path: str  # as check_path accepted it: the request path, without the query
     params: Mapping[str, str] = field(default_factory=dict)  # from a path template
     delimiter: str = "."
 
@@ -81,27 +83,59 @@ class Node(Protocol):
     def check(self, ctx: EvalContext) -> Failure | None: ...
 
 
-def _same(a: Any, b: Any) -> bool:
-    # In Python True == 1; in a policy a boolean must only equal a boolean.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
+# An operator answers True, False, or None: "indeterminate" (the subject is missing, null,
+# or of another JSON type than the value it is compared with, or holds an element of another
+# type). Indeterminate fails the condition, and a `not:` around it fails too: a policy
+# never passes because a claim is absent or of an unexpected type.
+Verdict = bool | None
 
 
 def _kind(value: Any) -> str:
+    """The JSON type of a value: an integer and a float are both numbers, a boolean is not."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
         return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
     return type(value).__name__
+
+
+def _equal(a: Any, b: Any) -> Verdict:
+    """JSON equality, or None when ``a`` and ``b`` (or two elements compared inside them)
+    are of different types: "1" is no judgement on 1, nor ["x"] on "x"."""
+    kind = _kind(a)
+    if kind != _kind(b):
+        return None
+    if kind == "list":
+        verdicts = [_equal(x, y) for x, y in zip(a, b, strict=False)]
+        if None in verdicts:
+            return None
+        return len(a) == len(b) and all(verdicts)
+    if kind == "object":
+        verdicts = [_equal(a[k], b[k]) for k in a.keys() & b.keys()]
+        if None in verdicts:
+            return None
+        return a.keys() == b.keys() and all(verdicts)
+    return bool(a == b)
 
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _has(values: list[Any], wanted: Any) -> bool:
-    return any(_same(v, wanted) for v in values)
+def _holds(items: list[Any], wanted: Any) -> Verdict:
+    """Whether ``items`` hold ``wanted``; None when any item is of another type than it."""
+    kind = _kind(wanted)
+    if any(_kind(item) != kind for item in items):
+        return None
+    return any(_equal(item, wanted) for item in items)
 
 
 def _number(value: Any) -> float | None:
@@ -118,34 +152,30 @@ def _present(v: Any) -> bool:
     return v is not MISSING and v is not None
 
 
-# An operator answers True, False, or None: "indeterminate" (the subject is missing, null
-# or of a type the operator cannot judge). Indeterminate fails the condition, and a `not:`
-# around it fails too: a policy never passes because a claim is absent or malformed.
-Verdict = bool | None
-
-
-def _when_present(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Verdict]:
-    return lambda v, arg: test(v, arg) if _present(v) else None
-
-
 def _not_equals(v: Any, arg: Any) -> Verdict:
-    if not _present(v) or _kind(v) != _kind(arg):
-        return None  # "true" is not a judgement on true, nor ["guest"] on "guest"
-    return not _same(v, arg)
+    verdict = _equal(v, arg) if _present(v) else None
+    return None if verdict is None else not verdict
 
 
 def _one_of(v: Any, arg: Any) -> Verdict:
-    if not _present(v) or isinstance(v, list | dict):
+    # The config holds one_of values of one type (rules_config), so v must be of that type.
+    if not _present(v):
         return None
-    return _has(arg, v)
+    return _holds(arg, v)
+
+
+def _contains_each(v: Any, wanted: list[Any], need_all: bool) -> Verdict:
+    verdicts = [_holds(_as_list(v), w) for w in wanted]
+    if None in verdicts:
+        return None
+    return all(verdicts) if need_all else any(verdicts)
 
 
 def _matches(v: Any, pattern: Any) -> Verdict:
     items = _as_list(v) if _present(v) else []
-    strings = [item for item in items if isinstance(item, str)]
-    if not strings:
+    if not items or any(not isinstance(item, str) for item in items):
         return None
-    return any(pattern.fullmatch(item) is not None for item in strings)
+    return any(pattern.fullmatch(item) is not None for item in items)
 
 
 def _numeric(op: Callable[[float, float], bool]) -> Callable[[Any, float], Verdict]:
@@ -159,12 +189,12 @@ def _numeric(op: Callable[[float, float], bool]) -> Callable[[Any, float], Verdi
 OPERATORS: dict[str, Callable[[Any, Any], Verdict]] = {
     "exists": lambda v, arg: _present(v) == arg,
     "absent": lambda v, arg: (not _present(v)) == arg,
-    "equals": _when_present(_same),
+    "equals": lambda v, arg: _equal(v, arg) if _present(v) else None,
     "not_equals": _not_equals,
     "one_of": _one_of,
-    "contains": _when_present(lambda v, arg: _has(_as_list(v), arg)),
-    "contains_any": _when_present(lambda v, arg: any(_has(_as_list(v), a) for a in arg)),
-    "contains_all": _when_present(lambda v, arg: all(_has(_as_list(v), a) for a in arg)),
+    "contains": lambda v, arg: _holds(_as_list(v), arg) if _present(v) else None,
+    "contains_any": lambda v, arg: _contains_each(v, arg, False) if _present(v) else None,
+    "contains_all": lambda v, arg: _contains_each(v, arg, True) if _present(v) else None,
     "matches": _matches,
     "gt": _numeric(lambda a, b: a > b),
     "gte": _numeric(lambda a, b: a >= b),
@@ -197,7 +227,7 @@ def _equals_claim(other: tuple[str, ...], provider: str | None) -> Test:
             return None
         if isinstance(value, str) and isinstance(target, int) and not isinstance(target, bool):
             return value == str(target)  # a path parameter is text; an id claim may not be
-        return _same(value, target)
+        return _equal(value, target)
 
     return against_claim
 
@@ -303,7 +333,7 @@ class Not:
 @dataclass(frozen=True, slots=True)
 class Expr:
     where: str
-    program: Any  # cel.Program, compiled once
+    program: StrictProgram  # compiled once; == != in fail on a type mismatch
     variables: frozenset[str]
     uses_headers: bool
 
@@ -311,7 +341,9 @@ class Expr:
         try:
             activation = ctx.cel_activation(self.variables, headers=self.uses_headers)
             result = self.program.execute(activation)
-        except Exception:  # a CEL runtime error (missing key, wrong type) fails the condition
+        # A CEL runtime error (a missing key; a comparison between different types, which
+        # cel_strict makes an error) fails the condition, under `not` too.
+        except Exception:
             return Failure(self.where, "CEL expression raised an error", False, indeterminate=True)
         if result is True:
             return None
@@ -331,7 +363,7 @@ def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> 
         return Not(f"{where}.not", compile_condition(condition.not_, f"{where}.not", delimiter))
     if block == "expr":
         assert condition.expr is not None
-        program = cel.compile(condition.expr)
+        program = compile_strict(condition.expr)
         # Converting request headers to CEL costs more than the rest: only when mentioned.
         uses_headers = "headers" in condition.expr
         return Expr(f"{where}.expr", program, frozenset(program.variables()), uses_headers)

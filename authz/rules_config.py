@@ -6,9 +6,10 @@ import math
 import re
 from typing import Any, Literal
 
-import cel
 import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from authz.cel_strict import compile_strict
 
 HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
 # Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.
@@ -158,6 +159,14 @@ REQUEST_ATTRIBUTES = ("method", "host", "path")
 REQUEST_MAPS = ("header", "query", "param", "context")
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
 class ClaimCondition(Model):
     """A leaf (a subject and one operator) or a block (all / any / not / expr).
 
@@ -204,15 +213,24 @@ class ClaimCondition(Model):
             raise ValueError("must be a number")
         return value
 
+    @field_validator("one_of", "contains_any", "contains_all")
+    @classmethod
+    def _one_type(cls, value: list[Any] | None) -> list[Any] | None:
+        # A claim is judged only against values of its own JSON type (conditions.py): a
+        # list mixing types would leave some claims no value to be compared with.
+        if value is not None and len({_json_type(item) for item in value}) > 1:
+            raise ValueError("all values must be of one JSON type (strings, numbers, ...)")
+        return value
+
     @field_validator("expr")
     @classmethod
     def _cel(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                program = cel.compile(value)
-            except (ValueError, RuntimeError) as exc:
+                program = compile_strict(value)
+            except ValueError as exc:
                 raise ValueError(f"invalid CEL expression: {str(exc).splitlines()[0]}") from exc
-            unknown = sorted(set(program.variables()) - CEL_VARIABLES)
+            unknown = sorted(set(program.free_variables()) - CEL_VARIABLES)
             if unknown:
                 # A misspelt variable would make the expression fail on every request.
                 raise ValueError(f"unknown CEL variable(s) {unknown}: use jwt, claims, request")

@@ -225,3 +225,126 @@ def test_get_claim() -> None:
 def test_invalid_conditions(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ClaimCondition.model_validate(spec)
+
+
+# --- no type mismatch opens a rule ----------------------------------------------------
+
+MISMATCHED = [["banned"], None, {"v": "banned"}, 1, True, 1.5]
+
+
+def judged(spec: dict[str, Any], status: Any) -> bool:
+    """Whether ``spec`` holds for a token whose ``status`` claim is ``status``."""
+    node = compile_conditions([ClaimCondition.model_validate(spec)], ".")
+    ctx = context()
+    ctx.claims = {"corp": {**CLAIMS, "status": status}}
+    return node.check(ctx) is None
+
+
+NEGATIVE_FORMS = [
+    {"claim": "status", "not_equals": "banned"},
+    {"not": {"claim": "status", "equals": "banned"}},
+    {"not": {"claim": "status", "one_of": ["banned", "frozen"]}},
+    {"not": {"claim": "status", "contains": "banned"}},
+    {"not": {"claim": "status", "contains_any": ["banned", "frozen"]}},
+    {"not": {"claim": "status", "contains_all": ["banned"]}},
+    {"not": {"claim": "status", "matches": "ban.*"}},
+]
+
+
+@pytest.mark.parametrize("spec", NEGATIVE_FORMS)
+@pytest.mark.parametrize("status", MISMATCHED, ids=repr)
+def test_a_claim_of_another_type_never_passes_a_negative_condition(
+    spec: dict[str, Any], status: Any
+) -> None:
+    assert not judged(spec, status)
+
+
+@pytest.mark.parametrize("spec", NEGATIVE_FORMS)
+def test_negative_conditions_still_work_on_the_right_type(spec: dict[str, Any]) -> None:
+    assert judged(spec, "active")
+    assert not judged(spec, "banned")
+
+
+@pytest.mark.parametrize(
+    ("status", "spec", "expected"),
+    [
+        # lists holding an element of another type than the value are indeterminate
+        (["banned", 1], {"not": {"claim": "status", "contains": "frozen"}}, False),
+        (["ok", None], {"claim": "status", "contains": "ok"}, False),
+        (["ok", "fine"], {"not": {"claim": "status", "contains": "banned"}}, True),
+        ([], {"not": {"claim": "status", "contains": "banned"}}, True),
+        (["a", 1], {"not": {"claim": "status", "matches": "z"}}, False),
+        # numbers are one type, integer or not; a boolean is not a number
+        (1, {"claim": "status", "equals": 1.0}, True),
+        (2.0, {"not": {"claim": "status", "one_of": [1, 3]}}, True),
+        (True, {"not": {"claim": "status", "one_of": [1, 3]}}, False),
+        (1, {"not": {"claim": "status", "equals": True}}, False),
+        # deep values: an element of another type inside is indeterminate too
+        ([1], {"claim": "status", "not_equals": ["1"]}, False),
+        ({"a": 1}, {"claim": "status", "not_equals": {"a": "1"}}, False),
+        ({"a": 1}, {"claim": "status", "not_equals": {"a": 2}}, True),
+        ([1, 2], {"claim": "status", "not_equals": [1]}, True),
+        # equals: null asks for an explicit null; not around it is "present and not null"
+        (None, {"claim": "status", "equals": None}, True),
+        ("x", {"not": {"claim": "status", "equals": None}}, True),
+    ],
+)
+def test_json_types(status: Any, spec: dict[str, Any], expected: bool) -> None:
+    assert judged(spec, status) is expected
+
+
+@pytest.mark.parametrize("operator", ["one_of", "contains_any", "contains_all"])
+def test_value_lists_hold_one_type(operator: str) -> None:
+    with pytest.raises(ValueError, match="one JSON type"):
+        ClaimCondition.model_validate({"claim": "status", operator: ["banned", 1]})
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ("read write", ["read", "write"]),
+        ("read  write", ["read", "write"]),
+        ("read\u00a0write", ["read\u00a0write"]),  # NBSP is not a scope delimiter
+        ("read\twrite", ["read\twrite"]),
+        ("read\x1cwrite", ["read\x1cwrite"]),
+        ("read\x1fwrite", ["read\x1fwrite"]),
+    ],
+)
+def test_scope_splits_on_the_space_alone(scope: str, expected: list[str]) -> None:
+    assert get_claim({"scope": scope}, ("scope",)) == expected
+
+
+CEL_NEGATIVE_FORMS = [
+    'jwt.status != "banned"',
+    '!(jwt.status == "banned")',
+    '!(jwt.status in ["banned"])',
+    '!(jwt.status in ["banned", "frozen"]) && jwt.sub == "alice"',
+]
+
+
+@pytest.mark.parametrize("expr", CEL_NEGATIVE_FORMS)
+@pytest.mark.parametrize("status", MISMATCHED, ids=repr)
+def test_a_cel_comparison_between_types_fails_the_condition(expr: str, status: Any) -> None:
+    assert not judged({"expr": expr}, status)
+
+
+@pytest.mark.parametrize("expr", CEL_NEGATIVE_FORMS)
+def test_cel_comparisons_still_work_on_the_right_type(expr: str) -> None:
+    assert judged({"expr": expr}, "active")
+    assert not judged({"expr": expr}, "banned")
+
+
+@pytest.mark.parametrize(
+    ("expr", "status", "expected"),
+    [
+        ("jwt.status != null", "x", True),  # a presence test keeps CEL's own meaning
+        ("jwt.status == null", None, True),
+        ("jwt.status == 1", 1.0, True),  # numbers are one type
+        ("jwt.status == 1", True, False),
+        ('"a" in jwt.status', ["a", 1], False),  # a list holding another type
+        ('"a" in jwt.status', ["a", "b"], True),
+        ('jwt.status.exists(s, s == "a")', ["b", "a"], True),
+    ],
+)
+def test_cel_strict_comparisons(expr: str, status: Any, expected: bool) -> None:
+    assert judged({"expr": expr}, status) is expected

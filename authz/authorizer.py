@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+from urllib.parse import unquote_plus
 
 from authz.conditions import EvalContext
 from authz.config import Config, Limits
@@ -18,23 +19,28 @@ from authz.errors import (
     ClaimMismatch,
     InternalError,
     InvalidIssuer,
+    MethodOverride,
     MissingToken,
     NoMatchingRule,
     Outcome,
     Overloaded,
     RequestTooLarge,
+    TokenNotStrippable,
 )
 from authz.model import Decision, Identity, RequestAttributes
-from authz.paths import normalize_path
+from authz.paths import check_path
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
 from authz.token_cache import TokenCache
-from authz.tokens import FoundToken, TokenSources, cookie_header_without
+from authz.tokens import FoundToken, StripPlan, TokenSources, name_key
 from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
 log = logging.getLogger(__name__)
 
 Observer = Callable[[RequestAttributes, Decision, float], None]
 DRY_RUN_HEADER = "x-authz-dry-run"
+# Headers and the parameter through which clients ask frameworks to act as another method.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+METHOD_OVERRIDE_PARAM = "_method"
 _REALM_UNSAFE = re.compile(r"[^A-Za-z0-9.:\[\]_-]")
 
 
@@ -182,6 +188,8 @@ class Authorizer:
         expose_reasons: bool = False,
         max_header_value_bytes: int = 8192,
         limits: Limits | None = None,
+        semicolons_literal: bool = False,
+        judge_method_overrides: bool = False,
     ) -> None:
         self._limits = limits or Limits()
         self._in_flight = 0
@@ -192,6 +200,13 @@ class Authorizer:
         self._global_dry_run = global_dry_run
         self._expose = expose_reasons
         self._max_header_bytes = max_header_value_bytes
+        self._semicolons_literal = semicolons_literal
+        self._judge_overrides = judge_method_overrides
+        # Every place a token that must not be forwarded can sit, whichever rule matches:
+        # public, anonymous and dry-run allows strip them as authenticated ones do.
+        self._strip_sources = TokenSources.union(
+            p.sources for p in providers.values() if not p.forward
+        )
         # Headers authz may set: a client must never get its own copy of one past us.
         names: list[str] = [DRY_RUN_HEADER]
         for p in providers.values():
@@ -220,15 +235,20 @@ class Authorizer:
             expose_reasons=config.expose_reasons,
             max_header_value_bytes=config.max_header_value_bytes,
             limits=config.limits,
+            semicolons_literal=config.paths.semicolons == "literal",
+            judge_method_overrides=config.method_override == "judge_both",
         )
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
         trace = _Trace()
+        plan: StripPlan | None = None
         self._in_flight += 1
         try:
+            # First, and enforced even in dry-run mode: no allow may hand a token on.
+            plan = self._strip_plan(request)
             self._within_limits(request)
-            decision = await self._decide(request, trace)
+            decision = await self._judge(request, trace, plan)
         except CheckError as exc:
             rule = trace.rule.name if trace.rule else None
             decision = deny(exc, request, rule, trace.provider, expose=self._expose)
@@ -248,11 +268,21 @@ class Authorizer:
             decision = deny(InternalError(), request, trace.rule.name if trace.rule else None, None)
         finally:
             self._in_flight -= 1
-        if self._dry_run(trace.rule):
-            decision = self._dry_run_allow(request, decision, trace)
+        if plan is not None and self._dry_run(trace.rule):
+            decision = self._dry_run_allow(request, decision, trace, plan)
         if self._observe is not None:
             self._observe(request, decision, time.perf_counter() - started)
         return decision
+
+    def _strip_plan(self, request: RequestAttributes) -> StripPlan:
+        plan = self._strip_sources.strip_plan(request)
+        if plan.params_unremovable:
+            raise TokenNotStrippable("a token parameter follows a ';' inside another parameter")
+        if plan.params and not request.query_removable:
+            raise TokenNotStrippable("a token parameter the proxy cannot remove")
+        if plan.cookies and not request.cookie_rewritable:
+            raise TokenNotStrippable("a token cookie the proxy cannot remove")
+        return plan
 
     def _within_limits(self, request: RequestAttributes) -> None:
         limits = self._limits
@@ -269,7 +299,7 @@ class Authorizer:
         return rule.mode == "dry_run" if rule is not None else self._global_dry_run
 
     def _dry_run_allow(
-        self, request: RequestAttributes, would: Decision, trace: _Trace
+        self, request: RequestAttributes, would: Decision, trace: _Trace, plan: StripPlan
     ) -> Decision:
         """Let the request through, carrying the decision that enforcement would have made."""
         verdict = "allow" if would.allowed else "deny"
@@ -279,10 +309,10 @@ class Authorizer:
             if trace.identities and trace.rule is not None:
                 # The token was good; the upstream still learns who is calling.
                 answer = replace(
-                    self._allow(request, trace.rule, trace.identities), reason="dry_run"
+                    self._allow(request, trace.rule, trace.identities, plan), reason="dry_run"
                 )
             else:
-                answer = self._without_identity(trace.rule, "dry_run", static=False)
+                answer = self._without_identity(request, trace.rule, "dry_run", plan, static=False)
         return replace(
             answer,
             upstream_headers=(*answer.upstream_headers, (DRY_RUN_HEADER, verdict)),
@@ -290,19 +320,34 @@ class Authorizer:
             dry_run=(verdict, would.reason),
         )
 
-    async def _decide(self, request: RequestAttributes, trace: _Trace) -> Decision:
-        path = normalize_path(request.path)
+    async def _judge(self, request: RequestAttributes, trace: _Trace, plan: StripPlan) -> Decision:
+        """The decision, with method overrides refused or judged under both methods."""
+        overrides = method_overrides(request)
+        if overrides:
+            if not self._judge_overrides or len(overrides) > 1:
+                raise MethodOverride("the request names another method to act as")
+            first = _Trace()
+            try:
+                await self._decide(request, first, plan)
+            except CheckError:
+                trace.rule, trace.routed = first.rule, first.routed
+                raise
+            request = replace(request, method=overrides[0])
+        return await self._decide(request, trace, plan)
+
+    async def _decide(self, request: RequestAttributes, trace: _Trace, plan: StripPlan) -> Decision:
+        path = check_path(request.path, semicolons_literal=self._semicolons_literal)
         matched = self._policy.match(request, path)
         if matched is None:
             raise NoMatchingRule("no rule matches")
         rule, params = matched
         trace.rule = rule
         if rule.public:
-            return self._without_identity(rule, "public")
+            return self._without_identity(request, rule, "public", plan)
         candidates = self._candidates(rule)
         if rule.every:
             for provider in candidates:
-                found = provider.sources.find(request)
+                found = provider.sources.find(request, strict=provider.forward)
                 if found is None:
                     raise MissingToken(f"no token for provider {provider.name}")
                 if not _from_cache(found.token, [provider], trace):
@@ -312,7 +357,7 @@ class Authorizer:
             found, finders = _find_token(request, candidates)
             if found is None:
                 if rule.optional:
-                    return self._without_identity(rule, "anonymous")
+                    return self._without_identity(request, rule, "anonymous", plan)
                 raise MissingToken("no token in the request")
             if not _from_cache(found.token, finders, trace):
                 token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
@@ -335,21 +380,31 @@ class Authorizer:
             raise ClaimMismatch(
                 f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
             )
-        return self._allow(request, rule, trace.identities, cached=trace.verified == 0)
+        return self._allow(request, rule, trace.identities, plan, cached=trace.verified == 0)
 
     def _candidates(self, rule: CompiledRule) -> list[ProviderRuntime]:
         return [self._providers[name] for name in rule.providers]
 
     def _without_identity(
-        self, rule: CompiledRule | None, reason: str, *, static: bool = True
+        self,
+        request: RequestAttributes,
+        rule: CompiledRule | None,
+        reason: str,
+        plan: StripPlan,
+        *,
+        static: bool = True,
     ) -> Decision:
+        upstream = dict(rule.static_headers) if rule and static else {}
+        remove = list(self._identity_headers)
+        params = _strip(request, plan, upstream, remove)
         return Decision(
             allowed=True,
             status=200,
             reason=reason,
             rule=rule.name if rule else None,
-            upstream_headers=rule.static_headers if rule and static else (),
-            remove_headers=self._identity_headers,
+            upstream_headers=tuple(upstream.items()),
+            remove_headers=tuple(dict.fromkeys(remove)),
+            remove_query_params=params,
         )
 
     def _allow(
@@ -357,13 +412,12 @@ class Authorizer:
         request: RequestAttributes,
         rule: CompiledRule,
         identities: list[tuple[ProviderRuntime, Identity]],
+        plan: StripPlan,
         *,
         cached: bool = False,
     ) -> Decision:
         cap = self._max_header_bytes
         upstream: dict[str, str] = {}
-        remove: list[str] = []
-        remove_params: list[str] = []
         primary_claims = identities[0][1].claims
         for provider, identity in identities:
             for mapping in provider.headers:
@@ -372,24 +426,13 @@ class Authorizer:
                     upstream[mapping.header] = value
             if provider.payload_header:
                 upstream[provider.payload_header] = identity.raw_payload
-        for provider in self._candidates(rule):
-            if not provider.forward:
-                # Every copy of a token goes, not only the one that was verified.
-                plan = provider.sources.strip_plan(request)
-                remove.extend(plan.headers)
-                remove_params.extend(plan.params)
-                if plan.cookies:
-                    cookie = upstream.get("cookie", request.headers.get("cookie", ""))
-                    upstream["cookie"] = cookie_header_without(cookie, plan.cookies)
         for mapping in rule.claim_headers:
             value = mapping.render(primary_claims, cap)
             if value is not None:
                 upstream[mapping.header] = value
         upstream.update(rule.static_headers)
-        if upstream.get("cookie") == "":
-            del upstream["cookie"]
-            remove.append("cookie")
-        remove = [h for h in self._identity_headers if h not in upstream] + remove
+        remove = [h for h in self._identity_headers if h not in upstream]
+        params = _strip(request, plan, upstream, remove)
         first = identities[0][0]
         return Decision(
             allowed=True,
@@ -399,17 +442,52 @@ class Authorizer:
             provider=first.name,
             upstream_headers=tuple(upstream.items()),
             remove_headers=tuple(dict.fromkeys(remove)),
-            remove_query_params=tuple(dict.fromkeys(remove_params)),
+            remove_query_params=params,
             metadata={provider.name: identity.claims for provider, identity in identities},
             cached_identity=cached,
         )
+
+
+def _strip(
+    request: RequestAttributes, plan: StripPlan, upstream: dict[str, str], remove: list[str]
+) -> tuple[str, ...]:
+    """Apply ``plan`` to an allow: every copy of a token that is not forwarded goes (headers
+    into ``remove``, the Cookie header rewritten in ``upstream``); the query parameters to
+    remove are returned."""
+    remove.extend(plan.headers)
+    if plan.cookies:
+        cookie = plan.cookie_header(upstream.get("cookie", request.headers.get("cookie", "")))
+        if cookie:
+            upstream["cookie"] = cookie
+        else:
+            upstream.pop("cookie", None)
+            remove.append("cookie")
+    return plan.params
+
+
+def method_overrides(request: RequestAttributes) -> list[str]:
+    """Other methods the request asks the upstream to act as (X-HTTP-Method-Override and its
+    kin, or a ``_method`` query parameter in any spelling a framework may read)."""
+    named: list[str] = []
+    for header in METHOD_OVERRIDE_HEADERS:
+        value = request.headers.get(header)
+        if value is not None:
+            named.extend(value.split(","))
+    if request.query:
+        for part in request.query.split("&"):
+            name, _, value = part.partition("=")
+            if name_key(name) == METHOD_OVERRIDE_PARAM:
+                named.append(unquote_plus(value))
+    method = request.method.upper()
+    others = {m.strip().upper() for m in named} - {method, ""}
+    return sorted(others)
 
 
 def _find_token(
     request: RequestAttributes, candidates: list[ProviderRuntime]
 ) -> tuple[FoundToken | None, list[ProviderRuntime]]:
     """The first token any candidate finds, and the candidates that find that same token."""
-    found = [(p, p.sources.find(request)) for p in candidates]
+    found = [(p, p.sources.find(request, strict=p.forward)) for p in candidates]
     first = next((token for _, token in found if token is not None), None)
     if first is None:
         return None, []

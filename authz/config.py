@@ -23,7 +23,8 @@ from pydantic import (
 )
 
 from authz.errors import ConfigError
-from authz.rules_config import ClaimToHeader, Mode, Model, Rule, header_name
+from authz.paths import check_rule_path
+from authz.rules_config import TEMPLATE_PARAM, ClaimToHeader, Mode, Model, Rule, header_name
 
 ASYMMETRIC_ALGORITHMS = (
     *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
@@ -104,6 +105,16 @@ class DecisionLogSettings(Model):
     level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     allow_sample_rate: float = Field(default=1.0, ge=0, le=1)  # denials are always logged
     log_subject: bool = False  # add the token's sub; no other claim is ever logged
+
+
+class PathSettings(Model):
+    """How request paths are read (see authz/paths.py)."""
+
+    # refuse: any ";" in a path is invalid_path (Tomcat, Jetty and Spring cut ";x=1" off a
+    # segment, so /admin;x=1 would slip past a rule for /admin); literal: ";" is ordinary
+    # data, safe only for upstreams that never treat it specially.
+    semicolons: Literal["refuse", "literal"] = "refuse"
+    ignore_case: bool = False  # the default of every rule's match.ignore_case
 
 
 class TokenCacheSettings(Model):
@@ -348,6 +359,10 @@ class Config(Model):
     shutdown_grace: PositiveSeconds = 10.0
     startup_wait: float = Field(default=0.0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    # X-HTTP-Method-Override and friends naming another method: refuse (400 method_override),
+    # or judge the request under both methods and allow only when both are allowed.
+    method_override: Literal["refuse", "judge_both"] = "refuse"
     mode: Mode = "enforce"  # dry_run: allow everything, record what would have been denied
     expose_reasons: bool = False  # tell clients which rule and condition denied them
     max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
@@ -375,11 +390,67 @@ class Config(Model):
                         f"rules.{index} ({self.rule_name(index)}): matches on Envoy's "
                         "context_extensions, which http_authz never receives"
                     )
+        self._check_rule_paths()
+        self._check_token_locations()
         names = [r.name for r in self.rules if r.name]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rules: duplicate rule names {duplicates}")
         return self
+
+    def _check_rule_paths(self) -> None:
+        literal = self.paths.semicolons == "literal"
+        for index, rule in enumerate(self.rules):
+            for kind in ("prefix", "path", "path_separated_prefix", "template"):
+                value = getattr(rule.match, kind)
+                if value is None:
+                    continue
+                text = TEMPLATE_PARAM.sub("x", value) if kind == "template" else value
+                try:
+                    check_rule_path(text, semicolons_literal=literal)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"rules.{index} ({self.rule_name(index)}).match.{kind}: {exc}"
+                    ) from None
+
+    def _check_token_locations(self) -> None:
+        # One location, two providers that disagree on forwarding: a token found there would
+        # be both kept and stripped.
+        seen: dict[tuple[str, str], tuple[str, bool]] = {}
+        for name, provider in self.providers.items():
+            locations = [
+                *(("header", h.name) for h in provider.from_headers),
+                *(("parameter", p) for p in provider.from_params),
+                *(("cookie", c) for c in provider.from_cookies),
+            ]
+            for location in locations:
+                other = seen.setdefault(location, (name, provider.forward))
+                if other[1] != provider.forward:
+                    raise ValueError(
+                        f"providers {other[0]!r} and {name!r} both read the {location[0]} "
+                        f"{location[1]!r} but only one has forward: true"
+                    )
+        if self.http_authz is None:
+            return
+        # What the proxies asking over HTTP can remove: no proxy removes one parameter from
+        # the query, and only Envoy (an allowed_upstream_headers cookie) rewrites the Cookie
+        # header. A token left there would reach the upstream on every allow.
+        style = self.http_authz.original_request
+        for name, provider in self.providers.items():
+            if provider.forward:
+                continue
+            if provider.from_params:
+                raise ValueError(
+                    f"providers.{name}.from_params: http_authz ({style}) cannot remove a "
+                    "query parameter, so the token would reach the upstream; read it from "
+                    "a header, or set forward: true"
+                )
+            if provider.from_cookies and style != "envoy":
+                raise ValueError(
+                    f"providers.{name}.from_cookies: http_authz ({style}) cannot remove one "
+                    "cookie, so the token would reach the upstream; read it from a header, "
+                    "or set forward: true"
+                )
 
     def rule_name(self, index: int) -> str:
         return self.rules[index].name or str(index)

@@ -64,4 +64,20 @@ class DecisionLog:
         if settings.format == "json":
             log.log(self._level, "%s", json.dumps(entry, separators=(",", ":")))
         else:
-            log.log(self._level, "%s", " ".join(f"{k}={v}" for k, v in entry.items()))
+            text = " ".join(f"{key}={_text_value(value)}" for key, value in entry.items())
+            log.log(self._level, "%s", text)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+")
+
+
+def _text_value(value: Any) -> str:
+    """One value of a text line. Anything but plain words becomes a JSON string with ``=``
+    escaped too, so a subject holding newlines, quotes, spaces or ``key=value`` can never
+    end its field or forge another, and a reader can json.loads it back."""
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if _PLAIN.fullmatch(text):
+        return text
+    return json.dumps(text).replace("=", "\\u003d")  # ASCII only: no U+2028 line breaks

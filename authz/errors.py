@@ -91,6 +91,32 @@ class InvalidPath(CheckError):
     description = "the request path is not acceptable"
 
 
+class MethodOverride(CheckError):
+    """X-HTTP-Method-Override (or a kin) names another method than the request's: the
+    upstream may act on either, so no verdict on one method can be trusted."""
+
+    reason = "method_override"
+    outcome = Outcome.BAD_REQUEST
+    description = "method override headers and parameters are not accepted"
+
+
+class TokenNotStrippable(CheckError):
+    """A token copy sits where the proxy cannot remove it, so an allow would hand it on."""
+
+    reason = "token_not_strippable"
+    outcome = Outcome.BAD_REQUEST
+    description = "the request carries a token where it cannot be removed"
+
+
+class AmbiguousToken(CheckError):
+    """A forwarded token's location holds several copies or spellings: the upstream may read
+    another copy than the one authz verified."""
+
+    reason = "ambiguous_token"
+    outcome = Outcome.BAD_REQUEST
+    description = "the request carries more than one copy of the token"
+
+
 class RequestTooLarge(CheckError):
     reason = "request_too_large"
     outcome = Outcome.HEADERS_TOO_LARGE
@@ -224,6 +250,9 @@ DENY_REASONS = tuple(
         ClaimMismatch,
         NoMatchingRule,
         InvalidPath,
+        MethodOverride,
+        TokenNotStrippable,
+        AmbiguousToken,
         RequestTooLarge,
         NoKeys,
         Overloaded,

@@ -28,7 +28,7 @@ FORWARDING = {
 }
 
 
-def to_attributes(request: web.Request, style: Style, path_prefix: str) -> RequestAttributes:
+def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> RequestAttributes:
     # Repeated headers are joined, as Envoy does for gRPC, and counted as sent: a second
     # copy must never silently replace the first.
     joined: dict[str, list[str]] = {}
@@ -42,7 +42,16 @@ def to_attributes(request: web.Request, style: Style, path_prefix: str) -> Reque
         path = request.raw_path
         if path_prefix and path.startswith(path_prefix):
             path = path[len(path_prefix) :] or "/"
-        return RequestAttributes(request.method, request.host, path, headers, header_count=count)
+        return RequestAttributes(
+            request.method,
+            request.host,
+            path,
+            headers,
+            header_count=count,
+            query_removable=False,
+            # allowed_upstream_headers lets authz's cookie header replace the client's.
+            cookie_rewritable=True,
+        )
     if style == "nginx":
         original_path = headers.get("x-original-uri")
         method = headers.get("x-original-method")
@@ -55,7 +64,15 @@ def to_attributes(request: web.Request, style: Style, path_prefix: str) -> Reque
         raise InvalidPath(f"the {style} headers naming the original request are missing")
     for name in FORWARDING[style]:
         headers.pop(name, None)
-    return RequestAttributes(method.upper(), host, original_path, headers, header_count=count)
+    return RequestAttributes(
+        method.upper(),
+        host,
+        original_path,
+        headers,
+        header_count=count,
+        query_removable=False,
+        cookie_rewritable=False,
+    )
 
 
 def to_response(decision: Decision, style: Style) -> web.Response:
@@ -74,7 +91,8 @@ def to_response(decision: Decision, style: Style) -> web.Response:
 
 
 class HttpAuthzServer:
-    """A listener answering every path with a decision (Envoy appends the original path)."""
+    """A listener answering every request with a decision, whatever its path (Envoy appends
+    the original path): a low-level aiohttp server, so no router can answer in its place."""
 
     def __init__(
         self, authorizer: Checker, address: str, style: Style, path_prefix: str = ""
@@ -84,9 +102,9 @@ class HttpAuthzServer:
         self._prefix = path_prefix.rstrip("/")
         host, _, port = address.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._check)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.ServerRunner(
+            web.Server(self._check), access_log=None, handle_signals=False
+        )
         self.port = 0
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -98,7 +116,7 @@ class HttpAuthzServer:
     async def stop(self) -> None:
         await self._runner.cleanup()
 
-    async def _check(self, request: web.Request) -> web.Response:
+    async def _check(self, request: web.BaseRequest) -> web.Response:
         try:
             try:
                 attributes = to_attributes(request, self._style, self._prefix)

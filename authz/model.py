@@ -24,6 +24,10 @@ class RequestAttributes:
     headers: Mapping[str, str]
     context: Mapping[str, str] = field(default_factory=dict)  # Envoy's context_extensions
     header_count: int = 0  # header lines as sent, before repeated names were joined
+    # What the proxy can do with the answer: remove query parameters (Envoy over gRPC only),
+    # rewrite the Cookie header (Envoy). A token it cannot remove makes an allow impossible.
+    query_removable: bool = True
+    cookie_rewritable: bool = True
 
     @property
     def query(self) -> str:

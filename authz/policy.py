@@ -1,8 +1,8 @@
 """Compiled rules: which rule a request matches, what it requires, which headers to add.
 
 Rules are compiled once from the config; nothing here compiles a pattern or reads the
-config per request. First matching rule wins. Paths are matched after normalization
-(paths.py), without the query string.
+config per request. First matching rule wins. Paths are matched as check_path (paths.py)
+accepts them: exactly as sent, without the query string.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import re2
 
 from authz.conditions import MISSING, Node, compile_conditions, get_claim
 from authz.config import Config
 from authz.model import Claims, RequestAttributes
+from authz.paths import upper_hex
 from authz.rules_config import HeaderMatch, Match, Mode, Rule
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -30,16 +32,21 @@ def _fold(text: str, ignore_case: bool) -> str:
     return text.lower() if ignore_case else text
 
 
-def compile_path(match: Match) -> PathMatcher:
-    ic = match.ignore_case
+def compile_path(match: Match, ignore_case: bool = False) -> PathMatcher:
+    """``ignore_case``: the default when the match does not say (``paths.ignore_case``).
+
+    Paths reach the matcher as check_path leaves them, escapes with upper-case hex digits;
+    a rule's literal text is brought into the same form.
+    """
+    ic = ignore_case if match.ignore_case is None else match.ignore_case
     if match.path is not None:
-        exact = _fold(match.path, ic)
+        exact = _fold(upper_hex(match.path), ic)
         return lambda path: {} if _fold(path, ic) == exact else None
     if match.prefix is not None:
-        prefix = _fold(match.prefix, ic)
+        prefix = _fold(upper_hex(match.prefix), ic)
         return lambda path: {} if _fold(path, ic).startswith(prefix) else None
     if match.path_separated_prefix is not None:
-        base = _fold(match.path_separated_prefix, ic)
+        base = _fold(upper_hex(match.path_separated_prefix), ic)
 
         def separated(path: str) -> dict[str, str] | None:
             folded = _fold(path, ic)
@@ -50,8 +57,10 @@ def compile_path(match: Match) -> PathMatcher:
     if match.template is not None:
         # Our own pattern: escaped literals and one-segment groups, safe for the stdlib engine,
         # which is several times cheaper to call than RE2 for short paths.
-        template = re.compile(_template_regex(match.template), re.IGNORECASE if ic else 0)
-        return lambda path: None if (m := template.fullmatch(path)) is None else m.groupdict()
+        template = re.compile(
+            _template_regex(upper_hex(match.template)), re.IGNORECASE if ic else 0
+        )
+        return lambda path: None if (m := template.fullmatch(path)) is None else _params(m)
     if match.regex is not None:
         options = re2.Options()
         options.case_sensitive = not ic
@@ -63,10 +72,20 @@ def compile_path(match: Match) -> PathMatcher:
             if literal and not _fold(path, ic).startswith(literal):
                 return None
             found = compiled.fullmatch(path)
-            return None if found is None else dict(found.groupdict())
+            return None if found is None else _params(found)
 
         return regex
     return lambda path: {}
+
+
+def _params(found: Any) -> dict[str, str]:
+    """Captured path parameters, percent-decoded as frameworks hand them to handlers (the
+    path passed check_path, so no escape decodes to a separator or control character)."""
+    return {
+        name: unquote(value) if "%" in value else value
+        for name, value in found.groupdict().items()
+        if value is not None
+    }
 
 
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
@@ -155,7 +174,7 @@ class CompiledRule:
         requires = rule.requires
         return cls(
             name=name,
-            match_path=compile_path(rule.match),
+            match_path=compile_path(rule.match, config.paths.ignore_case),
             methods=frozenset(rule.match.methods),
             host_ok=_host_test(rule.match.hosts),
             header_tests=tuple(_header_test(h) for h in rule.match.headers),
@@ -239,7 +258,7 @@ def shadowed_rules(config: Config) -> list[str]:
     warnings = []
     for later_index, later in enumerate(config.rules):
         for earlier_index, earlier in enumerate(config.rules[:later_index]):
-            if _covers(earlier.match, later.match):
+            if _covers(earlier.match, later.match, config.paths.ignore_case):
                 warnings.append(
                     f"rules.{later_index} ({config.rule_name(later_index)}) can never match: "
                     f"rules.{earlier_index} ({config.rule_name(earlier_index)}) matches "
@@ -249,7 +268,7 @@ def shadowed_rules(config: Config) -> list[str]:
     return warnings
 
 
-def _covers(a: Match, b: Match) -> bool:
+def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
     """True when every request ``b`` matches is certainly matched by ``a`` (conservative)."""
     if a.methods and (not b.methods or not set(b.methods) <= set(a.methods)):
         return False
@@ -259,7 +278,7 @@ def _covers(a: Match, b: Match) -> bool:
         return False
     if any(b.context.get(k) != v for k, v in a.context.items()):
         return False
-    if a.ignore_case != b.ignore_case:
+    if _case(a, ignore_case) != _case(b, ignore_case):
         return False
     if a.regex is not None or a.template is not None:
         return False  # what a pattern matches is not analysed
@@ -274,6 +293,10 @@ def _covers(a: Match, b: Match) -> bool:
             return literal == base or literal.startswith(base + "/")
         return literal.startswith(base + "/")
     return True
+
+
+def _case(match: Match, default: bool) -> bool:
+    return default if match.ignore_case is None else match.ignore_case
 
 
 def _guaranteed_prefix(match: Match) -> str:

@@ -77,7 +77,7 @@ class Match(Model):
     path_separated_prefix: str | None = None  # /api matches /api and /api/x, not /apis
     regex: str | None = None  # RE2, anchored: it must match the whole path
     template: str | None = None  # /users/{id}: {name} captures one path segment
-    ignore_case: bool = False
+    ignore_case: bool | None = None  # default: paths.ignore_case
     methods: list[str] = Field(default_factory=list)
     hosts: list[str] = Field(default_factory=list)  # exact, or *.example.com
     headers: list[HeaderMatch] = Field(default_factory=list)

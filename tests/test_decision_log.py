@@ -76,3 +76,65 @@ def test_text_format_and_level(caplog: pytest.LogCaptureFixture) -> None:
     quiet: Any = DecisionLog(DecisionLogSettings(enabled=True, level="DEBUG"))
     quiet.record(REQUEST, DENY, 0.0)
     assert len(lines(caplog)) == 1  # DEBUG lines are not written at INFO
+
+
+def parse_text_line(line: str) -> dict[str, Any]:
+    """A strict reader of the text format: key=plain or key="JSON string", space-separated."""
+    fields: dict[str, Any] = {}
+    rest = line
+    while rest:
+        key, sep, rest = rest.partition("=")
+        assert sep and key.isidentifier(), line
+        if rest.startswith('"'):
+            value, end = json.JSONDecoder().raw_decode(rest)
+            rest = rest[end:]
+        else:
+            value, _, rest = rest.partition(" ")
+            rest = " " + rest if rest else ""
+        fields[key] = value
+        assert not rest or rest.startswith(" "), line
+        rest = rest[1:]
+    return fields
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "alice\nreason=allowed decision=allow",
+        "alice\r\ntime=0",
+        'alice" decision="allow',
+        "alice decision=allow",
+        "back\\slash=",
+        "a\u2028b\x1cc",
+    ],
+)
+def test_text_lines_cannot_be_forged_by_a_subject(
+    caplog: pytest.LogCaptureFixture, subject: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    decision = Decision(
+        allowed=False,
+        status=403,
+        reason="claim_mismatch",
+        rule="api",
+        provider="corp",
+        metadata={"corp": {"sub": subject}},
+    )
+    settings = DecisionLogSettings(enabled=True, format="text", log_subject=True)
+    DecisionLog(settings).record(REQUEST, decision, 0.0)
+    (line,) = lines(caplog)
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line
+    fields = parse_text_line(line)
+    assert fields["decision"] == "deny" and fields["reason"] == "claim_mismatch"
+    assert fields["subject"] == subject
+    assert list(fields) == [
+        "time",
+        "request_id",
+        "decision",
+        "status",
+        "reason",
+        "rule",
+        "provider",
+        "latency_ms",
+        "subject",
+    ]

@@ -4,11 +4,7 @@ nginx auth_request (deploy/nginx.conf), each through the real proxy."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +12,11 @@ import pytest
 from dev.stack import (
     DEV_AUDIENCE,
     DEV_ISSUER,
-    OPENER,
     ROOT,
     Ports,
     Stack,
-    free_port,
     http_dev_config,
+    nginx_binary,
 )
 from tests.conftest import Signer, wall_clock_claims
 from tests.test_e2e import call
@@ -88,48 +83,20 @@ def test_envoy_http_service_denies(envoy_http: Stack, rsa_signer: Signer) -> Non
     assert call(envoy_http, "/admin/x", authorization=f"Bearer {user}")[0] == 403
 
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
 @pytest.fixture(scope="module")
 def nginx(
     tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer
 ) -> Iterator[tuple[int, Stack]]:
-    if NGINX is None:
+    if nginx_binary() is None:
         pytest.fail("nginx is not installed: .ci/run installs Debian's nginx")
     workdir = tmp_path_factory.mktemp("nginx")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = http_dev_config(jwks, ports, "nginx")
-    # authz and the echo upstream from the stack; nginx instead of Envoy in front.
-    stack = Stack(workdir, config, ports)
+    stack = Stack(workdir, http_dev_config(jwks, ports, "nginx"), ports, proxy="nginx")
     stack.start()
-    listen = free_port()
-    text = (ROOT / "deploy" / "nginx.conf").read_text()
-    text = (
-        text.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
-        .replace("127.0.0.1:9002", f"127.0.0.1:{ports.authz_http_authz}")
-        .replace("127.0.0.1:8080", f"127.0.0.1:{ports.upstream}")
-        .replace("pid /run/nginx-authz.pid;", f"pid {workdir}/nginx.pid;")
-    )
-    conf = workdir / "nginx.conf"
-    conf.write_text(text)
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"])
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                OPENER.open(f"http://127.0.0.1:{listen}/healthz", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
-        yield listen, stack
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        stack.stop()
+    yield ports.envoy, stack
+    stack.stop()
 
 
 def nginx_call(

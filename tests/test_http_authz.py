@@ -7,9 +7,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from yarl import URL
 
 from authz.app import App
 from authz.config import parse_config
+from authz.errors import ConfigError
+from authz.http_authz import Style, to_attributes
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 
 
@@ -118,3 +122,101 @@ async def test_repeated_headers_are_joined_not_replaced(jwks: dict[str, Any], rs
             f"http://127.0.0.1:{app.http_authz.port}/check", headers=headers
         ) as response:
             assert response.status == 401  # the first copy is not silently dropped
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/authz/x%0a",
+        "/authz/admin/..%0a/public",
+        "/authz/public/%0D",
+        "/authz/a%09b",
+        "/authz/a%7f",
+    ],
+)
+async def test_every_path_gets_a_decision_and_control_characters_are_invalid_paths(
+    jwks: dict[str, Any], path: str
+) -> None:
+    async with App(config(jwks, "envoy")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        url = URL(f"http://127.0.0.1:{app.http_authz.port}{path}", encoded=True)
+        async with session.get(url) as response:
+            assert response.status == 400
+            assert response.headers["content-type"] == "application/json"
+            assert json.loads(await response.read())["error"] == "invalid_request"
+        page = app.metrics.render().decode()
+        assert 'authz_checks_total{decision="deny",provider="none",reason="invalid_path"' in page
+
+
+async def test_a_public_path_is_allowed_whatever_the_router_would_say(jwks: dict[str, Any]):
+    async with App(config(jwks, "envoy")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        for path in ("/authz/public/%E2%82%AC", "/authz/public/%20x", "/authz/public"):
+            url = URL(f"http://127.0.0.1:{app.http_authz.port}{path}", encoded=True)
+            async with session.get(url) as response:
+                assert response.status == 200, path
+
+
+def with_provider(style: str, jwks: dict[str, Any], **provider: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = config(jwks, style).model_dump(by_alias=True, exclude_unset=True)
+    settings["providers"]["corp"].update(provider)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("style", "provider", "refused"),
+    [
+        ("envoy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("envoy", {"from_cookies": ["session"]}, None),  # Envoy rewrites the Cookie header
+        ("nginx", {"from_cookies": ["session"], "forward": True}, None),
+    ],
+)
+def test_config_refuses_token_locations_the_proxy_cannot_strip(
+    jwks: dict[str, Any], style: str, provider: dict[str, Any], refused: str | None
+) -> None:
+    settings = with_provider(style, jwks, **provider)
+    if refused is None:
+        parse_config(settings)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            parse_config(settings)
+
+
+@pytest.mark.parametrize(
+    ("style", "query_removable", "cookie_rewritable"),
+    [("envoy", False, True), ("nginx", False, False), ("traefik", False, False)],
+)
+def test_http_styles_say_what_their_proxy_can_remove(
+    style: Style, query_removable: bool, cookie_rewritable: bool
+) -> None:
+    request = make_mocked_request(
+        "GET",
+        "/x",
+        headers={
+            "x-original-uri": "/x",
+            "x-original-method": "GET",
+            "x-forwarded-uri": "/x",
+            "x-forwarded-method": "GET",
+        },
+    )
+    attributes = to_attributes(request, style, "")
+    assert (attributes.query_removable, attributes.cookie_rewritable) == (
+        query_removable,
+        cookie_rewritable,
+    )
+
+
+async def test_method_override_is_refused_over_http(jwks: dict[str, Any]) -> None:
+    async with App(config(jwks, "nginx")) as app:
+        refused = await ask(
+            app,
+            "/check",
+            x_original_uri="/public/x",
+            x_original_method="GET",
+            x_http_method_override="DELETE",
+        )
+        assert refused.status == 400
+        assert json.loads(await refused.read())["error"] == "invalid_request"

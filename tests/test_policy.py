@@ -19,9 +19,10 @@ from authz.policy import (
 PROVIDERS = {"p": {"issuer": "i", "audiences": ["a"], "jwks": {"inline": {"keys": []}}}}
 
 
-def config(*rules: dict[str, Any]) -> Any:
+def config(*rules: dict[str, Any], **top: Any) -> Any:
     return parse_config(
         {
+            **top,
             "providers": PROVIDERS,
             "rules": [{"requires": {"provider": "p"}, **rule} for rule in rules],
         }
@@ -29,7 +30,7 @@ def config(*rules: dict[str, Any]) -> Any:
 
 
 def matched(match: dict[str, Any], method: str = "GET", path: str = "/", **extra: Any) -> Any:
-    policy = Policy.compile(config({"match": match}))
+    policy = Policy.compile(config({"match": match}, **extra.get("top", {})))
     request = RequestAttributes(
         method,
         extra.get("host", "api.example.com"),
@@ -65,6 +66,19 @@ ROUTES: list[tuple[dict[str, Any], dict[str, Any], Any]] = [
         {"id": "a", "order": "7"},
     ),
     ({"template": "/files/{name}.txt"}, {"path": "/files/axtxt"}, None),  # '.' is literal
+    # parameters are decoded as frameworks hand them to handlers
+    ({"template": "/users/{id}"}, {"path": "/users/a%40b.c"}, {"id": "a@b.c"}),
+    ({"regex": "/(?P<ver>v%[0-9A-F]{2})"}, {"path": "/v%20"}, {"ver": "v "}),
+    # escapes are matched with upper-case hex digits, in requests and in rules alike
+    ({"path": "/a%3ab"}, {"path": "/a%3Ab"}, {}),
+    ({"prefix": "/caf%c3%a9"}, {"path": "/caf%C3%A9/menu"}, {}),
+    # paths.ignore_case is the default of every rule, a rule's own setting wins
+    ({"prefix": "/admin"}, {"path": "/ADMIN", "top": {"paths": {"ignore_case": True}}}, {}),
+    (
+        {"prefix": "/admin", "ignore_case": False},
+        {"path": "/ADMIN", "top": {"paths": {"ignore_case": True}}},
+        None,
+    ),
     ({"methods": ["POST"]}, {"path": "/", "method": "post"}, {}),
     ({"methods": ["POST"]}, {"path": "/", "method": "GET"}, None),
     ({"hosts": ["api.example.com"]}, {"host": "API.example.com:443"}, {}),

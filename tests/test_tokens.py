@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from authz.errors import AmbiguousToken
 from authz.model import RequestAttributes
 from authz.tokens import (
     FoundToken,
@@ -10,6 +11,7 @@ from authz.tokens import (
     StripPlan,
     TokenSources,
     cookie_header_without,
+    name_key,
     parse_cookies,
 )
 
@@ -87,21 +89,89 @@ def test_cookie_header_without(header: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("request_", "plan"),
     [
-        (req(authorization="Bearer a"), StripPlan(("authorization",), (), ())),
-        (req(authorization="Basic a"), StripPlan((), (), ())),
+        (req(authorization="Bearer a"), StripPlan(("authorization",), (), frozenset())),
+        (req(authorization="bearer\ta"), StripPlan(("authorization",), (), frozenset())),
+        (req(authorization="Basic a"), StripPlan((), (), frozenset())),
         (
             req(
                 "/?access_token=a&access%5Ftoken=b&x=1&access_token=c",
                 x_token="t",
                 cookie="session=s; other=o",
             ),
-            StripPlan(("x-token",), ("access_token", "access%5Ftoken"), ("session",)),
+            StripPlan(("x-token",), ("access_token", "access%5Ftoken"), frozenset({"session"})),
         ),
-        (req("/?access_token"), StripPlan((), ("access_token",), ())),
+        (req("/?access_token"), StripPlan((), ("access_token",), frozenset())),
+        # every spelling an upstream parser may read as the token's name
+        (
+            req("/?ACCESS_TOKEN=1&access_token[]=2&access_token%5B%5D=3&access.token=4&a=5"),
+            StripPlan(
+                (),
+                ("ACCESS_TOKEN", "access_token[]", "access_token%5B%5D", "access.token"),
+                frozenset(),
+            ),
+        ),
+        (
+            req(cookie="SESSION=1; sess%69on=2; other=3; Session=4"),
+            StripPlan((), (), frozenset({"session"})),
+        ),
+        # a copy after ";" inside another parameter cannot be cut out by any proxy
+        (req("/?x=1;access_token=t"), StripPlan((), (), frozenset(), params_unremovable=True)),
+        (req("/?x=1;y=2"), StripPlan((), (), frozenset())),
     ],
 )
 def test_strip_plan_finds_every_copy(request_: RequestAttributes, plan: StripPlan) -> None:
     assert SOURCES.strip_plan(request_) == plan
+
+
+def test_the_cookie_header_loses_every_spelling_of_the_token_cookie() -> None:
+    plan = SOURCES.strip_plan(req(cookie="SESSION=1; sess%69on=2; other=3; Session=4"))
+    assert plan.cookie_header("SESSION=1; sess%69on=2; other=3; Session=4") == "other=3"
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("access_token", "access_token"),
+        ("ACCESS_TOKEN", "access_token"),
+        ("access%5Ftoken", "access_token"),
+        ("access_token[]", "access_token"),
+        ("access_token[0]", "access_token"),
+        ("access.token", "access_token"),
+        ("access+token", "access_token"),
+        ("access-token", "access-token"),
+    ],
+)
+def test_name_key(name: str, key: str) -> None:
+    assert name_key(name) == key
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        req("/?access_token=a&access_token=b"),
+        req("/?access_token=a&ACCESS_TOKEN=b"),
+        req("/?ACCESS_TOKEN=a"),
+        req("/?access_token[]=a"),
+    ],
+)
+def test_a_parameter_sent_twice_or_spelt_otherwise_is_not_read(request_: RequestAttributes):
+    assert SOURCES.find(request_) is None
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        req("/?access_token=a&access_token=b"),
+        req("/?access_token=a&ACCESS_TOKEN=b"),
+        req("/?access_token[]=a"),
+        req(cookie="session=a; session=b"),
+        req(cookie="session=a; SESSION=a"),
+        req(cookie="Session=a"),
+    ],
+)
+def test_a_forwarded_token_location_must_hold_one_copy(request_: RequestAttributes) -> None:
+    with pytest.raises(AmbiguousToken):
+        SOURCES.find(request_, strict=True)
 
 
 def test_percent_encoded_parameter_names_are_decoded() -> None:

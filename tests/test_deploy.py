@@ -93,3 +93,26 @@ def test_every_proxy_example_covers_the_example_identity_headers() -> None:
             header == p.get("exact") or header.startswith(p.get("prefix", "\0")) for p in patterns
         ), header
     assert regex.match("Authorization")
+
+
+def test_http_proxy_examples_drop_every_token_header() -> None:
+    """nginx and Traefik cannot remove a header authz names; their configs must drop each
+    header a provider reads its token from (unless the provider forwards it)."""
+    from authz.config import load_config
+
+    config = load_config(ROOT / "deploy" / "authz.yaml")
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text().lower()
+    traefik = yaml.safe_load((ROOT / "deploy" / "traefik-dynamic.yml").read_text())
+    regex = re.compile(
+        traefik["http"]["middlewares"]["authz"]["forwardAuth"]["authResponseHeadersRegex"]
+    )
+    names = {
+        source.name
+        for provider in config.providers.values()
+        if not provider.forward
+        for source in provider.from_headers
+    }
+    assert names
+    for name in names:
+        assert f'proxy_set_header {name} "";' in nginx, name
+        assert regex.match(name), name

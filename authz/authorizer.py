@@ -473,8 +473,10 @@ def method_overrides(request: RequestAttributes) -> list[str]:
         value = request.headers.get(header)
         if value is not None:
             named.extend(value.split(","))
-    if request.query:
-        for part in request.query.split("&"):
+    query = request.query
+    # Every spelling of _method holds "method", or an escape that may decode to it.
+    if query and ("%" in query or "method" in query.lower()):
+        for part in query.split("&"):
             name, _, value = part.partition("=")
             if name_key(name) == METHOD_OVERRIDE_PARAM:
                 named.append(unquote_plus(value))

@@ -90,20 +90,26 @@ class Node(Protocol):
 Verdict = bool | None
 
 
+_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "list",
+    dict: "object",
+}
+_SCALARS = frozenset({"null", "bool", "number", "string"})
+
+
 def _kind(value: Any) -> str:
     """The JSON type of a value: an integer and a float are both numbers, a boolean is not."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    for python_type in (bool, int, float, str, list, dict):  # subclasses, never from JSON
+        if isinstance(value, python_type):
+            return _KINDS[python_type]
     return type(value).__name__
 
 
@@ -113,6 +119,8 @@ def _equal(a: Any, b: Any) -> Verdict:
     kind = _kind(a)
     if kind != _kind(b):
         return None
+    if kind in _SCALARS:
+        return bool(a == b)
     if kind == "list":
         verdicts = [_equal(x, y) for x, y in zip(a, b, strict=False)]
         if None in verdicts:
@@ -133,8 +141,11 @@ def _as_list(value: Any) -> list[Any]:
 def _holds(items: list[Any], wanted: Any) -> Verdict:
     """Whether ``items`` hold ``wanted``; None when any item is of another type than it."""
     kind = _kind(wanted)
-    if any(_kind(item) != kind for item in items):
-        return None
+    for item in items:
+        if _kind(item) != kind:
+            return None
+    if kind in _SCALARS:
+        return wanted in items  # same JSON type throughout: Python's == is JSON's here
     return any(_equal(item, wanted) for item in items)
 
 

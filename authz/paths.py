@@ -31,6 +31,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # Raw characters no path may hold; "%" and ";" are judged below.
 _RAW_REFUSED = re.compile(r"[\x00-\x20\x7f-\U0010ffff\\#]")
 _ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
+_PARAMS = re.compile(r";|%3B")
 _HIGH_ESCAPE = re.compile(r"%[89a-fA-F][0-9a-fA-F]")
 
 
@@ -112,7 +113,9 @@ def check_path(target: str, *, semicolons_literal: bool = False) -> str:
         path = upper_hex(path)
     if "/." in path:
         for segment in path.split("/"):
-            if segment.split(";", 1)[0] in (".", ".."):
+            # With semicolons literal, "..;x" and "..%3Bx" are still dot-segments to
+            # upstreams that cut parameters (before or after decoding).
+            if _PARAMS.split(segment, 1)[0] in (".", ".."):
                 raise InvalidPath("a dot-segment in the path")
     return path
 

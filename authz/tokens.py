@@ -9,7 +9,7 @@ name is ever read as the token. No I/O.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import unquote, unquote_plus
 
@@ -37,6 +37,8 @@ def name_key(name: str, *, plus_is_space: bool = True) -> str:
     Percent-decoded, stripped, lower-cased, a trailing ``[...]`` cut (PHP reads ``a[]`` and ``a[0]``
     as ``a``), and ``.`` and spaces read as ``_`` (PHP again).
     """
+    if name.islower() and name.replace("_", "").isalnum():
+        return name  # the common case: nothing to decode, fold or cut
     key = (unquote_plus(name) if plus_is_space else unquote(name)).strip().lower()
     bracket = key.find("[")
     if bracket > 0:
@@ -94,6 +96,14 @@ class TokenSources:
     headers: tuple[HeaderSource, ...]
     params: tuple[str, ...]
     cookies: tuple[str, ...]
+    # name_key of each param and cookie, computed once
+    param_keys: frozenset[str] = field(init=False)
+    cookie_keys: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_keys", frozenset(name_key(p) for p in self.params))
+        cookie_keys = frozenset(name_key(c, plus_is_space=False) for c in self.cookies)
+        object.__setattr__(self, "cookie_keys", cookie_keys)
 
     @classmethod
     def from_provider(cls, provider: Provider) -> TokenSources:
@@ -159,9 +169,10 @@ class TokenSources:
         )
         params: list[str] = []
         unremovable = False
-        if self.params and request.query:
-            keys = {name_key(name) for name in self.params}
-            for part in request.query.split("&"):
+        query = request.query if self.params else ""
+        if query:
+            keys = self.param_keys
+            for part in query.split("&"):
                 raw = part.partition("=")[0]
                 if part and name_key(raw) in keys:
                     params.append(raw)
@@ -171,9 +182,8 @@ class TokenSources:
                     unremovable = True
         cookies: frozenset[str] = frozenset()
         if self.cookies and "cookie" in request.headers:
-            keys = {name_key(name, plus_is_space=False) for name in self.cookies}
             present = {cookie_key(part) for part in request.headers["cookie"].split(";")}
-            cookies = frozenset(keys & present)
+            cookies = self.cookie_keys & present
         return StripPlan(headers, tuple(dict.fromkeys(params)), cookies, unremovable)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from authz.conditions import EvalContext, compile_conditions
 from authz.config import parse_config
 from authz.model import RequestAttributes
-from authz.paths import normalize_path
+from authz.paths import check_path
 from authz.policy import Policy
 from authz.rules_config import ClaimCondition
 
@@ -81,7 +81,7 @@ def main() -> None:
     )
 
     def evaluate() -> None:
-        path = normalize_path(request.path)
+        path = check_path(request.path)
         found = policy.match(request, path)
         assert found is not None and found[0].name == "users"
         rule, params = found

@@ -123,7 +123,9 @@ def test_semicolons_literal(target: str, path: str) -> None:
     assert check_path(target, semicolons_literal=True) == path
 
 
-@pytest.mark.parametrize("target", ["/admin/..;/public", "/a/.;x/b", "/a/%2e%2e;/b"])
+@pytest.mark.parametrize(
+    "target", ["/admin/..;/public", "/a/.;x/b", "/a/%2e%2e;/b", "/a/..%3b/b", "/a/.%3Bx/b"]
+)
 def test_semicolons_literal_still_refuses_dot_segments(target: str) -> None:
     with pytest.raises(InvalidPath):
         check_path(target, semicolons_literal=True)

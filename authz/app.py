@@ -140,7 +140,12 @@ class App:
         if self.config.http_authz is not None:
             http_authz = self.config.http_authz
             self.http_authz = HttpAuthzServer(
-                authorizer, http_authz.listen, http_authz.original_request, http_authz.path_prefix
+                authorizer,
+                http_authz.listen,
+                http_authz.original_request,
+                http_authz.path_prefix,
+                max_headers=self.config.limits.max_headers,
+                max_header_bytes=self.config.limits.max_header_bytes,
             )
             await self.http_authz.start(reuse_port=self.config.workers > 1)
             self._stack.push_async_callback(self.http_authz.stop)

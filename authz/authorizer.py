@@ -28,7 +28,7 @@ from authz.errors import (
     TokenNotStrippable,
 )
 from authz.model import Decision, Identity, RequestAttributes
-from authz.paths import check_path
+from authz.paths import check_host, check_path
 from authz.policy import CompiledRule, HeaderFromClaim, Policy
 from authz.token_cache import TokenCache
 from authz.tokens import FoundToken, StripPlan, TokenSources, name_key
@@ -337,6 +337,7 @@ class Authorizer:
 
     async def _decide(self, request: RequestAttributes, trace: _Trace, plan: StripPlan) -> Decision:
         path = check_path(request.path, semicolons_literal=self._semicolons_literal)
+        check_host(request.host)
         matched = self._policy.match(request, path)
         if matched is None:
             raise NoMatchingRule("no rule matches")
@@ -476,7 +477,7 @@ def method_overrides(request: RequestAttributes) -> list[str]:
     query = request.query
     # Every spelling of _method holds "method", or an escape that may decode to it.
     if query and ("%" in query or "method" in query.lower()):
-        for part in query.split("&"):
+        for part in re.split("[&;]", query):  # some parsers also split on ";"
             name, _, value = part.partition("=")
             if name_key(name) == METHOD_OVERRIDE_PARAM:
                 named.append(unquote_plus(value))

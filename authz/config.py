@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 SUPPORTED_ALGORITHMS = ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+_LOWER_HEX_ESCAPE = re.compile(r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-Fa-f])")
 
 
 def _address(value: str) -> str:
@@ -401,6 +403,13 @@ class Config(Model):
     def _check_rule_paths(self) -> None:
         literal = self.paths.semicolons == "literal"
         for index, rule in enumerate(self.rules):
+            if rule.match.regex is not None and _LOWER_HEX_ESCAPE.search(rule.match.regex):
+                # Request paths reach rules with upper-case hex digits (paths.py).
+                raise ValueError(
+                    f"rules.{index} ({self.rule_name(index)}).match.regex: write "
+                    "percent-escapes with upper-case hex digits (%3A, not %3a): paths are "
+                    "matched that way"
+                )
             for kind in ("prefix", "path", "path_separated_prefix", "template"):
                 value = getattr(rule.match, kind)
                 if value is None:

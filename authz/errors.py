@@ -91,6 +91,15 @@ class InvalidPath(CheckError):
     description = "the request path is not acceptable"
 
 
+class InvalidHost(CheckError):
+    """A Host (or :authority) that is not ``name[:port]`` or ``[v6][:port]``: upstreams
+    read ``a.example.com:1:2`` or ``a,b`` differently, so host rules cannot be trusted."""
+
+    reason = "invalid_host"
+    outcome = Outcome.BAD_REQUEST
+    description = "the request host is not acceptable"
+
+
 class MethodOverride(CheckError):
     """X-HTTP-Method-Override (or a kin) names another method than the request's: the
     upstream may act on either, so no verdict on one method can be trusted."""
@@ -250,6 +259,7 @@ DENY_REASONS = tuple(
         ClaimMismatch,
         NoMatchingRule,
         InvalidPath,
+        InvalidHost,
         MethodOverride,
         TokenNotStrippable,
         AmbiguousToken,

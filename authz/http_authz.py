@@ -8,7 +8,8 @@ what the client asked for; a client cannot pick another style by sending other h
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import sys
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -49,8 +50,9 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
             headers,
             header_count=count,
             query_removable=False,
-            # allowed_upstream_headers lets authz's cookie header replace the client's.
-            cookie_rewritable=True,
+            # allowed_upstream_headers lets authz's cookie header replace the client's; a
+            # Cookie header that is not UTF-8 cannot be written back as it came.
+            cookie_rewritable=_utf8(headers.get("cookie", "")),
         )
     if style == "nginx":
         original_path = headers.get("x-original-uri")
@@ -75,6 +77,28 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
     )
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # aiohttp decodes other bytes to lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _ParserLogger(logging.Logger):
+    """aiohttp's log of a request its parser refused. The exception's text can quote the
+    request's bytes (a token in an over-long header line), so only its type is written."""
+
+    def _log(
+        self, level: int, msg: object, args: Any, exc_info: Any = None, *more: Any, **kw: Any
+    ) -> None:
+        error = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+        if not isinstance(error, BaseException):
+            error = sys.exc_info()[1]
+        kind = type(error).__name__ if error is not None else "error"
+        super()._log(logging.INFO, "HTTP request refused by the parser (%s)", (kind,))
+
+
 def to_response(decision: Decision, style: Style) -> web.Response:
     if not decision.allowed:
         return web.Response(
@@ -95,16 +119,33 @@ class HttpAuthzServer:
     the original path): a low-level aiohttp server, so no router can answer in its place."""
 
     def __init__(
-        self, authorizer: Checker, address: str, style: Style, path_prefix: str = ""
+        self,
+        authorizer: Checker,
+        address: str,
+        style: Style,
+        path_prefix: str = "",
+        *,
+        max_headers: int = 200,
+        max_header_bytes: int = 96 * 1024,
     ) -> None:
+        """``max_headers``, ``max_header_bytes``: authz's own limits (431 beyond them);
+        aiohttp's parser is set just above them, so its defaults (8190-byte lines, 128
+        headers) never refuse a request authz would judge."""
         self._authorizer = authorizer
         self._style = style
         self._prefix = path_prefix.rstrip("/")
         host, _, port = address.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
-        self._runner = web.ServerRunner(
-            web.Server(self._check), access_log=None, handle_signals=False
+        parser_log = _ParserLogger(f"{__name__}.parser")
+        parser_log.parent = log
+        server = web.Server(
+            self._check,
+            logger=parser_log,
+            max_line_size=max_header_bytes + 1024,
+            max_field_size=max_header_bytes + 1024,
+            max_headers=max_headers + 64,
         )
+        self._runner = web.ServerRunner(server, access_log=None, handle_signals=False)
         self.port = 0
 
     async def start(self, reuse_port: bool = False) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from authz.errors import InvalidPath
+from authz.errors import InvalidHost, InvalidPath
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -130,3 +130,18 @@ def check_rule_path(text: str, *, semicolons_literal: bool = False) -> str:
             f"{exc.detail}: no accepted request can match it; write the path as clients "
             "send it, percent-encoded (e.g. /caf%C3%A9)"
         ) from None
+
+
+# A registered name or IPv4 address, or a bracketed IPv6 address, and an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+
+
+def check_host(host: str) -> None:
+    """InvalidHost unless ``host`` is ``name[:port]`` or ``[v6][:port]``.
+
+    Express reads ``admin.example.com:1:2`` as ``admin.example.com`` while a host rule
+    would see none it knows; two Host values joined (``a,b``) name two hosts. An empty
+    host (none sent) is left to the proxy, which requires one for HTTP/1.1.
+    """
+    if host and _HOST.fullmatch(host) is None:
+        raise InvalidHost("the host is not name[:port]")

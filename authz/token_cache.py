@@ -33,7 +33,9 @@ class CachedToken:
 
 
 def token_digest(token: str) -> bytes:
-    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+    # surrogatepass: a header aiohttp decoded from bytes that are not UTF-8 holds lone
+    # surrogates; such a token is malformed, and must get there rather than crash here.
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class TokenCache:

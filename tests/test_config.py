@@ -119,6 +119,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("rules.0.match.prefix", "//a", "an empty path segment"),
     ("rules.0.match", {"template": "/u/{id};x"}, "rules.0 (0).match.template: a semicolon"),
     ("rules.0.match", {"path_separated_prefix": "/%61"}, "a percent-encoded unreserved"),
+    ("rules.0.match", {"regex": "/a%3a.*"}, "upper-case hex digits"),
     ("paths.semicolons", "cut", "paths.semicolons: Input should be 'refuse' or 'literal'"),
     ("method_override", "allow", "method_override: Input should be 'refuse' or 'judge_both'"),
     # the types of a value list

@@ -47,6 +47,12 @@ def attack_config(jwks_file: Path, ports: Ports, proxy: str) -> dict[str, Any]:
         "shutdown_grace": 1,
         "providers": {"dev": provider},
         "rules": [
+            {
+                "name": "admin-host",
+                "match": {"hosts": ["admin.example.com"]},
+                "requires": {"provider": "dev"},
+                "claims": admin,
+            },
             {"name": "healthz", "match": {"path_separated_prefix": "/healthz"}, "public": True},
             {"name": "public", "match": {"path_separated_prefix": "/public"}, "public": True},
             {
@@ -62,7 +68,12 @@ def attack_config(jwks_file: Path, ports: Ports, proxy: str) -> dict[str, Any]:
                 "claims": admin,
             },
             # the README's own example
-            {"name": "admin", "match": {"prefix": "/admin"}, "requires": {"provider": "dev"}},
+            {
+                "name": "admin",
+                "match": {"prefix": "/admin"},
+                "requires": {"provider": "dev"},
+                "claims": admin,
+            },
             {
                 "name": "secret",
                 "match": {"path_separated_prefix": "/secret"},
@@ -71,7 +82,6 @@ def attack_config(jwks_file: Path, ports: Ports, proxy: str) -> dict[str, Any]:
             {"name": "default", "match": {"prefix": "/"}, "requires": {"provider": "dev"}},
         ],
     }
-    config["rules"][4]["claims"] = admin
     if proxy != "envoy-grpc":
         style = "envoy" if proxy == "envoy-http" else "nginx"
         config["http_authz"] = {
@@ -121,10 +131,23 @@ class Reply:
         return json.loads(self.body)
 
 
-def send(stack: Stack, target: str, method: str = "GET", **headers: str) -> Reply:
-    """One HTTP/1.1 request with the target exactly as given: no client library cleans it."""
-    lines = [f"{method} {target} HTTP/1.1", "Host: app.test", "Connection: close"]
-    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+def send(
+    stack: Stack,
+    target: str,
+    method: str = "GET",
+    host: str = "app.test",
+    lines: tuple[str, ...] = (),
+    **headers: str,
+) -> Reply:
+    """One HTTP/1.1 request with the target exactly as given: no client library cleans it.
+    ``lines``: header lines sent as they are, repeated names included."""
+    lines = (
+        f"{method} {target} HTTP/1.1",
+        f"Host: {host}",
+        "Connection: close",
+        *lines,
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    )
     with socket.create_connection(("127.0.0.1", stack.ports.envoy), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         chunks = []
@@ -279,7 +302,10 @@ def test_legitimate_requests_still_pass(proxy: tuple[str, Stack], rsa_signer: Si
 def test_the_token_is_stripped_on_public_allows(proxy: tuple[str, Stack], rsa_signer: Signer):
     name, stack = proxy
     token = minted(rsa_signer)
-    query = f"?access_token={token}&ACCESS_TOKEN={token}&access_token[]={token}&keep=1"
+    query = (
+        f"?access_token={token}&ACCESS_TOKEN={token}&access_token[]={token}"
+        f"&access%5Ftoken={token}&access.token={token}&Access_Token%5B0%5D={token}&keep=1"
+    )
     cookie = f"theme=dark; session={token}; SESSION={token}; sess%69on={token}"
     target = "/public/x" + (query if name == "envoy-grpc" else "?keep=1")
     if name == "nginx":
@@ -310,3 +336,48 @@ def test_method_overrides_never_reach_the_upstream(
         assert (reply.status, reply.handlers) == (400, None), target
     reply = send(stack, "/public/x?_METHOD=delete")
     assert (reply.status, reply.handlers) == (400, None)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["admin.example.com:1:2", "admin.example.com:80:80", "admin.example.com,app.test"],
+)
+def test_a_host_rule_cannot_be_skipped_with_a_malformed_host(
+    proxy: tuple[str, Stack], host: str
+) -> None:
+    _, stack = proxy
+    reply = send(stack, "/public/x", host=host)
+    assert reply.handlers is None and reply.status in (400, 401), (host, reply.status)
+    assert send(stack, "/public/x", host="admin.example.com").status == 401
+
+
+def test_http_1_0_without_a_host_still_gets_a_decision(proxy: tuple[str, Stack]) -> None:
+    name, stack = proxy
+    with socket.create_connection(("127.0.0.1", stack.ports.envoy), timeout=10) as sock:
+        sock.sendall(b"GET /public/x HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split()[1])
+    if name == "nginx":
+        assert status == 200 and b"x-handlers: public" in answer.lower(), answer[:200]
+    else:
+        assert status == 426  # Envoy does not accept HTTP/1.0 (accept_http_10: false)
+
+
+def test_repeated_token_lines_are_stripped_too(proxy: tuple[str, Stack], rsa_signer: Signer):
+    """Envoy joins repeated Cookie lines with "," (HTTP/1.1) and repeated Authorization
+    lines likewise: a copy in the second line must go as well."""
+    name, stack = proxy
+    token = minted(rsa_signer)
+    lines = ["Authorization: Basic eA==", f"Authorization: Bearer {token}"]
+    if name == "nginx":
+        refused = send(stack, "/public/x", lines=tuple(lines))
+        assert (refused.status, refused.handlers) == (400, None)  # nginx refuses the repeat
+        return
+    lines += ["Cookie: theme=dark", f"Cookie: session={token}"]
+    reply = send(stack, "/public/x", lines=tuple(lines))
+    assert (reply.status, reply.handlers) == (200, ["public"])
+    seen = reply.json()
+    assert token not in json.dumps(seen["headers"])
+    assert seen["headers"]["cookie"] == "theme=dark"

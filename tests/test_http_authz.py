@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -220,3 +221,66 @@ async def test_method_override_is_refused_over_http(jwks: dict[str, Any]) -> Non
         )
         assert refused.status == 400
         assert json.loads(await refused.read())["error"] == "invalid_request"
+        page = app.metrics.render().decode()
+        assert 'authz_checks_total{decision="deny",provider="none",reason="method_override"' in page
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_header_lines_up_to_authz_limits_reach_authz(jwks: dict[str, Any]) -> None:
+    """aiohttp's parser refuses lines over 8190 bytes by default: a 9 KB Cookie on a public
+    path got aiohttp's own 400 page, never an authz decision."""
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        port = app.http_authz.port
+        cookie = "a=" + "x" * 9000
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n"
+        status, _ = await raw_exchange(port, (request + "Connection: close\r\n\r\n").encode())
+        assert status == 200
+        big = "a=" + "x" * (96 * 1024 + 100)  # over authz's 96 KiB, under the parser's cap
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {big}\r\n"
+        status, body = await raw_exchange(port, (request + "Connection: close\r\n\r\n").encode())
+        assert status == 431 and json.loads(body)["error"] == "invalid_request"
+
+
+async def test_the_parser_log_never_quotes_the_request(
+    jwks: dict[str, Any], rsa_signer: Signer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        huge = f"session={token}" + "x" * (200 * 1024)
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {huge}\r\n\r\n"
+        status, _ = await raw_exchange(app.http_authz.port, request.encode())
+        assert status == 400  # refused by aiohttp's parser, beyond every authz limit
+    assert "refused by the parser" in caplog.text
+    assert token[:40] not in caplog.text and "session=" not in caplog.text
+
+
+async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        port = app.http_authz.port
+        head = b"GET /authz/items HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        status, body = await raw_exchange(port, head + b"Authorization: Bearer \xff.a.b\r\n\r\n")
+        assert (status, json.loads(body)["error"]) == (401, "invalid_token")
+    settings = with_provider("envoy", jwks, from_cookies=["session"])
+    async with App(parse_config(settings)) as app:
+        assert app.http_authz is not None
+        head = b"GET /authz/public HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        cookie = b"Cookie: theme=\xe9; session=" + token.encode() + b"\r\n\r\n"
+        status, body = await raw_exchange(app.http_authz.port, head + cookie)
+        # the Cookie header cannot be written back without the token: refused, not a 503
+        assert (status, json.loads(body)["error"]) == (400, "invalid_request")

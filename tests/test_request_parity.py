@@ -227,6 +227,8 @@ async def test_a_forwarded_token_must_have_one_copy(
         (req("/ro?%5Fmethod=PATCH"), ["PATCH"]),
         (req("/ro?_method[]=PATCH"), ["PATCH"]),
         (req("/ro?method=DELETE"), []),
+        (req("/ro?x=1;_method=DELETE"), ["DELETE"]),
+        (req("/ro?_m%65thod=DELETE"), ["DELETE"]),
         (
             req("/ro", "POST", x_http_method_override="DELETE", x_method_override="PUT"),
             ["DELETE", "PUT"],
@@ -273,3 +275,31 @@ async def test_judge_both_requires_both_methods_to_pass(rsa_signer: Signer) -> N
 
 def test_new_reasons_are_deny_reasons() -> None:
     assert {"method_override", "token_not_strippable", "ambiguous_token"} <= set(DENY_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("api.example.com", True),
+        ("api.example.com:8443", True),
+        ("API.Example.com.", True),
+        ("10.0.0.1:80", True),
+        ("[::1]:8080", True),
+        ("", True),
+        ("admin.example.com:1:2", False),
+        ("a.example.com,b.example.com", False),
+        ("a.example.com b", False),
+        ("user@a.example.com", False),
+        ("a.example.com:", True),
+        ("a.example.com:123456", False),
+        ("[::1", False),
+    ],
+)
+async def test_malformed_hosts_are_refused(rsa_signer: Signer, host: str, allowed: bool) -> None:
+    decision = await parity_authorizer(rsa_signer).check(
+        RequestAttributes("GET", host, "/public/x", {})
+    )
+    if allowed:
+        assert decision.allowed, host
+    else:
+        assert (decision.status, decision.reason) == (400, "invalid_host"), host

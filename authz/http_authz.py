@@ -96,7 +96,9 @@ class _ParserLogger(logging.Logger):
         if not isinstance(error, BaseException):
             error = sys.exc_info()[1]
         kind = type(error).__name__ if error is not None else "error"
-        super()._log(logging.INFO, "HTTP request refused by the parser (%s)", (kind,))
+        # aiohttp writes these at ERROR (DEBUG for non-HTTP bytes): they are the client's fault.
+        level = min(level, logging.INFO)
+        super()._log(level, "HTTP request refused by the parser (%s)", (kind,))
 
 
 def to_response(decision: Decision, style: Style) -> web.Response:

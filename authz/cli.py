@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.app import App
 from authz.config import Config, load_config
-from authz.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
-from authz.errors import AuthzError
-from authz.jwks import hmac_key_set, parse_jwks
-from authz.policy import shadowed_rules
-from authz.workers import in_worker, supervise
+from authz.core.errors import AuthzError
+from authz.core.policy import shadowed_rules
+from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
+from authz.keys.jwks import hmac_key_set, parse_jwks
+from authz.runtime.app import App
+from authz.runtime.workers import in_worker, supervise
 
 log = logging.getLogger("authz")
 

@@ -20,9 +20,9 @@ import grpc
 from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.app import App
 from authz.config import parse_config
-from authz.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
+from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
+from authz.runtime.app import App
 from dev.stack import free_port
 
 CHECKS = 2000

@@ -12,12 +12,12 @@ from __future__ import annotations
 import timeit
 from typing import Any
 
-from authz.conditions import EvalContext, compile_conditions
 from authz.config import parse_config
-from authz.model import RequestAttributes
-from authz.paths import check_path
-from authz.policy import Policy
-from authz.rules_config import ClaimCondition
+from authz.config.rules import ClaimCondition
+from authz.core.conditions import EvalContext, compile_conditions
+from authz.core.model import RequestAttributes
+from authz.core.paths import check_path
+from authz.core.policy import Policy
 
 CLAIMS = {
     "sub": "alice",

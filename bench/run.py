@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from authz.crypto import public_jwk, sign_token
+from authz.keys.crypto import public_jwk, sign_token
 from dev.stack import ROOT, envoy_binary, free_port
 
 TYPE = "type.googleapis.com/envoy.extensions."

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from authz.crypto import public_jwk
+from authz.keys.crypto import public_jwk
 
 ISSUER = "https://idp.test/realms/corp"
 AUDIENCE = "api"

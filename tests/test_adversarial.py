@@ -23,13 +23,13 @@ from envoy.service.auth.v3 import external_auth_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.authorizer import Authorizer, build_providers
+from authz.adapters.grpc_server import AuthorizationServicer
 from authz.config import parse_config
-from authz.crypto import public_jwk
-from authz.errors import MalformedToken
-from authz.grpc_server import AuthorizationServicer
-from authz.jwks import parse_jwks
-from authz.verify import parse_token
+from authz.core.authorizer import Authorizer, build_providers
+from authz.core.errors import MalformedToken
+from authz.core.verify import parse_token
+from authz.keys.crypto import public_jwk
+from authz.keys.jwks import parse_jwks
 from tests.conftest import AUDIENCE, ISSUER, FixedKeys, Signer, b64, b64json, fixed_clock
 
 ALGORITHMS = ["RS256", "ES256", "ES384", "PS256", "EdDSA"]

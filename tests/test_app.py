@@ -10,8 +10,8 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.app import App
 from authz.config import parse_config
+from authz.runtime.app import App
 from tests.conftest import AUDIENCE, FakeIdp, Signer, wall_clock_claims
 from tests.test_grpc_server import check_request
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from authz.authorizer import Authorizer, build_providers
 from authz.config import Config, parse_config
-from authz.jwks import KeySet, parse_jwks
-from authz.model import Decision, RequestAttributes
-from authz.policy import Policy
+from authz.core.authorizer import Authorizer, build_providers
+from authz.core.model import Decision, RequestAttributes
+from authz.core.policy import Policy
+from authz.keys.jwks import KeySet, parse_jwks
 from tests.conftest import AUDIENCE, ISSUER, FixedKeys, Signer, fixed_clock
 
 
@@ -610,7 +610,7 @@ async def test_a_repeated_token_parameter_is_no_token(jwks: dict[str, Any], rsa_
 
 
 async def test_cache_hits_still_run_the_rule(jwks: dict[str, Any], rsa_signer: Signer) -> None:
-    from authz.token_cache import TokenCache
+    from authz.core.token_cache import TokenCache
 
     config = make_config()
     cache = TokenCache()

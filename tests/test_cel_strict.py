@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz import cel_strict
-from authz.cel_strict import FUNCTIONS, compile_strict, rewrite
+from authz.core import cel_strict
+from authz.core.cel_strict import FUNCTIONS, compile_strict, rewrite
 
 REWRITES = [
     # precedence and associativity: all relations share one level, left-associative

@@ -8,8 +8,8 @@ import pytest
 
 from authz.cli import main
 from authz.config import Provider
-from authz.jwks import parse_jwks
-from authz.verify import Verifier, parse_token
+from authz.core.verify import Verifier, parse_token
+from authz.keys.jwks import parse_jwks
 from tests.conftest import FixedKeys
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from authz.conditions import MISSING, EvalContext, compile_conditions, get_claim
-from authz.model import RequestAttributes
-from authz.rules_config import ClaimCondition
+from authz.config.rules import ClaimCondition
+from authz.core.conditions import MISSING, EvalContext, compile_conditions, get_claim
+from authz.core.model import RequestAttributes
 
 CLAIMS: dict[str, Any] = {
     "sub": "alice",

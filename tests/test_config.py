@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from authz.config import load_config, parse_config
-from authz.errors import ConfigError
+from authz.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

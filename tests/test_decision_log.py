@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from authz.config import DecisionLogSettings
-from authz.decision_log import DecisionLog
-from authz.model import Decision, RequestAttributes
+from authz.core.model import Decision, RequestAttributes
+from authz.runtime.decision_log import DecisionLog
 
 REQUEST = RequestAttributes(
     "GET", "h", "/x", {"x-request-id": "req-1", "authorization": "Bearer t"}

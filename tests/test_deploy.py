@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from authz.config import parse_config
-from authz.metrics import Metrics
+from authz.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -69,8 +69,8 @@ def test_dashboard_queries_name_real_metrics() -> None:
 
 
 def test_every_proxy_example_covers_the_example_identity_headers() -> None:
-    from authz.authorizer import Authorizer, build_providers
     from authz.config import load_config
+    from authz.core.authorizer import Authorizer, build_providers
     from tests.conftest import FixedKeys, fixed_clock
 
     config = load_config(ROOT / "deploy" / "authz.yaml")

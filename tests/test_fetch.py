@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from authz.errors import JwksError, JwksHttpError, JwksNetworkError, JwksTimeout
-from authz.fetch import AiohttpFetcher, cache_max_age, ssl_context_for
+from authz.core.errors import JwksError, JwksHttpError, JwksNetworkError, JwksTimeout
+from authz.keys.fetch import AiohttpFetcher, cache_max_age, ssl_context_for
 from dev.stack import free_port
 from tests.conftest import FakeIdp
 

@@ -13,15 +13,15 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz.app import App
-from authz.config import parse_config
-from authz.grpc_server import (
+from authz.adapters.grpc_server import (
     AUTHORIZATION_SERVICE,
     AuthorizationServicer,
     struct_safe,
     to_attributes,
 )
-from authz.model import Decision
+from authz.config import parse_config
+from authz.core.model import Decision
+from authz.runtime.app import App
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 
 

@@ -11,10 +11,10 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
-from authz.app import App
+from authz.adapters.http_authz import Style, to_attributes
 from authz.config import parse_config
-from authz.errors import ConfigError
-from authz.http_authz import Style, to_attributes
+from authz.core.errors import ConfigError
+from authz.runtime.app import App
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 
 

@@ -9,8 +9,8 @@ import aiohttp
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.app import App
 from authz.config import parse_config
+from authz.runtime.app import App
 from tests.conftest import AUDIENCE, ISSUER, FakeIdp, Signer, wall_clock_claims
 from tests.test_grpc_server import check_request
 

@@ -6,9 +6,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from authz.crypto import public_jwk
-from authz.errors import AlgorithmNotAllowed, JwksError, UnknownKey
-from authz.jwks import parse_jwks
+from authz.core.errors import AlgorithmNotAllowed, JwksError, UnknownKey
+from authz.keys.crypto import public_jwk
+from authz.keys.jwks import parse_jwks
 from tests.conftest import Signer
 
 ALGS = ("RS256", "ES256")

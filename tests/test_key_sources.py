@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from authz.config import FileJwks, RemoteJwks
-from authz.fetch import AiohttpFetcher
-from authz.jwks import KeySet, parse_jwks
-from authz.key_sources import FileKeySource, RemoteKeySource, StaticKeySource
+from authz.keys.fetch import AiohttpFetcher
+from authz.keys.jwks import KeySet, parse_jwks
+from authz.keys.sources import FileKeySource, RemoteKeySource, StaticKeySource
 from dev.stack import free_port
 from tests.conftest import FakeIdp, Signer, wait_for
 

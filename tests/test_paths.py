@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.errors import InvalidPath
-from authz.paths import check_path, check_rule_path
+from authz.core.errors import InvalidPath
+from authz.core.paths import check_path, check_rule_path
 
 
 @pytest.mark.parametrize(

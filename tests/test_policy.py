@@ -4,11 +4,11 @@ from typing import Any
 
 import pytest
 
-from authz.conditions import MISSING
 from authz.config import parse_config
-from authz.errors import ConfigError
-from authz.model import RequestAttributes
-from authz.policy import (
+from authz.core.conditions import MISSING
+from authz.core.errors import ConfigError
+from authz.core.model import RequestAttributes
+from authz.core.policy import (
     HeaderFromClaim,
     Policy,
     _literal_prefix,

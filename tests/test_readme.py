@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authz.errors import ALLOW_REASONS, DENY_REASONS
-from authz.metrics import Metrics
+from authz.core.errors import ALLOW_REASONS, DENY_REASONS
+from authz.runtime.metrics import Metrics
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

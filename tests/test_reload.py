@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.app import App
 from authz.config import load_config
+from authz.runtime.app import App
 from dev.stack import free_port
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 from tests.test_grpc_server import check_request
@@ -176,7 +176,7 @@ def remote_config(path: Path, uri: str, header: str) -> None:
 async def test_reloads_never_leave_a_provider_without_keys(
     tmp_path: Path, idp: Any, rsa_signer: Signer, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr("authz.app.RELOAD_KEYS_WAIT_S", 0.5)
+    monkeypatch.setattr("authz.runtime.app.RELOAD_KEYS_WAIT_S", 0.5)
     idp.serve({"keys": [rsa_signer.jwk]})
     path = tmp_path / "authz.yaml"
     remote_config(path, idp.uri, "x-user-a")

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from authz.authorizer import Authorizer, build_providers, method_overrides
 from authz.config import parse_config
-from authz.errors import DENY_REASONS
-from authz.jwks import parse_jwks
-from authz.model import Decision, RequestAttributes
+from authz.core.authorizer import Authorizer, build_providers, method_overrides
+from authz.core.errors import DENY_REASONS
+from authz.core.model import Decision, RequestAttributes
+from authz.keys.jwks import parse_jwks
 from tests.conftest import AUDIENCE, ISSUER, FixedKeys, Signer, fixed_clock
 
 TOKEN_HEADERS = {"authorization", "cookie"}

@@ -10,8 +10,8 @@ import base64
 
 import pytest
 
-from authz.crypto import construct_hmac_key, construct_key
-from authz.verify import parse_token
+from authz.core.verify import parse_token
+from authz.keys.crypto import construct_hmac_key, construct_key
 
 PAYLOAD = (
     "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"

@@ -12,8 +12,8 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from authz.app import App
 from authz.config import parse_config
+from authz.runtime.app import App
 from tests.conftest import AUDIENCE, ISSUER, Signer, wall_clock_claims
 from tests.pki import Pki, make_pki
 from tests.test_grpc_server import check_request

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 
 from authz.config import Provider
-from authz.errors import CheckError
-from authz.jwks import parse_jwks
-from authz.model import Identity
-from authz.token_cache import TokenCache, token_digest
-from authz.verify import Verifier, parse_token
+from authz.core.errors import CheckError
+from authz.core.model import Identity
+from authz.core.token_cache import TokenCache, token_digest
+from authz.core.verify import Verifier, parse_token
+from authz.keys.jwks import parse_jwks
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedKeys, Signer
 
 

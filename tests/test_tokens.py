@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from authz.errors import AmbiguousToken
-from authz.model import RequestAttributes
-from authz.tokens import (
+from authz.core.errors import AmbiguousToken
+from authz.core.model import RequestAttributes
+from authz.core.tokens import (
     FoundToken,
     HeaderSource,
     Location,

@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from authz.config import Provider
-from authz.errors import CheckError, JwksError
-from authz.jwks import KeySet, parse_jwks
-from authz.verify import Verifier, parse_token
+from authz.core.errors import CheckError, JwksError
+from authz.core.verify import Verifier, parse_token
+from authz.keys.jwks import KeySet, parse_jwks
 from tests.conftest import AUDIENCE, ISSUER, NOW, FixedKeys, Signer, b64, b64json, fixed_clock
 
 
@@ -210,7 +210,7 @@ async def test_hs256_with_an_explicit_shared_secret(
     import hashlib
     import hmac
 
-    from authz.jwks import hmac_key_set
+    from authz.keys.jwks import hmac_key_set
 
     secret = b"s" * 40
     (tmp_path / "secret").write_bytes(secret + b"\n")
@@ -310,7 +310,7 @@ def test_ec_keys_without_alg_serve_their_curve_only(ec_signer: Signer) -> None:
     [b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 64, b"ssh-rsa " + b"A" * 64, b'{"kty"' + b" " * 40],
 )
 def test_a_key_is_not_a_shared_secret(secret: bytes) -> None:
-    from authz.jwks import hmac_key_set
+    from authz.keys.jwks import hmac_key_set
 
     with pytest.raises(JwksError, match="looks like a key"):
         hmac_key_set(secret, ("HS256",), None)

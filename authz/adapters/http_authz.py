@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from authz.authorizer import Checker, deny
-from authz.errors import InvalidPath
-from authz.model import Decision, RequestAttributes
+from authz.core.authorizer import Checker, deny
+from authz.core.errors import InvalidPath
+from authz.core.model import Decision, RequestAttributes
 
 log = logging.getLogger(__name__)
 

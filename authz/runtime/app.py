@@ -12,22 +12,22 @@ from pathlib import Path
 
 import aiohttp
 
-from authz.authorizer import Authorizer, CurrentAuthorizer, build_providers
+from authz.adapters.grpc_server import GrpcServer
+from authz.adapters.http_authz import HttpAuthzServer
+from authz.adapters.ops_server import HttpServer
 from authz.config import Config, Provider, RemoteJwks, load_config
-from authz.crypto import assert_cryptography_backend
-from authz.decision_log import DecisionLog
-from authz.errors import AuthzError, JwksError
-from authz.fetch import AiohttpFetcher, Fetcher, ssl_context_for
-from authz.grpc_server import GrpcServer
-from authz.http_authz import HttpAuthzServer
-from authz.http_server import HttpServer
-from authz.jwks import KeySet
-from authz.key_sources import KeySource, build_key_source
-from authz.metrics import Metrics
-from authz.model import Decision, RequestAttributes
-from authz.policy import shadowed_rules
-from authz.token_cache import TokenCache
-from authz.verify import Clock
+from authz.core.authorizer import Authorizer, CurrentAuthorizer, build_providers
+from authz.core.errors import AuthzError, JwksError
+from authz.core.model import Decision, RequestAttributes
+from authz.core.policy import shadowed_rules
+from authz.core.token_cache import TokenCache
+from authz.core.verify import Clock
+from authz.keys.crypto import assert_cryptography_backend
+from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
+from authz.keys.jwks import KeySet
+from authz.keys.sources import KeySource, build_key_source
+from authz.runtime.decision_log import DecisionLog
+from authz.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.crypto import (
+from authz.core.errors import AlgorithmNotAllowed, JwksError, KeyRejected, UnknownKey
+from authz.keys.crypto import (
     CURVE_FOR_ALG,
     KTY_FOR_ALG,
     VerifyKey,
     construct_hmac_key,
     construct_key,
 )
-from authz.errors import AlgorithmNotAllowed, JwksError, KeyRejected, UnknownKey
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from authz.errors import JwksError, JwksHttpError, JwksNetworkError, JwksTimeout
+from authz.core.errors import JwksError, JwksHttpError, JwksNetworkError, JwksTimeout
 
 MAX_REDIRECTS = 3
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from authz.metrics import Metrics
+from authz.runtime.metrics import Metrics
 
 
 def _split(address: str) -> tuple[str, int]:

@@ -18,8 +18,8 @@ from enum import Enum
 from urllib.parse import unquote, unquote_plus
 
 from authz.config import Provider
-from authz.errors import AmbiguousToken
-from authz.model import RequestAttributes, query_pairs
+from authz.core.errors import AmbiguousToken
+from authz.core.model import RequestAttributes, query_pairs
 
 
 class Location(Enum):

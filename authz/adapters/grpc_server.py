@@ -20,8 +20,8 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from authz.authorizer import Checker
-from authz.model import Decision, RequestAttributes
+from authz.core.authorizer import Checker
+from authz.core.model import Decision, RequestAttributes
 
 log = logging.getLogger(__name__)
 

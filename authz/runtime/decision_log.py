@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from authz.config import DecisionLogSettings
-from authz.model import Decision, RequestAttributes
+from authz.core.model import Decision, RequestAttributes
 
 log = logging.getLogger("authz.decisions")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")

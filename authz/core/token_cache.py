@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from authz.model import Identity
+from authz.core.model import Identity
 
 # Measured: an entry costs about 1000 bytes plus four times its payload's length in Python
 # objects (the claims dict with its strings, the payload text, the key and the slot).

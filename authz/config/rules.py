@@ -9,7 +9,7 @@ from typing import Any, Literal
 import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from authz.cel_strict import compile_strict
+from authz.core.cel_strict import compile_strict
 
 HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
 # Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from authz.config import FileJwks, Provider, RemoteJwks, check_fetch_uri
-from authz.errors import JwksError, JwksReadError
-from authz.fetch import Fetcher
-from authz.jwks import KeySet, hmac_key_set, parse_json, parse_jwks, parse_jwks_bytes
+from authz.core.errors import JwksError, JwksReadError
+from authz.keys.fetch import Fetcher
+from authz.keys.jwks import KeySet, hmac_key_set, parse_json, parse_jwks, parse_jwks_bytes
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from jose.backends.base import Key
 from jose.backends.cryptography_backend import CryptographyECKey, CryptographyRSAKey
 from jose.exceptions import JOSEError, JWKError
 
-from authz.errors import BackendError, KeyRejected
+from authz.core.errors import BackendError, KeyRejected
 
 MIN_RSA_BITS = 2048
 CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "EdDSA": "Ed25519"}

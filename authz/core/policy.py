@@ -16,11 +16,11 @@ from urllib.parse import unquote
 
 import re2
 
-from authz.conditions import MISSING, Node, compile_conditions, get_claim
 from authz.config import Config
-from authz.model import Claims, RequestAttributes
-from authz.paths import upper_hex
-from authz.rules_config import HeaderMatch, Match, Mode, Rule
+from authz.config.rules import HeaderMatch, Match, Mode, Rule
+from authz.core.conditions import MISSING, Node, compile_conditions, get_claim
+from authz.core.model import Claims, RequestAttributes
+from authz.core.paths import upper_hex
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TEMPLATE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import re2
 
-from authz.cel_strict import StrictProgram, compile_strict
-from authz.model import Claims, RequestAttributes
-from authz.rules_config import ClaimCondition
+from authz.config.rules import ClaimCondition
+from authz.core.cel_strict import StrictProgram, compile_strict
+from authz.core.model import Claims, RequestAttributes
 
 MISSING: Any = object()
 SCOPE_CLAIMS = frozenset({"scope", "scp"})

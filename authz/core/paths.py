@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from authz.errors import InvalidHost, InvalidPath
+from authz.core.errors import InvalidHost, InvalidPath
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")

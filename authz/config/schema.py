@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from authz.errors import ConfigError
-from authz.paths import check_rule_path
-from authz.rules_config import TEMPLATE_PARAM, ClaimToHeader, Mode, Model, Rule, header_name
+from authz.config.rules import TEMPLATE_PARAM, ClaimToHeader, Mode, Model, Rule, header_name
+from authz.core.errors import ConfigError
+from authz.core.paths import check_rule_path
 
 ASYMMETRIC_ALGORITHMS = (
     *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),

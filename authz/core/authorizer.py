@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import unquote_plus
 
-from authz.conditions import EvalContext
 from authz.config import Config, Limits
-from authz.errors import (
+from authz.core.conditions import EvalContext
+from authz.core.errors import (
     CheckError,
     ClaimMismatch,
     InternalError,
@@ -27,12 +27,12 @@ from authz.errors import (
     RequestTooLarge,
     TokenNotStrippable,
 )
-from authz.model import Decision, Identity, RequestAttributes
-from authz.paths import check_host, check_path
-from authz.policy import CompiledRule, HeaderFromClaim, Policy
-from authz.token_cache import TokenCache
-from authz.tokens import FoundToken, StripPlan, TokenSources, name_key
-from authz.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
+from authz.core.model import Decision, Identity, RequestAttributes
+from authz.core.paths import check_host, check_path
+from authz.core.policy import CompiledRule, HeaderFromClaim, Policy
+from authz.core.token_cache import TokenCache
+from authz.core.tokens import FoundToken, StripPlan, TokenSources, name_key
+from authz.core.verify import Clock, KeyLookup, ParsedToken, Verifier, parse_token
 
 log = logging.getLogger(__name__)
 

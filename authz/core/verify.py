@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from authz.config import Provider
-from authz.errors import (
+from authz.core.errors import (
     AlgorithmNotAllowed,
     CheckError,
     InvalidAudience,
@@ -33,9 +33,9 @@ from authz.errors import (
     TokenNotYetValid,
     UnknownKey,
 )
-from authz.jwks import KeySet
-from authz.model import Identity
-from authz.token_cache import TokenCache, token_digest
+from authz.core.model import Identity
+from authz.core.token_cache import TokenCache, token_digest
+from authz.keys.jwks import KeySet
 
 Clock = Callable[[], float]
 

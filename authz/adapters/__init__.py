@@ -1,0 +1,1 @@
+"""The edges: gRPC ext_authz, the HTTP authorization endpoint, the operations endpoint."""

@@ -1,0 +1,1 @@
+"""Keys: algorithms, key construction (python-jose), JWKS parsing, key sources, fetching."""

@@ -1,0 +1,1 @@
+"""Wiring and lifecycle: the build step, the app, reload, observation, workers."""

@@ -1,13 +1,11 @@
-"""Command line: serve, check-config, version, and the developer helpers keygen and token."""
+"""Command line: argument parsing for serve, check-config, version, and the developer
+helpers keygen and token. What the commands do is authz/runtime/commands.py."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -15,80 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.config import Config, load_config
+from authz.config import ConfigError
 from authz.core.errors import AuthzError
-from authz.core.policy import shadowed_rules
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
-from authz.keys.jwks import hmac_key_set, parse_jwks
-from authz.runtime.app import App
-from authz.runtime.workers import in_worker, supervise
-
-log = logging.getLogger("authz")
-
-
-def _load_and_validate(path: str) -> Config:
-    """Load a config and build what can be built offline: inline key sets, shared secrets."""
-    config = load_config(path)
-    for provider in config.providers.values():
-        algorithms = tuple(provider.algorithms)
-        if provider.shared_secret is not None:
-            secret = provider.shared_secret
-            hmac_key_set(secret.read(), algorithms, secret.kid)
-        elif provider.jwks is not None:
-            inline = provider.jwks.inline_document()
-            if inline is not None:
-                parse_jwks(inline, algorithms)
-    return config
-
-
-async def _serve(config: Config, path: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    app = App(config, config_path=path)
-    # SIGHUP, and any change to the file, reload the config without a restart. Installed
-    # first: a SIGHUP during start-up must not kill the process (it is ignored until then).
-    loop.add_signal_handler(signal.SIGHUP, app.request_reload)
-    await app.start()
-    await stop.wait()
-    log.info("shutting down: draining for up to %.0fs", config.shutdown_grace)
-    loop.remove_signal_handler(signal.SIGHUP)
-    await app.stop()
+from authz.runtime.commands import check_config, serve
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _load_and_validate(args.config)
-    if config.workers > 1 and not in_worker():
-        return supervise(args.config, config.workers, config.shutdown_grace)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The CEL library logs each failed function call; a strict comparison between different
-    # types (cel_strict) fails that way by design, and authz logs the failed condition.
-    logging.getLogger("cel").setLevel(logging.ERROR)
-    # Decision lines are whole records of their own (JSON, or key=value): no prefix.
-    decisions = logging.getLogger("authz.decisions")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions.addHandler(handler)
-    decisions.propagate = False
-    # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
-    # CPU per call); plain asyncio remains the fallback where uvloop is not installed.
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(config, args.config))
-    else:
-        uvloop.run(_serve(config, args.config))
-    return 0
+    return serve(args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load_and_validate(args.config)
-    for warning in shadowed_rules(config):
+    config, warnings = check_config(args.config)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
@@ -175,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
-    except AuthzError as exc:
+    except (AuthzError, ConfigError) as exc:
         print(f"authz: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

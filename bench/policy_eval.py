@@ -12,12 +12,11 @@ from __future__ import annotations
 import timeit
 from typing import Any
 
-from authz.config import parse_config
-from authz.config.rules import ClaimCondition
-from authz.core.conditions import EvalContext, compile_conditions
+from authz.config import ClaimCondition, parse_config
+from authz.core.conditions import EvalContext
 from authz.core.model import RequestAttributes
 from authz.core.paths import check_path
-from authz.core.policy import Policy
+from authz.runtime.build_policy import build_conditions, build_policy
 
 CLAIMS = {
     "sub": "alice",
@@ -75,7 +74,7 @@ def main() -> None:
             "rules": twenty_rules(),
         }
     )
-    policy = Policy.compile(config)
+    policy = build_policy(config)
     request = RequestAttributes(
         "GET", "api.example.com", "/users/alice?x=1", {"x-request-id": "r"}, {}
     )
@@ -88,7 +87,7 @@ def main() -> None:
         ctx = EvalContext({"corp": CLAIMS}, "corp", request, path, params)
         assert rule.conditions.check(ctx) is None
 
-    expr = compile_conditions(
+    expr = build_conditions(
         [
             ClaimCondition.model_validate(
                 {"expr": '"admin" in jwt.realm_access.roles && request.params.id == jwt.sub'}

@@ -7,12 +7,9 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
-from authz.config import Provider
-from authz.core.verify import Verifier, parse_token
-from authz.keys.jwks import parse_jwks
-from tests.conftest import FixedKeys
-
-ROOT = Path(__file__).resolve().parent.parent
+from authz.core.jws import parse_token
+from dev.stack import ROOT
+from tests.support import verifier
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,12 +78,8 @@ async def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
     assert main(args) == 0
     token = capsys.readouterr().out.strip()
     jwks = json.loads((tmp_path / "jwks.json").read_text())
-    provider = Provider.model_validate(
-        {"issuer": "https://i", "audiences": ["api"], "jwks": {"inline": jwks}}
-    )
-    keys = parse_jwks(jwks, ("RS256",))
-    verifier = Verifier.for_provider("dev", provider, FixedKeys(keys), time.time)
-    claims = (await verifier.verify(parse_token(token))).claims
+    checker = verifier(jwks, issuer="https://i", audiences=["api"], clock=time.time)
+    claims = (await checker.verify(parse_token(token, 8192))).claims
     assert claims["sub"] == "alice"
     assert claims["scope"] == "read write"
     assert claims["roles"] == ["a", "b"]

@@ -70,13 +70,17 @@ def test_dashboard_queries_name_real_metrics() -> None:
 
 def test_every_proxy_example_covers_the_example_identity_headers() -> None:
     from authz.config import load_config
-    from authz.core.authorizer import Authorizer, build_providers
-    from tests.conftest import FixedKeys, fixed_clock
+    from authz.core.authorizer import identity_headers
+    from authz.runtime.build import build_provider
+    from authz.runtime.build_policy import build_policy
+    from tests.support import FixedKeys, fixed_clock
 
     config = load_config(ROOT / "deploy" / "authz.yaml")
-    lookups = {name: FixedKeys(None) for name in config.providers}
-    providers = build_providers(config, lookups, fixed_clock())
-    headers = Authorizer.from_config(config, providers, None).identity_headers
+    providers = [
+        build_provider(name, p, config, FixedKeys(None), fixed_clock(), None)
+        for name, p in config.providers.items()
+    ]
+    headers = identity_headers(build_policy(config), providers)
     nginx = (ROOT / "deploy" / "nginx.conf").read_text().lower()
     traefik = yaml.safe_load((ROOT / "deploy" / "traefik-dynamic.yml").read_text())
     regex = re.compile(

@@ -15,12 +15,12 @@ from typing import Any
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from authz.core.authorizer import Checker
+from authz.core.decisions import internal_error
 from authz.core.model import Decision, RequestAttributes
 
 log = logging.getLogger(__name__)
@@ -107,30 +107,20 @@ def to_check_response(decision: Decision) -> Any:
     return response
 
 
-def _internal_error_response() -> Any:
-    return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.UNAVAILABLE),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
-            headers=_header_options((("content-type", "application/json"),)),
-            body='{"error": "temporarily_unavailable", "error_description": "internal error"}',
-        ),
-    )
-
-
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     MAX_PREBUILT_DENIALS = 1024
     MAX_PREBUILT_ALLOWS = 1024  # each keeps its claims alive, outside the cache's byte bound
 
     def __init__(self, authorizer: Checker) -> None:
         self._authorizer = authorizer
-        self._internal_error = _internal_error_response()
+        self._internal_error = to_check_response(internal_error())
         # Denials repeat (same status, headers and body per reason and host): build each once.
         self._denials: dict[tuple[Any, ...], Any] = {}
-        # A cached token yields the same claims object on every hit, and so the same answer
-        # for the same headers: the response (its metadata Struct above all) is built once.
-        # Each entry holds the claims objects it was built from and is used only while
-        # they are the very objects of the decision, so a recycled id() can never match.
+        # A token from the token cache yields the same claims objects (the same identity) on
+        # every hit, and so the same answer for the same headers: the response, its metadata
+        # Struct above all, is built once per identity. Each entry holds the claims objects
+        # it was built from and is used only while they are the very objects of the
+        # decision, so a recycled id() can never match.
         self._allows: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
 
     def _allow_response(self, decision: Decision) -> Any:
@@ -154,7 +144,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
 
     def _response(self, decision: Decision) -> Any:
         if decision.allowed:
-            if decision.cached_identity and decision.metadata:
+            if decision.metadata:
                 return self._allow_response(decision)
             return to_check_response(decision)
         key = (decision.status, decision.response_headers, decision.body)

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from authz.core.authorizer import Checker, deny
+from authz.adapters.listener import Listener
+from authz.core.authorizer import Checker
+from authz.core.decisions import deny, internal_error
 from authz.core.errors import InvalidPath
 from authz.core.model import Decision, RequestAttributes
 
@@ -123,12 +125,14 @@ class HttpAuthzServer:
     def __init__(
         self,
         authorizer: Checker,
-        address: str,
-        style: Style,
-        path_prefix: str = "",
+        host: str,
+        port: int,
         *,
-        max_headers: int = 200,
-        max_header_bytes: int = 96 * 1024,
+        style: Style,
+        path_prefix: str,
+        max_headers: int,
+        max_header_bytes: int,
+        reuse_port: bool = False,
     ) -> None:
         """``max_headers``, ``max_header_bytes``: authz's own limits (431 beyond them);
         aiohttp's parser is set just above them, so its defaults (8190-byte lines, 128
@@ -136,8 +140,6 @@ class HttpAuthzServer:
         self._authorizer = authorizer
         self._style = style
         self._prefix = path_prefix.rstrip("/")
-        host, _, port = address.rpartition(":")
-        self._host, self._port = host.strip("[]"), int(port)
         parser_log = _ParserLogger(f"{__name__}.parser")
         parser_log.parent = log
         server = web.Server(
@@ -147,30 +149,26 @@ class HttpAuthzServer:
             max_field_size=max_header_bytes + 1024,
             max_headers=max_headers + 64,
         )
-        self._runner = web.ServerRunner(server, access_log=None, handle_signals=False)
-        self.port = 0
+        runner = web.ServerRunner(server, access_log=None, handle_signals=False)
+        self._listener = Listener(runner, host, port, reuse_port=reuse_port)
 
-    async def start(self, reuse_port: bool = False) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=reuse_port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+    @property
+    def port(self) -> int:
+        return self._listener.port
+
+    async def start(self) -> None:
+        await self._listener.start()
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        await self._listener.stop()
 
     async def _check(self, request: web.BaseRequest) -> web.Response:
         try:
             try:
                 attributes = to_attributes(request, self._style, self._prefix)
             except InvalidPath as exc:
-                placeholder = RequestAttributes(request.method, request.host, "/", {})
-                return to_response(deny(exc, placeholder, None, None), self._style)
+                return to_response(deny(exc, request.host, None, None, expose=False), self._style)
             return to_response(await self._authorizer.check(attributes), self._style)
         except Exception as exc:  # fail closed: never a 5xx page from aiohttp, never an allow
             log.error("HTTP check adapter failed with %s", type(exc).__name__)
-            return web.Response(
-                status=503,
-                content_type="application/json",
-                text='{"error": "temporarily_unavailable", "error_description": "internal error"}',
-            )
+            return to_response(internal_error(), self._style)

@@ -1,25 +1,43 @@
-"""The configuration file's schema: typed, frozen models, loaded and validated once."""
+"""The configuration file's schema: typed, frozen models, loaded and validated once.
 
-from authz.config.schema import (
-    Config,
+Imports nothing else of authz. What needs other layers' knowledge to check (algorithms,
+fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/checks.py.
+"""
+
+from authz.config.base import ConfigError, split_address
+from authz.config.load import Config, load_config, parse_config
+from authz.config.providers import FileJwks, Jwks, Provider, RemoteJwks, SharedSecret
+from authz.config.rules import ClaimCondition, HeaderMatch, Match, Rule
+from authz.config.server import (
     DecisionLogSettings,
-    FileJwks,
+    HttpAuthz,
     Limits,
-    Provider,
-    RemoteJwks,
-    check_fetch_uri,
-    load_config,
-    parse_config,
+    Listen,
+    PathSettings,
+    Tls,
+    TokenCacheSettings,
 )
 
 __all__ = [
+    "ClaimCondition",
     "Config",
+    "ConfigError",
     "DecisionLogSettings",
     "FileJwks",
+    "HeaderMatch",
+    "HttpAuthz",
+    "Jwks",
     "Limits",
+    "Listen",
+    "Match",
+    "PathSettings",
     "Provider",
     "RemoteJwks",
-    "check_fetch_uri",
+    "Rule",
+    "SharedSecret",
+    "Tls",
+    "TokenCacheSettings",
     "load_config",
     "parse_config",
+    "split_address",
 ]

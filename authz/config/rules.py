@@ -6,14 +6,11 @@ import math
 import re
 from typing import Any, Literal
 
-import re2
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import cel
+from pydantic import Field, field_validator, model_validator
 
-from authz.core.cel_strict import compile_strict
+from authz.config.base import Model, checked_regex, header_name
 
-HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
-# Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.
-RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 HTTP_METHODS = frozenset(
     [
         *("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"),
@@ -22,30 +19,6 @@ HTTP_METHODS = frozenset(
     ]
 )
 Mode = Literal["enforce", "dry_run"]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-def header_name(value: str) -> str:
-    name = value.strip().lower()
-    if not name or not set(name) <= HEADER_NAME_CHARS or name in RESERVED_HEADERS:
-        raise ValueError(f"not a usable header name: {value!r}")
-    return name
-
-
-def checked_regex(pattern: str) -> str:
-    """RE2 syntax only: linear-time matching, so no pattern can be catastrophic."""
-    options = re2.Options()
-    options.log_errors = False
-    try:
-        re2.compile(pattern, options)
-    except re2.error as exc:
-        why = exc.args[0] if exc.args else ""
-        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
-        raise ValueError(f"invalid or unsupported regular expression (RE2 syntax): {why}") from exc
-    return pattern
 
 
 class HeaderMatch(Model):
@@ -154,7 +127,6 @@ CLAIM_OPERATORS = (
     "equals_claim",
 )
 BLOCKS = ("all", "any", "not", "expr")
-CEL_VARIABLES = frozenset({"jwt", "claims", "request"})
 REQUEST_ATTRIBUTES = ("method", "host", "path")
 REQUEST_MAPS = ("header", "query", "param", "context")
 
@@ -225,15 +197,12 @@ class ClaimCondition(Model):
     @field_validator("expr")
     @classmethod
     def _cel(cls, value: str | None) -> str | None:
+        # Syntax only; variables and strict comparisons are the build step's (checks.py).
         if value is not None:
             try:
-                program = compile_strict(value)
-            except ValueError as exc:
+                cel.compile(value)
+            except (ValueError, RuntimeError) as exc:
                 raise ValueError(f"invalid CEL expression: {str(exc).splitlines()[0]}") from exc
-            unknown = sorted(set(program.free_variables()) - CEL_VARIABLES)
-            if unknown:
-                # A misspelt variable would make the expression fail on every request.
-                raise ValueError(f"unknown CEL variable(s) {unknown}: use jwt, claims, request")
         return value
 
     @field_validator("request")

@@ -145,6 +145,9 @@ class _Rewriter:
         self.introduced: set[str] = set()  # _authz_* functions emitted
         self.native: set[str] = set()  # operator names the rewritten program still uses
         self.bound: set[str] = set()  # names that comprehension macros bind (the x of all(x, p))
+        # Each use of the variable ``request``: the field read (request.path), or None when it
+        # is used whole (request["path"], passed to a function).
+        self.request_uses: list[str | None] = []
 
     @property
     def tok(self) -> _Token:
@@ -218,6 +221,11 @@ class _Rewriter:
 
     def member(self) -> str:
         text = self.primary()
+        if text == "request":
+            field = (
+                self.peek().text if self.tok.text == "." and self.peek().kind == "IDENT" else None
+            )
+            self.request_uses.append(field)
         while True:
             if self.accept("."):
                 optional = "?" if self.accept("?") else ""
@@ -322,7 +330,7 @@ def rewrite(source: str) -> str:
 class StrictProgram:
     """A compiled CEL expression whose ``==``, ``!=`` and ``in`` fail on a type mismatch."""
 
-    __slots__ = ("_bound", "_program", "_variables", "rewritten", "source")
+    __slots__ = ("_bound", "_program", "_variables", "request_uses", "rewritten", "source")
 
     def __init__(
         self,
@@ -331,8 +339,10 @@ class StrictProgram:
         program: cel.Program,
         variables: list[str],
         bound: frozenset[str] = frozenset(),
+        request_uses: tuple[str | None, ...] = (),
     ) -> None:
         self.source = source
+        self.request_uses = request_uses  # see _Rewriter.request_uses
         self.rewritten = rewritten
         self._program = program
         self._variables = variables
@@ -374,4 +384,11 @@ def compile_strict(source: str) -> StrictProgram:
     variables = original.variables()
     if program.variables() != variables or set(program.functions()) != expected:
         raise ValueError("the rewritten CEL expression differs from the original")
-    return StrictProgram(source, rewritten, program, variables, frozenset(rewriter.bound))
+    return StrictProgram(
+        source,
+        rewritten,
+        program,
+        variables,
+        frozenset(rewriter.bound),
+        tuple(rewriter.request_uses),
+    )

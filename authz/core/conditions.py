@@ -1,4 +1,4 @@
-"""Claim and request conditions, compiled once into a tree that is evaluated per check.
+"""Claim and request conditions: a tree built once (by the build step) and evaluated per check.
 
 A failed evaluation returns a Failure naming where in the config the condition sits
 and what it tested (operator and claim path), never the value it saw.
@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import re2
 
-from authz.config.rules import ClaimCondition
 from authz.core.cel_strict import StrictProgram, compile_strict
 from authz.core.model import Claims, RequestAttributes
 
@@ -58,7 +57,6 @@ class EvalContext:
     request: RequestAttributes
     path: str  # as check_path accepted it: the request path, without the query
     params: Mapping[str, str] = field(default_factory=dict)  # from a path template
-    delimiter: str = "."
 
     def cel_activation(self, variables: frozenset[str], *, headers: bool) -> dict[str, Any]:
         """Only the variables an expression uses: converting them to CEL is most of its cost."""
@@ -216,11 +214,11 @@ OPERATORS: dict[str, Callable[[Any, Any], Verdict]] = {
 Test = Callable[[Any, "EvalContext"], Verdict]
 
 
-def _value_test(condition: ClaimCondition, delimiter: str) -> Test:
-    op = condition.operator
-    arg = getattr(condition, op)
+def operator_test(op: str, arg: Any, provider: str | None) -> Test:
+    """The test of one operator with its configured value. For ``equals_claim`` the value is
+    the other claim's path, read from ``provider``'s claims (default: the primary)."""
     if op == "equals_claim":
-        return _equals_claim(tuple(arg.split(delimiter)), condition.provider)
+        return _equals_claim(tuple(arg), provider)
     if op == "equals" and arg is None:
         return lambda value, _: value is None  # equals: null asks for an explicit null
     if op == "matches":
@@ -246,21 +244,22 @@ def _equals_claim(other: tuple[str, ...], provider: str | None) -> Test:
 Getter = Callable[[EvalContext], Any]
 
 
-def _subject(condition: ClaimCondition, delimiter: str) -> tuple[Getter, str, bool]:
-    """(how to read the subject, its label for logs, whether it is scope/scp)."""
-    if condition.request is not None:
-        return _request_getter(condition.request), f"request.{condition.request}", False
-    path = tuple(condition.claim_path or (condition.claim or "").split(delimiter))
-    provider = condition.provider
+def claim_subject(path: tuple[str, ...], provider: str | None) -> Getter:
+    """Read the claim at ``path`` of ``provider``'s token (default: the primary one)."""
 
     def claim(ctx: EvalContext) -> Any:
         return get_claim(ctx.claims.get(provider or ctx.primary, {}), path)
 
-    label = condition.claim if condition.claim is not None else str(list(path))
-    return claim, label, path[-1] in SCOPE_CLAIMS
+    return claim
 
 
-def _request_getter(attribute: str) -> Getter:
+def is_scope(path: tuple[str, ...]) -> bool:
+    """A condition on scope/scp: its failure is RFC 6750 insufficient_scope."""
+    return bool(path) and path[-1] in SCOPE_CLAIMS
+
+
+def request_subject(attribute: str) -> Getter:
+    """method, host, path, header.NAME, query.NAME, param.NAME or context.NAME."""
     if attribute == "method":
         return lambda ctx: ctx.request.method.upper()
     if attribute == "host":
@@ -363,30 +362,8 @@ class Expr:
         return Failure(self.where, "CEL expression was not a boolean", False, indeterminate=True)
 
 
-def compile_condition(condition: ClaimCondition, where: str, delimiter: str) -> Node:
-    block = condition.block
-    if block == "all":
-        return AllOf(_children(condition.all or [], f"{where}.all", delimiter))
-    if block == "any":
-        return AnyOf(f"{where}.any", _children(condition.any or [], f"{where}.any", delimiter))
-    if block == "not":
-        assert condition.not_ is not None
-        return Not(f"{where}.not", compile_condition(condition.not_, f"{where}.not", delimiter))
-    if block == "expr":
-        assert condition.expr is not None
-        program = compile_strict(condition.expr)
-        # Converting request headers to CEL costs more than the rest: only when mentioned.
-        uses_headers = "headers" in condition.expr
-        return Expr(f"{where}.expr", program, frozenset(program.variables()), uses_headers)
-    read, label, scope = _subject(condition, delimiter)
-    return Leaf(
-        where, f"{condition.operator} on {label}", scope, read, _value_test(condition, delimiter)
-    )
-
-
-def _children(conditions: Sequence[ClaimCondition], where: str, delimiter: str) -> tuple[Node, ...]:
-    return tuple(compile_condition(c, f"{where}[{i}]", delimiter) for i, c in enumerate(conditions))
-
-
-def compile_conditions(conditions: Sequence[ClaimCondition], delimiter: str) -> Node:
-    return AllOf(_children(conditions, "claims", delimiter))
+def expression(where: str, source: str) -> Expr:
+    """A CEL condition, compiled once with strict comparisons; ValueError if invalid."""
+    program = compile_strict(source)
+    # Converting request headers to CEL costs more than the rest: only when mentioned.
+    return Expr(where, program, frozenset(program.variables()), "headers" in source)

@@ -24,10 +24,6 @@ class AuthzError(Exception):
     """Base of every error authz raises on purpose."""
 
 
-class ConfigError(AuthzError):
-    """The configuration is invalid; the message names the offending key."""
-
-
 class BackendError(AuthzError):
     """python-jose is not using the ``cryptography`` backend."""
 

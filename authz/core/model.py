@@ -101,6 +101,3 @@ class Decision:
     response_headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
     dry_run: tuple[str, str] | None = None  # in dry-run mode: (would-be decision, reason)
-    # Every identity came from the token cache: the same claims objects will come again,
-    # so an adapter may reuse what it built from them.
-    cached_identity: bool = False

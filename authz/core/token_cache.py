@@ -39,24 +39,19 @@ def token_digest(token: str) -> bytes:
 
 
 class TokenCache:
-    def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 << 20) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries  # 0 keeps nothing
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, bytes], CachedToken] = OrderedDict()
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, provider: str, digest: bytes) -> CachedToken | None:
         entry = self._entries.get((provider, digest))
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end((provider, digest))
-        self.hits += 1
+        if entry is not None:
+            self._entries.move_to_end((provider, digest))
         return entry
 
     def put(

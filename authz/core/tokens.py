@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import unquote, unquote_plus
 
-from authz.config import Provider
 from authz.core.errors import AmbiguousToken
 from authz.core.model import RequestAttributes, query_pairs
 
@@ -144,14 +143,6 @@ class TokenSources:
         object.__setattr__(self, "param_keys", frozenset(name_key(p) for p in self.params))
         cookie_keys = frozenset(name_key(c, plus_is_space=False) for c in self.cookies)
         object.__setattr__(self, "cookie_keys", cookie_keys)
-
-    @classmethod
-    def from_provider(cls, provider: Provider) -> TokenSources:
-        return cls(
-            headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
-            params=tuple(provider.from_params),
-            cookies=tuple(provider.from_cookies),
-        )
 
     @classmethod
     def union(cls, sources: Iterable[TokenSources]) -> TokenSources:

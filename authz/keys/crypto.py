@@ -23,19 +23,10 @@ from jose.backends.cryptography_backend import CryptographyECKey, CryptographyRS
 from jose.exceptions import JOSEError, JWKError
 
 from authz.core.errors import BackendError, KeyRejected
+from authz.keys.algorithms import ALGORITHMS, ASYMMETRIC, HMAC
 
 MIN_RSA_BITS = 2048
-CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "EdDSA": "Ed25519"}
-KTY_FOR_ALG = {
-    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "RSA"),
-    **dict.fromkeys(("ES256", "ES384", "ES512"), "EC"),
-    "EdDSA": "OKP",
-    **dict.fromkeys(("HS256", "HS384", "HS512"), "oct"),
-}
-ASYMMETRIC = frozenset(alg for alg, kty in KTY_FOR_ALG.items() if kty != "oct")
-HMAC_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: key >= hash output
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_EC_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "ES512": 132}  # raw R||S, never DER
 
 
 class _PssKey(CryptographyRSAKey):  # type: ignore[misc]
@@ -179,11 +170,11 @@ def construct_key(data: Mapping[str, Any], algorithm: str) -> VerifyKey:
     Only asymmetric keys: a JWKS never supplies an HMAC secret.
     """
     kty = data.get("kty")
-    if algorithm not in ASYMMETRIC or KTY_FOR_ALG[algorithm] != kty:
+    if algorithm not in ASYMMETRIC or ALGORITHMS[algorithm].kty != kty:
         raise KeyRejected(f"key type {kty!r} cannot verify {algorithm}")
     if PRIVATE_MEMBERS & data.keys():
         raise KeyRejected("key carries private members")
-    if kty in ("EC", "OKP") and data.get("crv") != CURVE_FOR_ALG[algorithm]:
+    if kty in ("EC", "OKP") and data.get("crv") != ALGORITHMS[algorithm].curve:
         raise KeyRejected(f"curve {data.get('crv')!r} does not match {algorithm}")
     try:
         key = jwk.construct(dict(data), algorithm)
@@ -196,28 +187,29 @@ def construct_key(data: Mapping[str, Any], algorithm: str) -> VerifyKey:
         if public.e < 3 or public.e % 2 == 0:
             raise KeyRejected("RSA public exponent must be odd and at least 3")
         signature_bytes = (key.prepared_key.key_size + 7) // 8
-    elif kty == "EC":
-        signature_bytes = _EC_SIGNATURE_BYTES[algorithm]
     else:
-        signature_bytes = 64
+        size = ALGORITHMS[algorithm].signature_bytes  # EC: raw R||S, never DER; Ed25519: 64
+        assert size is not None
+        signature_bytes = size
     kid = data.get("kid")
     return VerifyKey(key, algorithm, kid if isinstance(kid, str) else None, signature_bytes)
 
 
 def construct_hmac_key(secret: bytes, algorithm: str, kid: str | None) -> VerifyKey:
     """An HMAC key from a secret the operator configured explicitly (never from a JWKS)."""
-    if algorithm not in HMAC_BYTES:
+    if algorithm not in HMAC:
         raise KeyRejected(f"{algorithm} is not an HMAC algorithm")
+    needed = ALGORITHMS[algorithm].hmac_secret_bytes or 0
     if secret.lstrip().startswith((b"-----BEGIN", b"ssh-", b"{")):
         # A public key used as an HMAC secret is the algorithm-confusion attack, configured.
         raise KeyRejected("the shared secret looks like a key or a JWK, not a random secret")
-    if len(secret) < HMAC_BYTES[algorithm]:
-        raise KeyRejected(f"{algorithm} needs a secret of at least {HMAC_BYTES[algorithm]} bytes")
+    if len(secret) < needed:
+        raise KeyRejected(f"{algorithm} needs a secret of at least {needed} bytes")
     try:
         key = jwk.construct({"kty": "oct", "k": _b64(secret)}, algorithm)
     except JOSEError as exc:
         raise KeyRejected(f"unusable HMAC secret: {type(exc).__name__}") from exc
-    return VerifyKey(key, algorithm, kid, HMAC_BYTES[algorithm])
+    return VerifyKey(key, algorithm, kid, ALGORITHMS[algorithm].signature_bytes or needed)
 
 
 # --- developer helpers (the `authz keygen` and `authz token` commands) ------------------
@@ -258,7 +250,7 @@ def public_jwk(private_pem: bytes) -> dict[str, str]:
             "x": _b64(point.x.to_bytes(size, "big")),
             "y": _b64(point.y.to_bytes(size, "big")),
         }
-        alg = {v: k for k, v in CURVE_FOR_ALG.items()}[curve]
+        alg = next(a.name for a in ALGORITHMS.values() if a.kty == "EC" and a.curve == curve)
     else:
         raise KeyRejected("only RSA and EC private keys are supported")
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()

@@ -7,6 +7,7 @@ aiohttp failure translated to a JwksError subclass in this one place.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass
@@ -41,6 +42,22 @@ def cache_max_age(header: str | None) -> float | None:
         return None
     match = _MAX_AGE.search(header)
     return float(match.group(1)) if match else None
+
+
+def check_fetch_uri(value: str, *, allow_insecure: bool) -> str:
+    """ValueError unless ``value`` is an http(s) URL authz may fetch keys from: https, or
+    plain http to a loopback host (or anywhere with ``allow_insecure``)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an http(s):// URL, got {value!r}")
+    host = parts.hostname
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"  # a name that merely starts with 127. is not loopback
+    if parts.scheme == "http" and not (loopback or allow_insecure):
+        raise ValueError("must use https (http is allowed for loopback or with allow_insecure)")
+    return value
 
 
 def _origin(uri: str) -> tuple[str, str | None, int | None]:

@@ -1,7 +1,7 @@
 """Key sets: a JWKS validated and parsed once into an immutable lookup table.
 
 Nothing here runs on the request path except ``KeySet.find``, a dictionary lookup.
-Where key sets come from, and how they are refreshed, is key_sources.py.
+Where key sets come from, and how they are refreshed, is sources.py.
 """
 
 from __future__ import annotations
@@ -13,13 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.core.errors import AlgorithmNotAllowed, JwksError, KeyRejected, UnknownKey
-from authz.keys.crypto import (
-    CURVE_FOR_ALG,
-    KTY_FOR_ALG,
-    VerifyKey,
-    construct_hmac_key,
-    construct_key,
-)
+from authz.keys.algorithms import ALGORITHMS
+from authz.keys.crypto import VerifyKey, construct_hmac_key, construct_key
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +29,10 @@ class KeySet:
     by_alg: Mapping[str, tuple[VerifyKey, ...]]
     size: int
     ignore_kid: bool = False  # a shared secret without a kid: tokens' kids mean nothing
+
+    def lacks(self, kid: str) -> bool:
+        """Whether ``kid`` names a key this set does not have (a refetch may find it)."""
+        return kid not in self.by_kid and not self.ignore_kid
 
     def find(self, kid: str | None, algorithm: str) -> VerifyKey:
         if kid is None or self.ignore_kid:
@@ -99,18 +98,19 @@ def _usable_algorithms(index: int, jwk: Any, algorithms: tuple[str, ...]) -> tup
         return ()
     kty = jwk.get("kty")
     if kty not in ("RSA", "EC", "OKP"):
-        # oct (shared secrets) never verify tokens here; OKP and others are not supported.
+        # oct (shared secrets) never verify tokens from a JWKS; other types are unknown.
         log.warning("JWKS key %d skipped: key type %r is not accepted", index, str(kty)[:16])
         return ()
     pinned = jwk.get("alg")
     if pinned is not None:
         # A key's own alg pins it: tokens may use it with that algorithm only.
-        return (pinned,) if pinned in algorithms and KTY_FOR_ALG.get(pinned) == kty else ()
+        known = ALGORITHMS.get(pinned)
+        return (pinned,) if pinned in algorithms and known and known.kty == kty else ()
     # An EC or OKP key without alg serves only the algorithms of its own curve.
     return tuple(
         alg
         for alg in algorithms
-        if KTY_FOR_ALG[alg] == kty and (kty == "RSA" or CURVE_FOR_ALG.get(alg) == jwk.get("crv"))
+        if ALGORITHMS[alg].kty == kty and (kty == "RSA" or ALGORITHMS[alg].curve == jwk.get("crv"))
     )
 
 

@@ -103,6 +103,10 @@ class Metrics:
         child.inc()
         self.check_duration.observe(seconds)
 
+    def observe_token_cache(self, result: str) -> None:
+        """One allowed check: whether its identities came from the token cache."""
+        self.token_cache.labels(result).inc()
+
     def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
         self.dry_run.labels(rule, decision, reason).inc()
 

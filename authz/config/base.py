@@ -1,0 +1,58 @@
+"""What every config model shares: the base model, the error, and field checks that need
+no knowledge of the rest of authz."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import re2
+from pydantic import BaseModel, ConfigDict, Field
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
+# Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class Model(BaseModel):
+    """Frozen, and unknown keys are errors: a typo must never silently weaken a policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def header_name(value: str) -> str:
+    name = value.strip().lower()
+    if not name or not set(name) <= HEADER_NAME_CHARS or name in RESERVED_HEADERS:
+        raise ValueError(f"not a usable header name: {value!r}")
+    return name
+
+
+def checked_regex(pattern: str) -> str:
+    """RE2 syntax only: linear-time matching, so no pattern can be catastrophic."""
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else ""
+        why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        raise ValueError(f"invalid or unsupported regular expression (RE2 syntax): {why}") from exc
+    return pattern
+
+
+def address(value: str) -> str:
+    """``host:port``; IPv6 hosts in brackets. Parsed into parts by ``split_address``."""
+    split_address(value)
+    return value
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """The one parser of listen addresses: ``host:port`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,228 @@
+"""The top level of the configuration file, and loading it: parse YAML, validate the
+schema, name the bad key in every error, resolve file paths against the config's folder.
+
+Checks that need the rest of authz (algorithms, fetchable URLs, rule paths, CEL) run in the
+build step, authz/runtime/checks.py, which check-config and serve share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from authz.config.base import ConfigError, Model, PositiveSeconds
+from authz.config.providers import Provider
+from authz.config.rules import Mode, Rule
+from authz.config.server import (
+    DecisionLogSettings,
+    HttpAuthz,
+    Limits,
+    Listen,
+    PathSettings,
+    Tls,
+    TokenCacheSettings,
+)
+
+
+class Config(Model):
+    listen: Listen = Field(default_factory=Listen)
+    http_authz: HttpAuthz | None = None
+    limits: Limits = Field(default_factory=Limits)
+    token_cache: TokenCacheSettings = Field(default_factory=TokenCacheSettings)
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    providers: dict[str, Provider] = Field(default_factory=dict)
+    nested_claim_delimiter: str = Field(default=".", min_length=1)
+    rules: list[Rule] = Field(min_length=1)
+    shutdown_grace: PositiveSeconds = 10.0
+    startup_wait: float = Field(default=0.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    # X-HTTP-Method-Override and friends naming another method: refuse (400 method_override),
+    # or judge the request under both methods and allow only when both are allowed.
+    method_override: Literal["refuse", "judge_both"] = "refuse"
+    mode: Mode = "enforce"  # dry_run: allow everything, record what would have been denied
+    expose_reasons: bool = False  # tell clients which rule and condition denied them
+    max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for index, rule in enumerate(self.rules):
+            where = f"rules.{index} ({self.rule_name(index)})"
+            providers = rule.requires.providers if rule.requires else ()
+            for name in providers:
+                if name not in self.providers:
+                    raise ValueError(f"{where}.requires: unknown provider {name!r}")
+            for name in _condition_providers(rule.claims):
+                if name not in providers:
+                    raise ValueError(
+                        f"{where}.claims: provider {name!r} is not required by the rule"
+                    )
+        if self.http_authz is not None:
+            for index, rule in enumerate(self.rules):
+                if rule.match.context or _uses_context(rule.claims):
+                    # The HTTP endpoint never receives context_extensions: such a rule would
+                    # never match there, and requests would fall through to a later rule.
+                    raise ValueError(
+                        f"rules.{index} ({self.rule_name(index)}): matches on Envoy's "
+                        "context_extensions, which http_authz never receives"
+                    )
+        self._check_token_locations()
+        names = [r.name for r in self.rules if r.name]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rules: duplicate rule names {duplicates}")
+        return self
+
+    def _check_token_locations(self) -> None:
+        # One location, two providers that disagree on forwarding: a token found there would
+        # be both kept and stripped.
+        seen: dict[tuple[str, str], tuple[str, bool]] = {}
+        for name, provider in self.providers.items():
+            locations = [
+                *(("header", h.name) for h in provider.from_headers),
+                *(("parameter", p) for p in provider.from_params),
+                *(("cookie", c) for c in provider.from_cookies),
+            ]
+            for location in locations:
+                other = seen.setdefault(location, (name, provider.forward))
+                if other[1] != provider.forward:
+                    raise ValueError(
+                        f"providers {other[0]!r} and {name!r} both read the {location[0]} "
+                        f"{location[1]!r} but only one has forward: true"
+                    )
+        if self.http_authz is None:
+            return
+        # What the proxies asking over HTTP can remove: no proxy removes one parameter from
+        # the query, and only Envoy (an allowed_upstream_headers cookie) rewrites the Cookie
+        # header. A token left there would reach the upstream on every allow.
+        style = self.http_authz.original_request
+        for name, provider in self.providers.items():
+            if provider.forward:
+                continue
+            if provider.from_params:
+                raise ValueError(
+                    f"providers.{name}.from_params: http_authz ({style}) cannot remove a "
+                    "query parameter, so the token would reach the upstream; read it from "
+                    "a header, or set forward: true"
+                )
+            if provider.from_cookies and style != "envoy":
+                raise ValueError(
+                    f"providers.{name}.from_cookies: http_authz ({style}) cannot remove one "
+                    "cookie, so the token would reach the upstream; read it from a header, "
+                    "or set forward: true"
+                )
+
+    def rule_name(self, index: int) -> str:
+        return self.rules[index].name or str(index)
+
+
+def _uses_context(conditions: list[Any]) -> bool:
+    """Whether a condition reads request: context.NAME. (A CEL expression's use of
+    request.context is found by the build step, which parses CEL.)"""
+    for condition in conditions:
+        if (condition.request or "").startswith("context."):
+            return True
+        children = [*(condition.all or ()), *(condition.any or ())]
+        if condition.not_ is not None:
+            children.append(condition.not_)
+        if _uses_context(children):
+            return True
+    return False
+
+
+def _condition_providers(conditions: list[Any]) -> set[str]:
+    names: set[str] = set()
+    for condition in conditions:
+        if condition.provider:
+            names.add(condition.provider)
+        names |= _condition_providers([*(condition.all or ()), *(condition.any or ())])
+        if condition.not_ is not None:
+            names |= _condition_providers([condition.not_])
+    return names
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """A dotted path to the bad key; a rule is named as well as numbered."""
+    where = ".".join(str(part) for part in loc)
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            name = rules[loc[1]].get("name")
+            if isinstance(name, str):
+                where = where.replace(f"rules.{loc[1]}", f"rules.{loc[1]} ({name})", 1)
+    return where
+
+
+def parse_config(data: Any) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a YAML mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            where = _location(err["loc"], data)
+            lines.append(f"{where}: {message}" if where else message)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:  # e.g. a write cut off in the middle of a character
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    config = parse_config(data)
+    base = Path(path).resolve().parent
+    providers = {name: _resolve_paths(p, base) for name, p in config.providers.items()}
+    listen = config.listen.model_copy(
+        update={
+            name: _resolve_tls(getattr(config.listen, name), base)
+            for name in ("grpc_tls", "http_tls")
+        }
+    )
+    return config.model_copy(update={"providers": providers, "listen": listen})
+
+
+def _resolve_tls(tls: Tls | None, base: Path) -> Tls | None:
+    if tls is None:
+        return None
+    return tls.model_copy(
+        update={
+            name: base / value
+            for name in ("cert_file", "key_file", "client_ca_file")
+            if isinstance(value := getattr(tls, name), Path) and not value.is_absolute()
+        }
+    )
+
+
+def _resolve_paths(provider: Provider, base: Path) -> Provider:
+    """Relative file paths in a provider are relative to the config file, not the cwd."""
+
+    def resolved(model: Any, field: str) -> Any:
+        if model is None:
+            return None
+        value = getattr(model, field)
+        if isinstance(value, Path) and not value.is_absolute():
+            return model.model_copy(update={field: base / value})
+        return model
+
+    secret = resolved(provider.shared_secret, "file")
+    jwks = provider.jwks
+    if jwks is not None:
+        jwks = jwks.model_copy(
+            update={"file": resolved(jwks.file, "path"), "remote": resolved(jwks.remote, "ca_file")}
+        )
+    return provider.model_copy(update={"shared_secret": secret, "jwks": jwks})

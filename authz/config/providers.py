@@ -1,0 +1,170 @@
+"""Token issuers: where their keys come from, how their tokens are verified and found.
+
+Which algorithms exist and which URLs may be fetched are the keys layer's knowledge: the
+build step (authz/runtime/checks.py) checks ``algorithms`` and the JWKS URLs against it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from authz.config.base import Model, PositiveSeconds, header_name
+from authz.config.rules import ClaimToHeader
+
+
+class RemoteJwks(Model):
+    """A JWKS fetched over HTTP(S), directly (``uri``) or through OIDC ``discovery``."""
+
+    allow_insecure: bool = False  # http:// to hosts other than loopback
+    uri: str | None = None
+    discovery: str | None = None  # issuer URL whose /.well-known/openid-configuration to read
+    refresh_interval: PositiveSeconds = 300.0
+    min_refresh_interval: PositiveSeconds = 30.0
+    max_refresh_interval: PositiveSeconds = 3600.0
+    timeout: PositiveSeconds = 5.0
+    connect_timeout: PositiveSeconds = 2.0
+    unknown_kid_wait: PositiveSeconds = 0.5
+    max_bytes: int = Field(default=1 << 20, gt=0)
+    max_keys: int = Field(default=100, gt=0)
+    ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interval_defaults(cls, data: Any) -> Any:
+        # Unset bounds follow a short refresh_interval, so {refresh_interval: 2} just works.
+        if isinstance(data, dict) and isinstance(data.get("refresh_interval"), int | float):
+            interval = data["refresh_interval"]
+            data = dict(data)
+            data.setdefault("min_refresh_interval", min(30.0, interval))
+            data.setdefault("max_refresh_interval", max(3600.0, interval))
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self) -> RemoteJwks:
+        if (self.uri is None) == (self.discovery is None):
+            raise ValueError("exactly one of uri or discovery is required")
+        if not self.min_refresh_interval <= self.refresh_interval <= self.max_refresh_interval:
+            raise ValueError(
+                "need min_refresh_interval <= refresh_interval <= max_refresh_interval"
+            )
+        return self
+
+
+class FileJwks(Model):
+    path: Path
+    reload_interval: PositiveSeconds = 5.0  # how often the file is checked for changes
+    max_keys: int = Field(default=100, gt=0)  # a JWKS with more keys is refused
+
+
+class Jwks(Model):
+    """Exactly one of ``inline``, ``file``, ``remote`` or ``discovery: true``."""
+
+    inline: str | dict[str, Any] | None = None
+    file: FileJwks | None = None
+    remote: RemoteJwks | None = None
+    discovery: bool | None = None
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _file_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str | Path) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Jwks:
+        given = [k for k in ("inline", "file", "remote") if getattr(self, k) is not None]
+        if self.discovery:
+            given.append("discovery")
+        if len(given) != 1:
+            raise ValueError("exactly one of inline, file, remote or discovery: true is required")
+        return self
+
+    def remote_settings(self, issuer: str) -> RemoteJwks | None:
+        """The remote settings; ``discovery: true`` means discovery from the issuer."""
+        if self.discovery:
+            return RemoteJwks(discovery=issuer)
+        return self.remote
+
+    @field_validator("inline")
+    @classmethod
+    def _inline_json(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"inline JWKS is not valid JSON: {exc.msg}") from exc
+            if not isinstance(parsed, dict):
+                raise ValueError("inline JWKS must be a JSON object")
+        return value
+
+    def inline_document(self) -> dict[str, Any] | None:
+        if self.inline is None:
+            return None
+        if isinstance(self.inline, str):
+            parsed: dict[str, Any] = json.loads(self.inline)
+            return parsed
+        return self.inline
+
+
+class HeaderSource(Model):
+    name: str
+    value_prefix: str = ""
+
+    _name = field_validator("name")(header_name)
+
+
+class SharedSecret(Model):
+    """An HMAC secret for HS256/384/512, read (by the build step) from a file or an
+    environment variable."""
+
+    file: Path | None = None
+    env: str | None = None
+    kid: str | None = None  # when set, tokens must name it; when not, their kid is ignored
+
+    @model_validator(mode="after")
+    def _one(self) -> SharedSecret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("exactly one of file or env is required")
+        return self
+
+
+class Provider(Model):
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    jwks: Jwks | None = None
+    shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    clock_skew: float = Field(default=60.0, ge=0, le=3600)
+    require_expiration: bool = True
+    max_lifetime: PositiveSeconds | None = None  # exp - iat (or exp - now) may not exceed it
+    typ: str | None = None  # e.g. at+jwt (RFC 9068): the token header's typ must match
+    require_kid: bool = False  # false: a kid-less token is tried with the one key of its alg
+    max_token_bytes: int = Field(default=8192, ge=256, le=1 << 20)
+    from_headers: list[HeaderSource] = Field(
+        default_factory=lambda: [HeaderSource(name="authorization", value_prefix="Bearer ")]
+    )
+    from_params: list[str] = Field(default_factory=list)
+    from_cookies: list[str] = Field(default_factory=list)
+    claim_to_headers: list[ClaimToHeader] = Field(default_factory=list)
+    forward_payload_header: str | None = None
+    forward: bool = False
+
+    @field_validator("forward_payload_header")
+    @classmethod
+    def _payload_header(cls, value: str | None) -> str | None:
+        return None if value is None else header_name(value)
+
+    @model_validator(mode="after")
+    def _keys(self) -> Provider:
+        if (self.jwks is None) == (self.shared_secret is None):
+            raise ValueError("exactly one of jwks or shared_secret is required")
+        return self
+
+    @model_validator(mode="after")
+    def _has_source(self) -> Provider:
+        if not (self.from_headers or self.from_params or self.from_cookies):
+            raise ValueError("at least one of from_headers, from_params, from_cookies is required")
+        return self

@@ -1,0 +1,80 @@
+"""The server's own settings: listeners, TLS files, the HTTP authorization endpoint, limits,
+the token cache, the decision log and how request paths are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from authz.config.base import Model, address
+
+
+class Tls(Model):
+    """A listener's certificate and key; with client_ca_file, clients must present a
+    certificate that CA signed (mutual TLS between Envoy and authz). The files are read
+    by the build step (authz/runtime/build.py), not here."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+class HttpAuthz(Model):
+    """The HTTP authorization endpoint, for proxies that ask over HTTP."""
+
+    listen: str
+    # Which headers say what the client asked for, and so are trusted for it:
+    # envoy: the request itself (Envoy http_service); nginx: X-Original-URI and
+    # X-Original-Method (auth_request); traefik: X-Forwarded-Method/-Uri/-Host (Traefik
+    # forwardAuth, Caddy forward_auth).
+    original_request: Literal["envoy", "nginx", "traefik"] = "envoy"
+    path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
+
+    _check = field_validator("listen")(address)
+
+
+class Listen(Model):
+    grpc: str = "127.0.0.1:9001"
+    http: str = "127.0.0.1:9090"
+    grpc_tls: Tls | None = None
+    http_tls: Tls | None = None
+
+    _check = field_validator("grpc", "http")(address)
+
+
+class DecisionLogSettings(Model):
+    """One structured line per decision (see authz/runtime/decision_log.py)."""
+
+    enabled: bool = False
+    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    allow_sample_rate: float = Field(default=1.0, ge=0, le=1)  # denials are always logged
+    log_subject: bool = False  # add the token's sub; no other claim is ever logged
+
+
+class PathSettings(Model):
+    """How request paths are read (see authz/core/paths.py)."""
+
+    # refuse: any ";" in a path is invalid_path (Tomcat, Jetty and Spring cut ";x=1" off a
+    # segment, so /admin;x=1 would slip past a rule for /admin); literal: ";" is ordinary
+    # data, safe only for upstreams that never treat it specially.
+    semicolons: Literal["refuse", "literal"] = "refuse"
+    ignore_case: bool = False  # the default of every rule's match.ignore_case
+
+
+class TokenCacheSettings(Model):
+    """Verified tokens kept so a repeated token skips parsing and signature checks."""
+
+    max_entries: int = Field(default=100_000, ge=0)  # 0 turns the cache off
+    max_bytes: int = Field(default=64 << 20, gt=0)
+
+
+class Limits(Model):
+    """Bounds on what one check may cost."""
+
+    max_request_bytes: int = Field(default=1 << 20, ge=4096)  # gRPC max receive message size
+    max_headers: int = Field(default=200, gt=0)  # more request headers: 431
+    max_header_bytes: int = Field(default=96 * 1024, gt=0)  # names + values, more: 431
+    max_concurrent_checks: int = Field(default=2000, gt=0)  # more in flight: 503 at once

@@ -1,0 +1,282 @@
+"""The one build step: a config -> everything a running authz needs.
+
+``serve`` (the App), ``check-config`` and a reload all go through here, so what one accepts
+the others build. Only this module (and build_policy.py) reads config models and their
+defaults; the core, keys and adapters are built from plain arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from authz.config import Config, ConfigError, Provider, RemoteJwks, SharedSecret, Tls
+from authz.core.authorizer import (
+    Authorizer,
+    CheckLimits,
+    Observer,
+    ProviderRuntime,
+    Settings,
+)
+from authz.core.errors import JwksError
+from authz.core.jws import media_type
+from authz.core.policy import HeaderFromClaim
+from authz.core.token_cache import TokenCache
+from authz.core.tokens import HeaderSource, TokenSources
+from authz.core.verify import Clock, KeyLookup, Verifier
+from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
+from authz.keys.jwks import hmac_key_set, parse_jwks
+from authz.keys.remote import RemoteKeySource, RemoteSettings
+from authz.keys.sources import FileKeySource, KeyEvents, KeySource, Monotonic, StaticKeySource
+from authz.runtime.build_policy import build_policy
+from authz.runtime.checks import check
+from authz.runtime.lint import shadowed_rules
+
+FetcherFor = Callable[[RemoteJwks], Fetcher]
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What a config builds to: the authorizer and the key sources it reads (not started)."""
+
+    authorizer: Authorizer
+    sources: Mapping[str, KeySource]
+    warnings: tuple[str, ...]
+
+
+def validate(config: Config) -> tuple[str, ...]:
+    """ConfigError for what cannot be built; warnings for what surely is not meant."""
+    check(config)
+    return tuple(shadowed_rules(config))
+
+
+def build(
+    config: Config,
+    *,
+    events: KeyEvents,
+    fetcher_for: FetcherFor,
+    observe: Observer | None,
+    clock: Clock = time.time,
+    monotonic: Monotonic = time.monotonic,
+    keep: Mapping[str, KeySource] | None = None,
+) -> Built:
+    """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
+    to reuse by provider name (a reload keeps those whose keys are configured as before)."""
+    warnings = validate(config)
+    sources = {
+        name: (keep or {}).get(name)
+        or build_key_source(name, provider, events, fetcher_for, monotonic)
+        for name, provider in config.providers.items()
+    }
+    authorizer = build_authorizer(config, sources, clock, observe)
+    return Built(authorizer, sources, warnings)
+
+
+def build_authorizer(
+    config: Config,
+    keys: Mapping[str, KeyLookup],
+    clock: Clock,
+    observe: Observer | None,
+) -> Authorizer:
+    settings = config.token_cache
+    # A fresh token cache per config: a provider's settings may have changed.
+    cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
+    providers = {
+        name: build_provider(name, provider, config, keys[name], clock, cache)
+        for name, provider in config.providers.items()
+    }
+    limits = config.limits
+    return Authorizer(
+        build_policy(config),
+        providers,
+        Settings(
+            global_dry_run=config.mode == "dry_run",
+            expose_reasons=config.expose_reasons,
+            max_header_value_bytes=config.max_header_value_bytes,
+            limits=CheckLimits(
+                max_headers=limits.max_headers,
+                max_header_bytes=limits.max_header_bytes,
+                max_concurrent_checks=limits.max_concurrent_checks,
+            ),
+            semicolons_literal=config.paths.semicolons == "literal",
+            judge_method_overrides=config.method_override == "judge_both",
+        ),
+        observe,
+    )
+
+
+def build_provider(
+    name: str,
+    provider: Provider,
+    config: Config,
+    keys: KeyLookup,
+    clock: Clock,
+    cache: TokenCache | None,
+) -> ProviderRuntime:
+    delimiter = config.nested_claim_delimiter
+    verifier = Verifier(
+        provider=name,
+        issuer=provider.issuer,
+        audiences=frozenset(provider.audiences),
+        algorithms=frozenset(provider.algorithms),
+        clock_skew=provider.clock_skew,
+        require_expiration=provider.require_expiration,
+        keys=keys,
+        clock=clock,
+        max_lifetime=provider.max_lifetime,
+        typ=media_type(provider.typ) if provider.typ else None,
+        require_kid=provider.require_kid,
+        max_token_bytes=provider.max_token_bytes,
+        cache=cache,
+    )
+    sources = TokenSources(
+        headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
+        params=tuple(provider.from_params),
+        cookies=tuple(provider.from_cookies),
+    )
+    return ProviderRuntime(
+        name=name,
+        verifier=verifier,
+        sources=sources,
+        headers=tuple(
+            HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+            for m in provider.claim_to_headers
+        ),
+        payload_header=provider.forward_payload_header,
+        forward=provider.forward,
+    )
+
+
+def build_key_source(
+    name: str,
+    provider: Provider,
+    events: KeyEvents,
+    fetcher_for: FetcherFor,
+    monotonic: Monotonic = time.monotonic,
+) -> KeySource:
+    """The provider's key source, not started. An inline JWKS or a shared secret is parsed
+    here, so a broken one is a ConfigError before anything serves."""
+    algorithms = tuple(provider.algorithms)
+    where = f"providers.{name}"
+    try:
+        if provider.shared_secret is not None:
+            secret = provider.shared_secret
+            keys = hmac_key_set(read_secret(secret, where), algorithms, secret.kid)
+            return StaticKeySource(name, algorithms, events, keys)
+        jwks = provider.jwks
+        assert jwks is not None  # the schema: exactly one of jwks and shared_secret
+        inline = jwks.inline_document()
+        if inline is not None:
+            keys = parse_jwks(inline, algorithms, max_keys=len(inline.get("keys", [])) or 1)
+            return StaticKeySource(name, algorithms, events, keys)
+    except JwksError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if jwks.file is not None:
+        return FileKeySource(
+            name,
+            algorithms,
+            events,
+            jwks.file.path,
+            reload_interval_s=jwks.file.reload_interval,
+            max_keys=jwks.file.max_keys,
+            monotonic=monotonic,
+        )
+    remote = jwks.remote_settings(provider.issuer)
+    assert remote is not None  # the schema guarantees exactly one kind
+    return RemoteKeySource(
+        name,
+        algorithms,
+        events,
+        RemoteSettings(
+            uri=remote.uri,
+            discovery=remote.discovery,
+            refresh_interval_s=remote.refresh_interval,
+            min_refresh_interval_s=remote.min_refresh_interval,
+            max_refresh_interval_s=remote.max_refresh_interval,
+            unknown_kid_wait_s=remote.unknown_kid_wait,
+            max_keys=remote.max_keys,
+            allow_insecure=remote.allow_insecure,
+        ),
+        issuer=provider.issuer,
+        fetcher=fetcher_for(remote),
+        monotonic=monotonic,
+    )
+
+
+def same_keys(old: Provider, new: Provider) -> bool:
+    """Whether two provider configs describe the same keys (so a reload keeps the source)."""
+    fields = ("issuer", "jwks", "shared_secret", "algorithms")
+    return all(getattr(old, f) == getattr(new, f) for f in fields)
+
+
+def read_secret(secret: SharedSecret, where: str) -> bytes:
+    """A shared secret's bytes (a trailing newline in a file is not part of it)."""
+    if secret.env is not None:
+        value = os.environ.get(secret.env)
+        if not value:
+            raise ConfigError(
+                f"{where}.shared_secret: environment variable {secret.env} is not set"
+            )
+        return value.encode()
+    assert secret.file is not None
+    try:
+        return secret.file.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}.shared_secret: cannot read {secret.file}: {exc.strerror}"
+        ) from exc
+
+
+def tls_material(tls: Tls, where: str) -> tuple[bytes, bytes, bytes | None]:
+    """(certificate chain, private key, client CA bundle or None), as PEM bytes."""
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+
+    ca = read(tls.client_ca_file) if tls.client_ca_file else None
+    return read(tls.cert_file), read(tls.key_file), ca
+
+
+def server_ssl_context(tls: Tls, where: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file is not None:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}: cannot load certificates: {exc}") from exc
+    return context
+
+
+class Fetchers:
+    """Fetchers for remote key sets, sharing one aiohttp session that this object owns."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self, settings: RemoteJwks) -> Fetcher:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return AiohttpFetcher(
+            self._session,
+            timeout_s=settings.timeout,
+            connect_timeout_s=settings.connect_timeout,
+            max_bytes=settings.max_bytes,
+            ssl_context=ssl_context_for(str(settings.ca_file) if settings.ca_file else None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,118 @@
+"""The checks of a config that need the other layers' knowledge, run by the build step
+before anything is built, so check-config and serve refuse exactly the same files.
+
+The schema (authz/config) checks shapes and values on its own; here: algorithms against
+the keys layer's table, URLs against its fetch policy, rule paths against what the core
+accepts as a request path, and CEL expressions compiled as the core runs them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from authz.config import ClaimCondition, Config, ConfigError, Provider, Rule
+from authz.core.cel_strict import compile_strict
+from authz.core.paths import check_rule_path
+from authz.keys.algorithms import check_algorithms
+from authz.keys.fetch import check_fetch_uri
+
+CEL_VARIABLES = frozenset({"jwt", "claims", "request"})
+_TEMPLATE_PARAM = re.compile(r"\{[^{}]*\}")
+_LOWER_HEX_ESCAPE = re.compile(r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-Fa-f])")
+
+
+def check(config: Config) -> None:
+    """ConfigError naming every key that is wrong; nothing when the config can be built."""
+    problems = [*_provider_problems(config), *_rule_problems(config)]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _provider_problems(config: Config) -> Iterator[str]:
+    for name, provider in config.providers.items():
+        where = f"providers.{name}"
+        try:
+            check_algorithms(provider.algorithms, shared_secret=provider.shared_secret is not None)
+        except ValueError as exc:
+            yield f"{where}.algorithms: {exc}"
+        yield from _url_problems(where, provider)
+
+
+def _url_problems(where: str, provider: Provider) -> Iterator[str]:
+    jwks = provider.jwks
+    if jwks is None:
+        return
+    if jwks.discovery:
+        try:
+            check_fetch_uri(provider.issuer, allow_insecure=False)
+        except ValueError as exc:
+            yield f"{where}.jwks.discovery: true needs an https issuer: {exc}"
+    remote = jwks.remote
+    if remote is not None:
+        for key in ("uri", "discovery"):
+            value = getattr(remote, key)
+            if value is None:
+                continue
+            try:
+                check_fetch_uri(value, allow_insecure=remote.allow_insecure)
+            except ValueError as exc:
+                yield f"{where}.jwks.remote.{key}: {exc}"
+
+
+def _rule_problems(config: Config) -> Iterator[str]:
+    literal = config.paths.semicolons == "literal"
+    for index, rule in enumerate(config.rules):
+        where = f"rules.{index} ({config.rule_name(index)})"
+        yield from _path_problems(where, rule, literal)
+        for position, condition in enumerate(rule.claims):
+            yield from _cel_problems(
+                f"{where}.claims.{position}", condition, http=config.http_authz is not None
+            )
+
+
+def _path_problems(where: str, rule: Rule, semicolons_literal: bool) -> Iterator[str]:
+    match = rule.match
+    if match.regex is not None and _LOWER_HEX_ESCAPE.search(match.regex):
+        # Request paths reach rules with upper-case hex digits (authz/core/paths.py).
+        yield (
+            f"{where}.match.regex: write percent-escapes with upper-case hex digits (%3A, "
+            "not %3a): paths are matched that way"
+        )
+    for kind in ("prefix", "path", "path_separated_prefix", "template"):
+        value = getattr(match, kind)
+        if value is None:
+            continue
+        text = _TEMPLATE_PARAM.sub("x", value) if kind == "template" else value
+        try:
+            check_rule_path(text, semicolons_literal=semicolons_literal)
+        except ValueError as exc:
+            yield f"{where}.match.{kind}: {exc}"
+
+
+def _cel_problems(where: str, condition: ClaimCondition, *, http: bool) -> Iterator[str]:
+    if condition.expr is not None:
+        try:
+            program = compile_strict(condition.expr)
+        except ValueError as exc:
+            yield f"{where}.expr: invalid CEL expression: {str(exc).splitlines()[0]}"
+            return
+        unknown = sorted(set(program.free_variables()) - CEL_VARIABLES)
+        if unknown:
+            # A misspelt variable would make the expression fail on every request.
+            yield f"{where}.expr: unknown CEL variable(s) {unknown}: use jwt, claims, request"
+        if http and any(use in (None, "context") for use in program.request_uses):
+            # The HTTP endpoint never receives context_extensions; reading request whole
+            # (request["context"]) could reach them too, so only request.FIELD is allowed.
+            yield (
+                f"{where}.expr: reads Envoy's context_extensions (or request as a whole), "
+                "which http_authz never receives; use request.method, .host, .path, "
+                ".headers or .params"
+            )
+    children = [*(condition.all or ()), *(condition.any or ())]
+    if condition.not_ is not None:
+        children.append(condition.not_)
+    block = condition.block or ""
+    for position, child in enumerate(children):
+        suffix = f".{block}.{position}" if block != "not" else ".not"
+        yield from _cel_problems(where + suffix, child, http=http)

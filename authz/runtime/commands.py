@@ -1,0 +1,99 @@
+"""What the CLI's commands do: serve, and check-config, which runs serve's own build."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from authz.config import Config, RemoteJwks, load_config
+from authz.keys.fetch import Fetcher, FetchResult
+from authz.keys.jwks import KeySet
+from authz.runtime.app import App
+from authz.runtime.build import build, server_ssl_context, tls_material
+from authz.runtime.workers import in_worker, supervise
+
+log = logging.getLogger("authz")
+
+
+class _Offline:
+    """KeyEvents and a fetcher for a build that must not fetch or report anything."""
+
+    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
+        return None
+
+    def unknown_kid(self, provider: str, result: str) -> None:
+        return None
+
+    def fetcher_for(self, settings: RemoteJwks) -> Fetcher:
+        return self._never_fetch
+
+    async def _never_fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:
+        raise AssertionError("check-config never fetches")  # sources are built, not started
+
+
+def check_config(path: str | Path) -> tuple[Config, tuple[str, ...]]:
+    """Load and build ``path`` exactly as serve would (every key source, the authorizer, the
+    TLS material), without fetching or listening. ConfigError when it cannot serve; the
+    warnings otherwise."""
+    config = load_config(path)
+    offline = _Offline()
+    built = build(config, events=offline, fetcher_for=offline.fetcher_for, observe=None)
+    listen = config.listen
+    if listen.grpc_tls is not None:
+        tls_material(listen.grpc_tls, "listen.grpc_tls")
+    if listen.http_tls is not None:
+        server_ssl_context(listen.http_tls, "listen.http_tls")
+    return config, built.warnings
+
+
+def serve(path: str) -> int:
+    """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes."""
+    config, _ = check_config(path)
+    if config.workers > 1 and not in_worker():
+        return supervise(path, config.workers, config.shutdown_grace)
+    _configure_logging(config)
+    # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
+    # CPU per call); plain asyncio remains the fallback where uvloop is not installed.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(config, path))
+    else:
+        uvloop.run(_serve(config, path))
+    return 0
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The CEL library logs each failed function call; a strict comparison between different
+    # types (cel_strict) fails that way by design, and authz logs the failed condition.
+    logging.getLogger("cel").setLevel(logging.ERROR)
+    # Decision lines are whole records of their own (JSON, or key=value): no prefix.
+    decisions = logging.getLogger("authz.decisions")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    decisions.addHandler(handler)
+    decisions.propagate = False
+
+
+async def _serve(config: Config, path: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = App(config, config_path=path)
+    # SIGHUP, and any change to the file, reload the config without a restart. Installed
+    # first: a SIGHUP during start-up must not kill the process (it is ignored until then).
+    loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+    await app.start()
+    await stop.wait()
+    log.info("shutting down: draining for up to %.0fs", config.shutdown_grace)
+    loop.remove_signal_handler(signal.SIGHUP)
+    await app.stop()

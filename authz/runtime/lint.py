@@ -1,0 +1,68 @@
+"""Warnings about a config that is valid but surely not what was meant: rules that can never
+apply because an earlier rule matches every request they would."""
+
+from __future__ import annotations
+
+from authz.config import Config, Match
+from authz.core.policy import literal_prefix
+
+
+def shadowed_rules(config: Config) -> list[str]:
+    """Warnings for rules an earlier rule always matches first, so they can never apply."""
+    warnings = []
+    for later_index, later in enumerate(config.rules):
+        for earlier_index, earlier in enumerate(config.rules[:later_index]):
+            if _covers(earlier.match, later.match, config.paths.ignore_case):
+                warnings.append(
+                    f"rules.{later_index} ({config.rule_name(later_index)}) can never match: "
+                    f"rules.{earlier_index} ({config.rule_name(earlier_index)}) matches "
+                    "every request it would"
+                )
+                break
+    return warnings
+
+
+def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
+    """True when every request ``b`` matches is certainly matched by ``a`` (conservative)."""
+    if a.methods and (not b.methods or not set(b.methods) <= set(a.methods)):
+        return False
+    if a.hosts and (not b.hosts or not set(b.hosts) <= set(a.hosts)):
+        return False
+    if a.headers and a.headers != b.headers:
+        return False
+    if any(b.context.get(k) != v for k, v in a.context.items()):
+        return False
+    if _case(a, ignore_case) != _case(b, ignore_case):
+        return False
+    if a.regex is not None or a.template is not None:
+        return False  # what a pattern matches is not analysed
+    if a.path is not None:
+        return b.path == a.path
+    literal = _guaranteed_prefix(b)
+    if a.prefix is not None:
+        return literal.startswith(a.prefix)
+    if a.path_separated_prefix is not None:
+        base = a.path_separated_prefix
+        if b.path is not None or b.path_separated_prefix is not None:
+            return literal == base or literal.startswith(base + "/")
+        return literal.startswith(base + "/")
+    return True
+
+
+def _case(match: Match, default: bool) -> bool:
+    return default if match.ignore_case is None else match.ignore_case
+
+
+def _guaranteed_prefix(match: Match) -> str:
+    """Text every path the match accepts starts with."""
+    if match.path is not None:
+        return match.path
+    if match.prefix is not None:
+        return match.prefix
+    if match.path_separated_prefix is not None:
+        return match.path_separated_prefix
+    if match.template is not None:
+        return match.template.split("{", 1)[0]
+    if match.regex is not None:
+        return literal_prefix(match.regex)
+    return ""

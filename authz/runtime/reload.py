@@ -1,0 +1,148 @@
+"""Hot reload: on SIGHUP or a change of the config file, load and build the new config
+whole, then swap it in at once. A file that does not load or build keeps the running one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.config import Config, ConfigError, load_config
+from authz.core.authorizer import Authorizer, CurrentAuthorizer
+from authz.core.errors import AuthzError, JwksError
+from authz.core.verify import Clock
+from authz.keys.sources import KeySource
+from authz.runtime.build import FetcherFor, build, same_keys
+from authz.runtime.observe import Observer
+from authz.support.files import file_signature, watch_file
+from authz.support.tasks import OwnedTasks
+
+log = logging.getLogger(__name__)
+
+RESTART_ONLY = ("listen", "http_authz", "workers", "shutdown_grace", "log_level")
+
+
+@dataclass(slots=True)
+class Running:
+    """What is serving now; a reload replaces all three together."""
+
+    config: Config
+    authorizer: CurrentAuthorizer | None
+    sources: dict[str, KeySource]
+
+
+class Reloader:
+    def __init__(
+        self,
+        running: Running,
+        *,
+        path: Path | None,
+        observer: Observer,
+        fetcher_for: FetcherFor,
+        clock: Clock,
+        monotonic: Clock,
+        swapped: Callable[[], Awaitable[None]],
+        keys_wait_s: float,
+    ) -> None:
+        """``keys_wait_s``: how long a new key source may take to load its first key set
+        before the reload gives up."""
+        self._running = running
+        self._keys_wait_s = keys_wait_s
+        self._path = path
+        self._observer = observer
+        self._fetcher_for = fetcher_for
+        self._clock = clock
+        self._monotonic = monotonic
+        self._swapped = swapped
+        self._lock = asyncio.Lock()
+        self._tasks = OwnedTasks()
+        self._stopped = False
+
+    def watch(self, interval_s: float) -> None:
+        """Reload whenever the config file changes (checked every ``interval_s``)."""
+        assert self._path is not None
+        seen = file_signature(self._path)  # the file as it is now: a change from here counts
+        watcher = watch_file(self._path, interval_s, self.reload, seen, what="the config file")
+        self._tasks.spawn(watcher, "config-watch")
+
+    def request(self) -> None:
+        """Reload soon (SIGHUP); the task is owned here and awaited at stop."""
+        self._tasks.spawn(self.reload(), "config-reload")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        await self._tasks.stop()
+
+    async def reload(self) -> bool:
+        """Load, validate and build the file's new version, then swap it in whole."""
+        running = self._running
+        if self._path is None or running.authorizer is None or self._stopped:
+            return False
+        async with self._lock:
+            try:
+                config = load_config(self._path)
+                built, started = await self._build(config)
+            except (AuthzError, ConfigError, OSError) as exc:
+                log.error("config reload failed, keeping the running config: %s", exc)
+                self._observer.metrics.observe_reload("failed")
+                return False
+            except Exception as exc:  # a bug must not end reloading, or the process
+                log.error(
+                    "config reload failed with %s, keeping the running config", type(exc).__name__
+                )
+                self._observer.metrics.observe_reload("failed")
+                return False
+            for name in RESTART_ONLY:
+                if getattr(config, name) != getattr(running.config, name):
+                    log.warning("config reload: %s changes need a restart to apply", name)
+            if config.limits.max_request_bytes != running.config.limits.max_request_bytes:
+                log.warning("config reload: limits.max_request_bytes needs a restart to apply")
+            retired = [s for n, s in running.sources.items() if started.get(n) is not s]
+            self._observer.use_decision_log(config.decision_log)
+            running.authorizer.current = built
+            running.sources, running.config = started, config
+            for source in retired:
+                await source.stop()
+            self._observer.metrics.observe_reload("ok")
+            await self._swapped()
+            log.info("config reloaded from %s", self._path)
+            return True
+
+    async def _build(self, config: Config) -> tuple[Authorizer, dict[str, KeySource]]:
+        """The new authorizer and key sources. A provider whose keys are configured as
+        before keeps its source, and its keys; a new source must load its first key set
+        before the reload goes ahead, so a reload never leaves a provider without keys."""
+        running = self._running
+        keep = {
+            name: running.sources[name]
+            for name, provider in config.providers.items()
+            if name in running.sources
+            and name in running.config.providers
+            and same_keys(running.config.providers[name], provider)
+        }
+        built = build(
+            config,
+            events=self._observer,
+            fetcher_for=self._fetcher_for,
+            observe=self._observer,
+            clock=self._clock,
+            monotonic=self._monotonic,
+            keep=keep,
+        )
+        for warning in built.warnings:
+            log.warning("%s", warning)
+        fresh = [s for name, s in built.sources.items() if name not in keep]
+        try:
+            for source in fresh:
+                await source.start()
+                if not await source.wait_loaded(self._keys_wait_s):
+                    raise JwksError(
+                        f"provider {source.provider}: no key set within {self._keys_wait_s}s"
+                    )
+        except BaseException:
+            for source in fresh:
+                await source.stop()
+            raise
+        return built.authorizer, dict(built.sources)

@@ -1,0 +1,285 @@
+"""The HTTP authorization endpoint in each style, against a running App."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from yarl import URL
+
+from authz.adapters.http_authz import Style, to_attributes
+from authz.config import ConfigError, parse_config
+from authz.runtime.app import App
+from tests.support import AUDIENCE, ISSUER, Signer, wall_clock_claims
+
+
+def config(jwks: dict[str, Any], style: str) -> Any:
+    return parse_config(
+        {
+            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+            "http_authz": {
+                "listen": "127.0.0.1:0",
+                "original_request": style,
+                "path_prefix": "/authz",
+            },
+            "providers": {
+                "corp": {
+                    "issuer": ISSUER,
+                    "audiences": [AUDIENCE],
+                    "jwks": {"inline": jwks},
+                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
+                }
+            },
+            "rules": [
+                {"match": {"prefix": "/public"}, "public": True},
+                {"match": {"prefix": "/", "methods": ["GET"]}, "requires": {"provider": "corp"}},
+            ],
+        }
+    )
+
+
+async def ask(app: App, path: str, method: str = "GET", **headers: str) -> aiohttp.ClientResponse:
+    assert app.http_authz is not None
+    async with aiohttp.ClientSession() as session:
+        response = await session.request(
+            method,
+            f"http://127.0.0.1:{app.http_authz.port}{path}",
+            headers={k.replace("_", "-"): v for k, v in headers.items()},
+        )
+        await response.read()
+        return response
+
+
+async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        allowed = await ask(app, "/authz/items?x=1", authorization=f"Bearer {token}")
+        assert allowed.status == 200
+        assert allowed.headers["x-user-id"] == "alice"
+        removed = allowed.headers["x-envoy-auth-headers-to-remove"].split(",")
+        assert "authorization" in removed
+        denied = await ask(app, "/authz/items")
+        assert denied.status == 401
+        assert denied.headers["www-authenticate"].startswith("Bearer realm=")
+        assert json.loads(await denied.read())["error"] == "unauthorized"
+        wrong_method = await ask(app, "/authz/items", "POST", authorization=f"Bearer {token}")
+        assert wrong_method.status == 403  # the original method reaches the rules
+
+
+@pytest.mark.parametrize(
+    ("style", "good", "spoof"),
+    [
+        (
+            "nginx",
+            {"x_original_uri": "/items", "x_original_method": "GET"},
+            {"x_forwarded_uri": "/public", "x_forwarded_method": "GET"},
+        ),
+        (
+            "traefik",
+            {
+                "x_forwarded_uri": "/items",
+                "x_forwarded_method": "GET",
+                "x_forwarded_host": "api.test",
+            },
+            {"x_original_uri": "/public", "x_original_method": "GET"},
+        ),
+    ],
+)
+async def test_forwarding_styles_trust_only_their_own_headers(
+    jwks: dict[str, Any],
+    rsa_signer: Signer,
+    style: str,
+    good: dict[str, str],
+    spoof: dict[str, str],
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, style)) as app:
+        allowed = await ask(app, "/check", authorization=f"Bearer {token}", **good)
+        assert allowed.status == 200 and allowed.headers["x-user-id"] == "alice"
+        assert "x-envoy-auth-headers-to-remove" not in allowed.headers
+        # The other style's headers claim a public path: they are not trusted here.
+        refused = await ask(app, "/check", **spoof)
+        assert refused.status == 400
+        no_token = await ask(app, "/check", **good)
+        assert no_token.status == 401
+
+
+async def test_repeated_headers_are_joined_not_replaced(jwks: dict[str, Any], rsa_signer: Signer):
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "nginx")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        headers = [
+            ("x-original-uri", "/items"),
+            ("x-original-method", "GET"),
+            ("authorization", "Bearer garbage"),
+            ("authorization", f"Bearer {token}"),
+        ]
+        async with session.get(
+            f"http://127.0.0.1:{app.http_authz.port}/check", headers=headers
+        ) as response:
+            assert response.status == 401  # the first copy is not silently dropped
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/authz/x%0a",
+        "/authz/admin/..%0a/public",
+        "/authz/public/%0D",
+        "/authz/a%09b",
+        "/authz/a%7f",
+    ],
+)
+async def test_every_path_gets_a_decision_and_control_characters_are_invalid_paths(
+    jwks: dict[str, Any], path: str
+) -> None:
+    async with App(config(jwks, "envoy")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        url = URL(f"http://127.0.0.1:{app.http_authz.port}{path}", encoded=True)
+        async with session.get(url) as response:
+            assert response.status == 400
+            assert response.headers["content-type"] == "application/json"
+            assert json.loads(await response.read())["error"] == "invalid_request"
+        page = app.metrics.render().decode()
+        assert 'authz_checks_total{decision="deny",provider="none",reason="invalid_path"' in page
+
+
+async def test_a_public_path_is_allowed_whatever_the_router_would_say(jwks: dict[str, Any]):
+    async with App(config(jwks, "envoy")) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        for path in ("/authz/public/%E2%82%AC", "/authz/public/%20x", "/authz/public"):
+            url = URL(f"http://127.0.0.1:{app.http_authz.port}{path}", encoded=True)
+            async with session.get(url) as response:
+                assert response.status == 200, path
+
+
+def with_provider(style: str, jwks: dict[str, Any], **provider: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = config(jwks, style).model_dump(by_alias=True, exclude_unset=True)
+    settings["providers"]["corp"].update(provider)
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("style", "provider", "refused"),
+    [
+        ("envoy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("envoy", {"from_cookies": ["session"]}, None),  # Envoy rewrites the Cookie header
+        ("nginx", {"from_cookies": ["session"], "forward": True}, None),
+    ],
+)
+def test_config_refuses_token_locations_the_proxy_cannot_strip(
+    jwks: dict[str, Any], style: str, provider: dict[str, Any], refused: str | None
+) -> None:
+    settings = with_provider(style, jwks, **provider)
+    if refused is None:
+        parse_config(settings)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            parse_config(settings)
+
+
+@pytest.mark.parametrize(
+    ("style", "query_removable", "cookie_rewritable"),
+    [("envoy", False, True), ("nginx", False, False), ("traefik", False, False)],
+)
+def test_http_styles_say_what_their_proxy_can_remove(
+    style: Style, query_removable: bool, cookie_rewritable: bool
+) -> None:
+    request = make_mocked_request(
+        "GET",
+        "/x",
+        headers={
+            "x-original-uri": "/x",
+            "x-original-method": "GET",
+            "x-forwarded-uri": "/x",
+            "x-forwarded-method": "GET",
+        },
+    )
+    attributes = to_attributes(request, style, "")
+    assert (attributes.query_removable, attributes.cookie_rewritable) == (
+        query_removable,
+        cookie_rewritable,
+    )
+
+
+async def test_method_override_is_refused_over_http(jwks: dict[str, Any]) -> None:
+    async with App(config(jwks, "nginx")) as app:
+        refused = await ask(
+            app,
+            "/check",
+            x_original_uri="/public/x",
+            x_original_method="GET",
+            x_http_method_override="DELETE",
+        )
+        assert refused.status == 400
+        assert json.loads(await refused.read())["error"] == "invalid_request"
+        page = app.metrics.render().decode()
+        assert 'authz_checks_total{decision="deny",provider="none",reason="method_override"' in page
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_header_lines_up_to_authz_limits_reach_authz(jwks: dict[str, Any]) -> None:
+    """aiohttp's parser refuses lines over 8190 bytes by default: a 9 KB Cookie on a public
+    path got aiohttp's own 400 page, never an authz decision."""
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        port = app.http_authz.port
+        cookie = "a=" + "x" * 9000
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n"
+        status, _ = await raw_exchange(port, (request + "Connection: close\r\n\r\n").encode())
+        assert status == 200
+        big = "a=" + "x" * (96 * 1024 + 100)  # over authz's 96 KiB, under the parser's cap
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {big}\r\n"
+        status, body = await raw_exchange(port, (request + "Connection: close\r\n\r\n").encode())
+        assert status == 431 and json.loads(body)["error"] == "invalid_request"
+
+
+async def test_the_parser_log_never_quotes_the_request(
+    jwks: dict[str, Any], rsa_signer: Signer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        huge = f"session={token}" + "x" * (200 * 1024)
+        request = f"GET /authz/public HTTP/1.1\r\nHost: h\r\nCookie: {huge}\r\n\r\n"
+        status, _ = await raw_exchange(app.http_authz.port, request.encode())
+        assert status == 400  # refused by aiohttp's parser, beyond every authz limit
+    assert "refused by the parser" in caplog.text
+    assert token[:40] not in caplog.text and "session=" not in caplog.text
+
+
+async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "envoy")) as app:
+        assert app.http_authz is not None
+        port = app.http_authz.port
+        head = b"GET /authz/items HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        status, body = await raw_exchange(port, head + b"Authorization: Bearer \xff.a.b\r\n\r\n")
+        assert (status, json.loads(body)["error"]) == (401, "invalid_token")
+    settings = with_provider("envoy", jwks, from_cookies=["session"])
+    async with App(parse_config(settings)) as app:
+        assert app.http_authz is not None
+        head = b"GET /authz/public HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+        cookie = b"Cookie: theme=\xe9; session=" + token.encode() + b"\r\n\r\n"
+        status, body = await raw_exchange(app.http_authz.port, head + cookie)
+        # the Cookie header cannot be written back without the token: refused, not a 503
+        assert (status, json.loads(body)["error"]) == (400, "invalid_request")

@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.config import ConfigError, load_config, parse_config
+from dev.stack import ROOT
+
+BASE: dict[str, Any] = {
+    "providers": {
+        "corp": {
+            "issuer": "https://idp.test",
+            "audiences": ["api"],
+            "jwks": {"remote": {"uri": "https://idp.test/certs"}},
+        }
+    },
+    "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}],
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """BASE with one key set (dotted path, list indexes as numbers); value DELETE removes it."""
+    data = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node: Any = data
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if value == "DELETE":
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+def test_base_config_is_valid() -> None:
+    config = parse_config(BASE)
+    provider = config.providers["corp"]
+    assert provider.algorithms == ["RS256", "ES256"]
+    assert provider.from_headers[0].name == "authorization"
+    assert provider.from_headers[0].value_prefix == "Bearer "
+    assert provider.clock_skew == 60
+    assert config.nested_claim_delimiter == "."
+    assert config.listen.grpc == "127.0.0.1:9001"
+
+
+BAD: list[tuple[str, Any, str]] = [
+    ("rules.0.requirez", {"provider": "corp"}, "rules.0.requirez: unknown key"),
+    ("providers.corp.issuer", "DELETE", "providers.corp.issuer: Field required"),
+    ("providers.corp.audience", ["api"], "providers.corp.audience: unknown key"),
+    (
+        "providers.corp.jwks.inline",
+        '{"keys": []}',
+        "exactly one of inline, file, remote or discovery",
+    ),
+    ("providers.corp.jwks.remote.refresh_interval", 0, "refresh_interval"),
+    (
+        "providers.corp.jwks.remote",
+        {"uri": "https://i/c", "refresh_interval": 10, "min_refresh_interval": 20},
+        "min_refresh_interval <= refresh_interval",
+    ),
+    ("providers.corp.jwks.remote.discovery", "https://idp.test", "exactly one of uri or discovery"),
+    ("providers.corp.jwks.remote.max_keys", 0, "providers.corp.jwks.remote.max_keys"),
+    ("providers.corp.jwks.discovery", True, "exactly one of inline, file, remote or discovery"),
+    ("rules.0.requires", {"any": []}, "rules.0.requires.any"),
+    ("rules.0.requires", {"any": ["corp", "nope"]}, "unknown provider 'nope'"),
+    (
+        "rules.0.requires.allow_missing",
+        "corp",
+        "exactly one of provider, any, all or allow_missing",
+    ),
+    ("startup_wait", -1, "startup_wait"),
+    ("rules.0.requires", {"allow_missing": []}, "name at least one provider"),
+    ("rules.0.requires", {"allow_missing": ""}, "name at least one provider"),
+    ("providers.corp.clock_skew", -1, "providers.corp.clock_skew"),
+    (
+        "providers.corp.claim_to_headers",
+        [{"header": "bad header", "claim": "sub"}],
+        "providers.corp.claim_to_headers.0.header",
+    ),
+    (
+        "providers.corp.claim_to_headers",
+        [{"header": "host", "claim": "sub"}],
+        "not a usable header name",
+    ),
+    ("providers.corp.from_headers", [], "at least one of from_headers"),
+    ("rules.0.requires.provider", "other", "unknown provider 'other'"),
+    ("rules.0.public", True, "either public: true or has requires"),
+    ("rules.0.requires", "DELETE", "needs requires"),
+    ("rules.0.claims", [{"claim": "sub"}], "exactly one operator"),
+    ("rules.0.claims", [{"claim": "sub", "equals": "a", "exists": True}], "exactly one operator"),
+    ("rules.0.claims", [{"claim": "sub", "matchez": "a"}], "rules.0.claims.0.matchez: unknown key"),
+    (
+        "rules.0.claims",
+        [{"claim": "sub", "matches": "("}],
+        "invalid or unsupported regular expression (RE2 syntax): missing )",
+    ),
+    ("rules.0.match.prefix", "api", "must start with '/'"),
+    ("rules.0.match.methods", ["GETT"], "unknown HTTP method(s) ['GETT']"),
+    ("providers.corp.audiences", [], "providers.corp.audiences"),
+    ("providers.corp.audiences", "DELETE", "providers.corp.audiences: Field required"),
+    ("rules.0.match.path", "/x", "use at most one of prefix, path"),
+    ("rules", [], "rules: List should have at least 1 item"),
+    ("listen.grpc", "9001", "expected host:port"),
+    ("nested_claim_delimiter", "", "nested_claim_delimiter"),
+    ("paths.semicolons", "cut", "paths.semicolons: Input should be 'refuse' or 'literal'"),
+    ("method_override", "allow", "method_override: Input should be 'refuse' or 'judge_both'"),
+    # the types of a value list
+    ("rules.0.claims", [{"claim": "s", "one_of": ["a", 1]}], "all values must be of one JSON"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
+def test_bad_config_names_the_key(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(with_change(path, value))
+    assert message in str(caught.value)
+
+
+def test_claim_condition_equals_null_counts_as_an_operator() -> None:
+    config = parse_config(with_change("rules.0.claims", [{"claim": "tenant", "equals": None}]))
+    assert config.rules[0].claims[0].operator == "equals"
+
+
+def test_inline_jwks_as_string_must_be_json() -> None:
+    data = with_change("providers.corp.jwks", {"inline": "{not json"})
+    with pytest.raises(ConfigError, match="inline JWKS is not valid JSON"):
+        parse_config(data)
+
+
+def test_context_rules_cannot_be_served_over_http() -> None:
+    data = with_change(
+        "rules",
+        [
+            {
+                "name": "admin",
+                "match": {"context": {"policy": "admin"}},
+                "requires": {"provider": "corp"},
+            }
+        ],
+    )
+    parse_config(data)  # fine for gRPC alone
+    data["http_authz"] = {"listen": "127.0.0.1:9002"}
+    with pytest.raises(ConfigError, match=r"rules.0 \(admin\): matches on Envoy's context"):
+        parse_config(data)
+
+
+def test_allow_missing_rules_cannot_have_claims() -> None:
+    rule = {
+        "name": "optional",
+        "requires": {"allow_missing": "corp"},
+        "claims": [{"claim": "roles", "contains": "admin"}],
+    }
+    data = with_change("rules", [rule])
+    with pytest.raises(ConfigError, match=r"rules.0 \(optional\): an allow_missing rule cannot"):
+        parse_config(data)
+
+
+def test_discovery_shorthand_uses_the_issuer() -> None:
+    config = parse_config(with_change("providers.corp.jwks", {"discovery": True}))
+    provider = config.providers["corp"]
+    remote = provider.jwks.remote_settings(provider.issuer)
+    assert remote is not None and remote.discovery == "https://idp.test"
+
+
+def test_requires_variants() -> None:
+    for requires, providers, optional in (
+        ({"provider": "corp"}, ("corp",), False),
+        ({"any": ["corp"]}, ("corp",), False),
+        ({"allow_missing": "corp"}, ("corp",), True),
+        ({"allow_missing": ["corp"]}, ("corp",), True),
+    ):
+        rule = parse_config(with_change("rules.0.requires", requires)).rules[0]
+        assert rule.requires is not None
+        assert (rule.requires.providers, rule.requires.optional) == (providers, optional)
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        parse_config(["a"])
+
+
+def test_load_resolves_jwks_file_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "authz.yaml").write_text(
+        "providers:\n  corp:\n    issuer: x\n    audiences: [api]\n"
+        "    jwks: {file: keys/jwks.json}\n"
+        "rules:\n  - requires: {provider: corp}\n"
+    )
+    config = load_config(tmp_path / "authz.yaml")
+    file = config.providers["corp"].jwks.file
+    assert file is not None and file.path == tmp_path / "keys" / "jwks.json"
+
+
+def test_load_reports_yaml_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("rules: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(ROOT / "deploy" / "authz.yaml")
+    assert config.rules
+
+
+def test_deploy_yaml_files_parse() -> None:
+    import yaml
+
+    for name in ("envoy.yaml", "envoy-http.yaml", "envoy-mtls-cluster.yaml", "traefik-dynamic.yml"):
+        assert yaml.safe_load((ROOT / "deploy" / name).read_text())
+
+
+def test_providers_sharing_a_token_location_agree_on_forward() -> None:
+    data = copy.deepcopy(BASE)
+    data["providers"]["partner"] = {**data["providers"]["corp"], "forward": True}
+    with pytest.raises(ConfigError, match="both read the header 'authorization'"):
+        parse_config(data)
+    data["providers"]["partner"]["from_headers"] = [{"name": "x-partner-token"}]
+    parse_config(data)

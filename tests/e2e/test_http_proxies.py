@@ -1,0 +1,152 @@
+"""End to end over HTTP authorization: Envoy http_service (deploy/envoy-http.yaml) and
+nginx auth_request (deploy/nginx.conf), each through the real proxy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dev.stack import (
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    ROOT,
+    Ports,
+    Stack,
+    http_dev_config,
+    nginx_binary,
+)
+from tests.support import Signer, call, wall_clock_claims
+
+pytestmark = pytest.mark.e2e
+
+
+def minted(signer: Signer, **claims: Any) -> str:
+    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
+
+
+@pytest.fixture(scope="module")
+def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("envoy-http")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    stack = Stack(
+        workdir,
+        http_dev_config(jwks, ports, "envoy"),
+        ports,
+        envoy_template=ROOT / "deploy" / "envoy-http.yaml",
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_envoy_http_service_allows_with_identity_headers(envoy_http: Stack, rsa_signer: Signer):
+    token = minted(rsa_signer, realm_access={"roles": ["user"]})
+    status, _, echo = call(
+        envoy_http,
+        "/hello?x=1",
+        authorization=f"Bearer {token}",
+        x_user_id="mallory",
+        x_user_roles="admin",
+        cookie=f"theme=dark; session={token}",
+    )
+    assert status == 200
+    headers = echo["headers"]
+    assert headers["x-user-id"] == "alice"
+    assert headers["x-user-roles"] == "user"
+    assert "authorization" not in headers  # removed through x-envoy-auth-headers-to-remove
+    assert headers["cookie"] == "theme=dark"
+    assert echo["path"] == "/hello?x=1"
+    spoof_only = call(envoy_http, "/healthz", x_user_id="mallory", x_jwt_payload="forged")
+    assert spoof_only[0] == 200
+    assert "x-user-id" not in spoof_only[2]["headers"]
+    assert "x-jwt-payload" not in spoof_only[2]["headers"]
+
+
+def test_envoy_http_service_denies(envoy_http: Stack, rsa_signer: Signer) -> None:
+    status, headers, body = call(envoy_http, "/hello")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer realm=")
+    assert body["error"] == "unauthorized"
+    expired = minted(rsa_signer, exp=1_600_000_000, iat=1_599_999_000)
+    status, headers, _ = call(envoy_http, "/hello", authorization=f"Bearer {expired}")
+    assert status == 401 and 'error="invalid_token"' in headers["www-authenticate"]
+    reader = minted(rsa_signer, scope="read")
+    status, headers, _ = call(envoy_http, "/items", "POST", authorization=f"Bearer {reader}")
+    assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    assert call(envoy_http, "/admin/x", authorization=f"Bearer {user}")[0] == 403
+
+
+@pytest.fixture(scope="module")
+def nginx(
+    tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer
+) -> Iterator[tuple[int, Stack]]:
+    if nginx_binary() is None:
+        pytest.fail("nginx is not installed: .ci/run installs Debian's nginx")
+    workdir = tmp_path_factory.mktemp("nginx")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    stack = Stack(workdir, http_dev_config(jwks, ports, "nginx"), ports, proxy="nginx")
+    stack.start()
+    yield ports.envoy, stack
+    stack.stop()
+
+
+def nginx_call(
+    port: int, path: str, method: str = "GET", **headers: str
+) -> tuple[int, dict[str, str], str]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            method, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+        )
+        response = connection.getresponse()
+        return (
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read().decode(),
+        )
+    finally:
+        connection.close()
+
+
+def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:
+    port, _ = nginx
+    token = minted(rsa_signer)
+    status, _, body = nginx_call(
+        port, "/hello", authorization=f"Bearer {token}", x_user_id="mallory"
+    )
+    assert status == 200
+    echo = json.loads(body)
+    assert echo["headers"]["x-user-id"] == "alice"
+    assert "authorization" not in echo["headers"]
+    status, headers, _ = nginx_call(port, "/hello")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer realm=")
+    reader = minted(rsa_signer, scope="read")
+    status, headers, _ = nginx_call(port, "/items", "POST", authorization=f"Bearer {reader}")
+    assert status == 403
+    assert 'error="insufficient_scope"' in headers["www-authenticate"]
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    assert nginx_call(port, "/admin/x", authorization=f"Bearer {user}")[0] == 403
+    spoofed = nginx_call(
+        port,
+        "/hello",
+        authorization=f"Bearer {token}",
+        x_user_email="m@x",
+        x_authz_dry_run="allow",
+        x_profile_access="self",
+    )
+    assert not {"x-user-email", "x-authz-dry-run", "x-profile-access"} & set(
+        json.loads(spoofed[2])["headers"]
+    )
+    public = nginx_call(port, "/healthz", x_user_id="mallory")
+    assert public[0] == 200 and "x-user-id" not in json.loads(public[2])["headers"]

@@ -1,0 +1,134 @@
+"""The build step's checks: what the schema alone cannot judge (algorithms, fetchable URLs,
+rule paths, CEL) refuses a config with an error naming the key, in check-config and serve
+alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from authz.config import ConfigError, parse_config
+from authz.runtime.build import validate
+from tests.support import config_data, provider
+
+REMOTE = {"remote": {"uri": "https://idp.test/certs"}}
+
+
+def refused(data: dict[str, Any]) -> str:
+    config = parse_config(data)  # the schema accepts it...
+    with pytest.raises(ConfigError) as caught:
+        validate(config)  # ...the build step does not
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("corp", "message"),
+    [
+        ({"algorithms": ["none"]}, "providers.corp.algorithms: 'none' is never accepted"),
+        ({"algorithms": ["HS256"]}, "['HS256'] need a shared_secret, not a jwks"),
+        ({"algorithms": ["RS1"]}, "providers.corp.algorithms: unsupported algorithm 'RS1'"),
+        (
+            {"shared_secret": {"env": "S"}, "jwks": None, "algorithms": ["HS256", "RS256"]},
+            "a shared_secret provider accepts only HS256, HS384 or HS512",
+        ),
+        ({"jwks": {"remote": {"uri": "ftp://x"}}}, "providers.corp.jwks.remote.uri: must be"),
+        ({"jwks": {"remote": {"uri": "http://idp.test/certs"}}}, "must use https"),
+        ({"jwks": {"remote": {"discovery": "http://idp.internal"}}}, "must use https"),
+    ],
+)
+def test_provider_checks(corp: dict[str, Any], message: str) -> None:
+    settings = {k: v for k, v in provider(**corp).items() if v is not None}
+    assert message in refused(config_data(providers={"corp": settings}))
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        {"uri": "http://127.0.0.1:8080/certs"},
+        {"uri": "http://localhost/certs"},
+        {"uri": "http://[::1]:80/certs"},
+        {"uri": "http://idp.internal/certs", "allow_insecure": True},
+        {
+            "discovery": "https://idp.internal",
+            "refresh_interval": 2,
+            "min_refresh_interval": 1,
+            "max_refresh_interval": 5,
+        },
+    ],
+)
+def test_fetchable_remote_jwks(remote: dict[str, Any]) -> None:
+    validate(parse_config(config_data(providers={"corp": provider(jwks={"remote": remote})})))
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.evil.com/jwks", "http://127.0.0.1.nip.io/jwks", "http://localhost.evil/x"]
+)
+def test_names_that_look_like_loopback_need_https(uri: str) -> None:
+    data = config_data(providers={"corp": provider(jwks={"remote": {"uri": uri}})})
+    assert "must use https" in refused(data)
+
+
+def test_discovery_true_needs_an_https_issuer() -> None:
+    corp = provider(issuer="http://idp.internal", jwks={"discovery": True})
+    assert "discovery: true needs an https issuer" in refused(config_data(providers={"corp": corp}))
+
+
+@pytest.mark.parametrize(
+    ("match", "message"),
+    [
+        ({"prefix": "/a;b"}, "rules.0 (0).match.prefix: a semicolon in the path"),
+        ({"prefix": "/café"}, "rules.0 (0).match.prefix: a raw control, space"),
+        ({"prefix": "/a/../b"}, "rules.0 (0).match.prefix: a dot-segment"),
+        ({"prefix": "//a"}, "an empty path segment"),
+        ({"template": "/u/{id};x"}, "rules.0 (0).match.template: a semicolon"),
+        ({"path_separated_prefix": "/%61"}, "a percent-encoded unreserved"),
+        ({"regex": "/a%3a.*"}, "upper-case hex digits"),
+    ],
+)
+def test_rule_paths_no_accepted_request_could_match(match: dict[str, Any], message: str) -> None:
+    data = config_data(rules=[{"match": match, "requires": {"provider": "corp"}}])
+    assert message in refused(data)
+
+
+def test_semicolons_literal_allows_them_in_rule_paths() -> None:
+    data = config_data(
+        rules=[{"match": {"prefix": "/a;b"}, "requires": {"provider": "corp"}}],
+        paths={"semicolons": "literal"},
+    )
+    validate(parse_config(data))
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ('jwt.roles.exists(r, r == "a") && x', "claims.0.expr: unknown CEL variable(s) ['x']"),
+        ("tokens.sub == 'a'", "unknown CEL variable(s) ['tokens']"),
+        ("jwts.level >= 3", "unknown CEL variable(s) ['jwts']"),
+    ],
+)
+def test_cel_variables(expr: str, message: str) -> None:
+    data = config_data(rules=[{"requires": {"provider": "corp"}, "claims": [{"expr": expr}]}])
+    assert message in refused(data)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'request.context.policy == "admin"',
+        'request["context"]["policy"] == "admin"',
+        "size(request) > 3",
+        '"policy" in request.context',
+    ],
+)
+def test_cel_reading_context_cannot_be_served_over_http(expr: str) -> None:
+    rules = [{"name": "r", "requires": {"provider": "corp"}, "claims": [{"any": [{"expr": expr}]}]}]
+    validate(parse_config(config_data(rules=rules)))  # fine for gRPC alone
+    data = config_data(rules=rules, http_authz={"listen": "127.0.0.1:9002"})
+    assert "rules.0 (r).claims.0.any.0.expr: reads Envoy's context_extensions" in refused(data)
+
+
+def test_cel_reading_request_fields_is_fine_over_http() -> None:
+    expr = 'request.method == "GET" && request.headers["x-env"] == "prod"'
+    rules = [{"requires": {"provider": "corp"}, "claims": [{"expr": expr}]}]
+    validate(parse_config(config_data(rules=rules, http_authz={"listen": "127.0.0.1:9002"})))

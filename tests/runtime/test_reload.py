@@ -1,0 +1,206 @@
+"""Hot reload: the config file changes, or SIGHUP arrives; nothing in flight fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from authz.config import load_config
+from authz.runtime.app import App
+from dev.stack import free_port
+from tests.support import (
+    AUDIENCE,
+    ISSUER,
+    Signer,
+    check_request,
+    scrape,
+    wait_for,
+    wait_ready,
+    wall_clock_claims,
+)
+
+
+def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0) -> None:
+    config = {
+        "listen": {"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{http_port}"},
+        "providers": {
+            "corp": {
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "jwks": {"inline": jwks},
+                "claim_to_headers": [{"header": header, "claim": "sub"}],
+            }
+        },
+        "rules": [{"requires": {"provider": "corp"}}],
+    }
+    path.write_text(json.dumps(config))
+
+
+def user_header(response: Any) -> str:
+    return next(h.header.key for h in response.ok_response.headers)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    path: Path, jwks: dict[str, Any], signer: Signer, watch_interval_s: float = 3600
+) -> AsyncIterator[tuple[App, Any, Any]]:
+    """An App serving ``path`` (first written with x-user-a), a stub, and an allowed request."""
+    write(path, jwks, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=watch_interval_s)
+    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        request = check_request(authorization=f"Bearer {signer.token(**wall_clock_claims())}")
+        yield app, stub, request
+
+
+async def test_reload_under_load_answers_every_check(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    path = tmp_path / "authz.yaml"
+    async with serving(path, jwks, rsa_signer) as (app, stub, request):
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        async def load() -> None:
+            while not done.is_set():
+                response = await stub.Check(request)
+                assert response.WhichOneof("http_response") == "ok_response"
+                seen.append(user_header(response))
+
+        workers = [asyncio.create_task(load()) for _ in range(8)]
+        reloads = 0
+        for i in range(20):
+            write(path, jwks, "x-user-b" if i % 2 == 0 else "x-user-a")
+            assert await app.reload()
+            reloads += 1
+            await asyncio.sleep(0.02)
+        done.set()
+        await asyncio.gather(*workers)
+        assert reloads == 20 and len(seen) > 100
+        assert {"x-user-a", "x-user-b"} <= set(seen)  # both configs answered
+        text = app.metrics.render().decode()
+        assert 'authz_config_reload_total{result="ok"} 20.0' in text
+
+
+async def test_a_bad_file_keeps_the_running_config(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer, caplog: Any
+) -> None:
+    path = tmp_path / "authz.yaml"
+    async with serving(path, jwks, rsa_signer) as (app, stub, request):
+        for broken in (
+            "rules: [\n",
+            '{"rules": [{"requierz": {}}]}',
+            json.dumps(
+                {
+                    "providers": {
+                        "corp": {
+                            "issuer": ISSUER,
+                            "audiences": [AUDIENCE],
+                            "jwks": {"inline": {"keys": []}},
+                        }
+                    },
+                    "rules": [{"requires": {"provider": "corp"}}],
+                }
+            ),
+        ):
+            path.write_text(broken)
+            assert await app.reload() is False
+            assert user_header(await stub.Check(request)) == "x-user-a"
+        assert "keeping the running config" in caplog.text
+        assert 'authz_config_reload_total{result="failed"} 3.0' in app.metrics.render().decode()
+
+
+async def test_the_file_is_watched(tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer):
+    path = tmp_path / "authz.yaml"
+    async with serving(path, jwks, rsa_signer, watch_interval_s=0.05) as (_, stub, request):
+        write(path, jwks, "x-user-b")
+        async with asyncio.timeout(5):
+            while user_header(await stub.Check(request)) != "x-user-b":
+                await asyncio.sleep(0.05)
+
+
+def test_sighup_reloads_a_running_server(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    path, http_port = tmp_path / "authz.yaml", free_port()
+    write(path, jwks, "x-user-a", http_port)
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    try:
+        wait_ready(http_port, proc)
+        proc.send_signal(signal.SIGHUP)
+        import time
+
+        deadline = time.monotonic() + 10
+        while 'authz_config_reload_total{result="ok"} 1.0' not in scrape(http_port):
+            assert time.monotonic() < deadline, "no reload after SIGHUP"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_a_non_utf8_file_is_a_failed_reload(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    path = tmp_path / "authz.yaml"
+    write(path, jwks, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=0.05)
+    async with app:
+        path.write_bytes(b"rules: \xff\xfe\n")
+        assert await app.reload() is False
+        await asyncio.sleep(0.2)  # the watcher meets the same file, fails, and goes on
+        write(path, jwks, "x-user-b")
+        await wait_for(
+            lambda: app.config.providers["corp"].claim_to_headers[0].header == "x-user-b"
+        )
+
+
+def remote_config(path: Path, uri: str, header: str) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+                "providers": {
+                    "corp": {
+                        "issuer": ISSUER,
+                        "audiences": [AUDIENCE],
+                        "jwks": {"remote": {"uri": uri, "refresh_interval": 300}},
+                        "claim_to_headers": [{"header": header, "claim": "sub"}],
+                    }
+                },
+                "rules": [{"requires": {"provider": "corp"}}],
+            }
+        )
+    )
+
+
+async def test_reloads_never_leave_a_provider_without_keys(
+    tmp_path: Path, idp: Any, rsa_signer: Signer
+) -> None:
+    idp.serve({"keys": [rsa_signer.jwk]})
+    path = tmp_path / "authz.yaml"
+    remote_config(path, idp.uri, "x-user-a")
+    app = App(load_config(path), config_path=path, watch_interval_s=3600, reload_keys_wait_s=0.5)
+    async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        await asyncio.wait_for(app.sources["corp"].wait_loaded(5), 6)
+        source = app.sources["corp"]
+        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+        # Only a header changes: the provider keeps its source and its keys.
+        remote_config(path, idp.uri, "x-user-b")
+        assert await app.reload()
+        assert app.sources["corp"] is source
+        assert user_header(await stub.Check(request)) == "x-user-b"
+        # The keys move to an IdP that is down: the reload fails, the old config stays.
+        remote_config(path, f"http://127.0.0.1:{free_port()}/certs", "x-user-c")
+        assert await app.reload() is False
+        assert app.ready and user_header(await stub.Check(request)) == "x-user-b"

@@ -1,0 +1,60 @@
+"""What tests share: keys and tokens, clocks, the config and authorizer builders, request
+builders, local servers, a PKI. Test modules import from here, never from each other."""
+
+from tests.support.clock import FakeClock, fixed_clock
+from tests.support.configs import (
+    LISTEN_ANYWHERE,
+    FixedKeys,
+    Recorder,
+    authorizer,
+    config,
+    config_data,
+    fixed_keys,
+    provider,
+    verifier,
+)
+from tests.support.requests import check_request, req
+from tests.support.servers import FakeIdp, call, scrape, wait_for, wait_ready
+from tests.support.tokens import (
+    AUDIENCE,
+    ISSUER,
+    NOW,
+    Signer,
+    b64,
+    b64json,
+    ec_signer,
+    make_signer,
+    rsa_signer,
+    wall_clock_claims,
+)
+
+__all__ = [
+    "AUDIENCE",
+    "ISSUER",
+    "LISTEN_ANYWHERE",
+    "NOW",
+    "FakeClock",
+    "FakeIdp",
+    "FixedKeys",
+    "Recorder",
+    "Signer",
+    "authorizer",
+    "b64",
+    "b64json",
+    "call",
+    "check_request",
+    "config",
+    "config_data",
+    "ec_signer",
+    "fixed_clock",
+    "fixed_keys",
+    "make_signer",
+    "provider",
+    "req",
+    "rsa_signer",
+    "scrape",
+    "verifier",
+    "wait_for",
+    "wait_ready",
+    "wall_clock_claims",
+]

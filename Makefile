@@ -29,6 +29,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy authz
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy-http.yaml --log-level error
 	$(VENV)/bin/authz check-config -c deploy/authz.yaml

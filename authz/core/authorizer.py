@@ -6,7 +6,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from authz.core.conditions import EvalContext
@@ -14,22 +14,19 @@ from authz.core.decisions import DRY_RUN_HEADER, allow, deny, dry_run_answer, in
 from authz.core.errors import (
     CheckError,
     ClaimMismatch,
-    InvalidIssuer,
     MethodOverride,
-    MissingToken,
     NoMatchingRule,
     Outcome,
     Overloaded,
     RequestTooLarge,
     TokenNotStrippable,
 )
-from authz.core.jws import ParsedToken, parse_token
+from authz.core.identify import ProviderRuntime, Trace, identify
 from authz.core.model import Decision, Identity, RequestAttributes
 from authz.core.overrides import method_overrides
 from authz.core.paths import check_host, check_path
-from authz.core.policy import CompiledRule, HeaderFromClaim, Policy
-from authz.core.tokens import FoundToken, StripPlan, TokenSources
-from authz.core.verify import Verifier
+from authz.core.policy import CompiledRule, Policy
+from authz.core.tokens import StripPlan, TokenSources
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +42,6 @@ class Observation:
 
 
 Observer = Callable[[RequestAttributes, Decision, Observation], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderRuntime:
-    """Everything the authorizer needs to know about one provider."""
-
-    name: str
-    verifier: Verifier
-    sources: TokenSources
-    headers: tuple[HeaderFromClaim, ...]
-    payload_header: str | None
-    forward: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,30 +76,6 @@ def identity_headers(policy: Policy, providers: Iterable[ProviderRuntime]) -> tu
         names += [h.header for h in rule.claim_headers]
         names += [name for name, _ in rule.static_headers]
     return tuple(dict.fromkeys(names))
-
-
-@dataclass(slots=True)
-class _Trace:
-    """What a check learned before it ended, for denials, dry runs and metrics."""
-
-    rule: CompiledRule | None = None
-    routed: list[str] = field(default_factory=list)  # providers a token was routed to
-    identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
-    verified: int = 0  # identities verified in this check, not taken from the cache
-
-    @property
-    def provider(self) -> str | None:
-        if self.routed:
-            return self.routed[-1]
-        if self.rule is not None and len(self.rule.providers) == 1:
-            return self.rule.providers[0]
-        return None
-
-    @property
-    def token_cache(self) -> Literal["hit", "miss"] | None:
-        if not self.identities:
-            return None
-        return "miss" if self.verified else "hit"
 
 
 class Checker(Protocol):
@@ -161,7 +122,7 @@ class Authorizer:
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
-        trace = _Trace()
+        trace = Trace()
         plan: StripPlan | None = None
         self._in_flight += 1
         try:
@@ -222,7 +183,7 @@ class Authorizer:
         return rule.mode == "dry_run" if rule is not None else self._settings.global_dry_run
 
     def _dry_run_allow(
-        self, request: RequestAttributes, would: Decision, trace: _Trace, plan: StripPlan
+        self, request: RequestAttributes, would: Decision, trace: Trace, plan: StripPlan
     ) -> Decision:
         """Let the request through, carrying the decision that enforcement would have made."""
         answer = would
@@ -236,13 +197,13 @@ class Authorizer:
                 answer = self._open(request, rule, {}, "dry_run", plan)
         return dry_run_answer(answer, would)
 
-    async def _judge(self, request: RequestAttributes, trace: _Trace, plan: StripPlan) -> Decision:
+    async def _judge(self, request: RequestAttributes, trace: Trace, plan: StripPlan) -> Decision:
         """The decision, with method overrides refused or judged under both methods."""
         overrides = method_overrides(request)
         if overrides:
             if not self._settings.judge_method_overrides or len(overrides) > 1:
                 raise MethodOverride("the request names another method to act as")
-            first = _Trace()
+            first = Trace()
             try:
                 await self._decide(request, first, plan)
             except CheckError:
@@ -251,7 +212,7 @@ class Authorizer:
             request = replace(request, method=overrides[0])
         return await self._decide(request, trace, plan)
 
-    async def _decide(self, request: RequestAttributes, trace: _Trace, plan: StripPlan) -> Decision:
+    async def _decide(self, request: RequestAttributes, trace: Trace, plan: StripPlan) -> Decision:
         path = check_path(request.path, semicolons_literal=self._settings.semicolons_literal)
         check_host(request.host)
         matched = self._policy.match(request, path)
@@ -262,29 +223,9 @@ class Authorizer:
         if rule.public:
             return self._open(request, rule.name, dict(rule.static_headers), "public", plan)
         candidates = [self._providers[name] for name in rule.providers]
-        if rule.every:
-            for provider in candidates:
-                found = provider.sources.find(request, strict=provider.forward)
-                if found is None:
-                    raise MissingToken(f"no token for provider {provider.name}")
-                if not _from_cache(found.token, [provider], trace):
-                    token = parse_token(found.token, provider.verifier.max_token_bytes)
-                    await _verify_with_any(token, [provider], trace)
-        else:
-            found, finders = _find_token(request, candidates)
-            if found is None:
-                if rule.optional:
-                    static = dict(rule.static_headers)
-                    return self._open(request, rule.name, static, "anonymous", plan)
-                raise MissingToken("no token in the request")
-            if not _from_cache(found.token, finders, trace):
-                token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
-                # Route by the (not yet trusted) iss before any key work, among the providers
-                # that look for a token where this one was found; the verifier checks it again.
-                matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
-                if not matching:
-                    raise InvalidIssuer("iss matches none of the rule's providers")
-                await _verify_with_any(token, matching, trace)
+        if not await identify(request, rule, candidates, trace):
+            static = dict(rule.static_headers)
+            return self._open(request, rule.name, static, "anonymous", plan)
         context = EvalContext(
             claims={p.name: identity.claims for p, identity in trace.identities},
             primary=trace.identities[0][0].name,
@@ -352,42 +293,3 @@ class Authorizer:
             identity_headers=self._identity_headers,
             metadata={provider.name: identity.claims for provider, identity in identities},
         )
-
-
-def _find_token(
-    request: RequestAttributes, candidates: list[ProviderRuntime]
-) -> tuple[FoundToken | None, list[ProviderRuntime]]:
-    """The first token any candidate finds, and the candidates that find that same token."""
-    found = [(p, p.sources.find(request, strict=p.forward)) for p in candidates]
-    first = next((token for _, token in found if token is not None), None)
-    if first is None:
-        return None, []
-    return first, [p for p, token in found if token is not None and token.token == first.token]
-
-
-def _from_cache(raw: str, providers: list[ProviderRuntime], trace: _Trace) -> bool:
-    """Use a cached verification by one of ``providers``; its time checks run again."""
-    for provider in providers:
-        identity = provider.verifier.cached(raw)
-        if identity is not None:
-            trace.routed.append(provider.name)
-            trace.identities.append((provider, identity))
-            return True
-    return False
-
-
-async def _verify_with_any(
-    token: ParsedToken, providers: list[ProviderRuntime], trace: _Trace
-) -> None:
-    """Verify with the first provider that accepts; providers rarely share an issuer."""
-    first_error: CheckError | None = None
-    for provider in providers:
-        trace.routed.append(provider.name)
-        try:
-            trace.identities.append((provider, await provider.verifier.verify(token)))
-            trace.verified += 1
-            return
-        except CheckError as exc:
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error

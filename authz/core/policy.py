@@ -16,7 +16,8 @@ from urllib.parse import unquote
 
 import re2
 
-from authz.core.conditions import MISSING, Node, get_claim
+from authz.core.claims import MISSING, get_claim
+from authz.core.conditions import Node
 from authz.core.model import Claims, RequestAttributes
 from authz.core.paths import upper_hex
 

@@ -17,14 +17,9 @@ from pathlib import Path
 import aiohttp
 
 from authz.config import Config, ConfigError, Provider, RemoteJwks, SharedSecret, Tls
-from authz.core.authorizer import (
-    Authorizer,
-    CheckLimits,
-    Observer,
-    ProviderRuntime,
-    Settings,
-)
+from authz.core.authorizer import Authorizer, CheckLimits, Observer, Settings
 from authz.core.errors import JwksError
+from authz.core.identify import ProviderRuntime
 from authz.core.jws import media_type
 from authz.core.policy import HeaderFromClaim
 from authz.core.token_cache import TokenCache

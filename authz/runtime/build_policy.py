@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 from authz.config import ClaimCondition, Config, Rule
 from authz.core import conditions
+from authz.core.claims import is_scope
 from authz.core.conditions import AllOf, AnyOf, Leaf, Node, Not
+from authz.core.operators import operator_test
 from authz.core.policy import (
     PATH_KINDS,
     CompiledRule,
@@ -80,11 +82,11 @@ def _node(condition: ClaimCondition, where: str, delimiter: str) -> Node:
     value = getattr(condition, op)
     if op == "equals_claim":
         value = tuple(value.split(delimiter))
-    test = conditions.operator_test(op, value, condition.provider)
+    test = operator_test(op, value, condition.provider)
     if condition.request is not None:
         read = conditions.request_subject(condition.request)
         return Leaf(where, f"{op} on request.{condition.request}", False, read, test)
     path = tuple(condition.claim_path or (condition.claim or "").split(delimiter))
     label = condition.claim if condition.claim is not None else str(list(path))
     read = conditions.claim_subject(path, condition.provider)
-    return Leaf(where, f"{op} on {label}", conditions.is_scope(path), read, test)
+    return Leaf(where, f"{op} on {label}", is_scope(path), read, test)

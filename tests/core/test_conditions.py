@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from authz.config.rules import ClaimCondition
-from authz.core.conditions import MISSING, EvalContext, get_claim
+from authz.core.claims import MISSING, get_claim
+from authz.core.conditions import EvalContext
 from authz.core.model import RequestAttributes
 from authz.runtime.build_policy import build_conditions
 

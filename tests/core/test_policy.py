@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from authz.config import ConfigError
-from authz.core.conditions import MISSING
+from authz.core.claims import MISSING
 from authz.core.model import RequestAttributes
 from authz.core.policy import HeaderFromClaim, literal_prefix, render_header_value
 from authz.runtime.build_policy import build_policy

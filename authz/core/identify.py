@@ -1,0 +1,122 @@
+"""The identity phase: find the rule's token in the request, route it by its (not yet
+trusted) issuer, and verify it, or take an earlier verification from the token cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from authz.core.errors import CheckError, InvalidIssuer, MissingToken
+from authz.core.jws import ParsedToken, parse_token
+from authz.core.model import Identity, RequestAttributes
+from authz.core.policy import CompiledRule, HeaderFromClaim
+from authz.core.tokens import FoundToken, TokenSources
+from authz.core.verify import Verifier
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRuntime:
+    """Everything the authorizer needs to know about one provider."""
+
+    name: str
+    verifier: Verifier
+    sources: TokenSources
+    headers: tuple[HeaderFromClaim, ...]
+    payload_header: str | None
+    forward: bool
+
+
+@dataclass(slots=True)
+class Trace:
+    """What a check learned before it ended, for denials, dry runs and metrics."""
+
+    rule: CompiledRule | None = None
+    routed: list[str] = field(default_factory=list)  # providers a token was routed to
+    identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
+    verified: int = 0  # identities verified in this check, not taken from the cache
+
+    @property
+    def provider(self) -> str | None:
+        if self.routed:
+            return self.routed[-1]
+        if self.rule is not None and len(self.rule.providers) == 1:
+            return self.rule.providers[0]
+        return None
+
+    @property
+    def token_cache(self) -> Literal["hit", "miss"] | None:
+        if not self.identities:
+            return None
+        return "miss" if self.verified else "hit"
+
+
+async def identify(
+    request: RequestAttributes,
+    rule: CompiledRule,
+    candidates: list[ProviderRuntime],
+    trace: Trace,
+) -> bool:
+    """The rule's identities, into ``trace``; False when no token was sent and the rule
+    allows that (allow_missing). Raises the CheckError that denies the request."""
+    if rule.every:
+        for provider in candidates:
+            found = provider.sources.find(request, strict=provider.forward)
+            if found is None:
+                raise MissingToken(f"no token for provider {provider.name}")
+            if not _from_cache(found.token, [provider], trace):
+                token = parse_token(found.token, provider.verifier.max_token_bytes)
+                await _verify_with_any(token, [provider], trace)
+        return True
+    found, finders = _find_token(request, candidates)
+    if found is None:
+        if rule.optional:
+            return False
+        raise MissingToken("no token in the request")
+    if not _from_cache(found.token, finders, trace):
+        token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
+        # Route by the (not yet trusted) iss before any key work, among the providers that
+        # look for a token where this one was found; the verifier checks it again.
+        matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
+        if not matching:
+            raise InvalidIssuer("iss matches none of the rule's providers")
+        await _verify_with_any(token, matching, trace)
+    return True
+
+
+def _find_token(
+    request: RequestAttributes, candidates: list[ProviderRuntime]
+) -> tuple[FoundToken | None, list[ProviderRuntime]]:
+    """The first token any candidate finds, and the candidates that find that same token."""
+    found = [(p, p.sources.find(request, strict=p.forward)) for p in candidates]
+    first = next((token for _, token in found if token is not None), None)
+    if first is None:
+        return None, []
+    return first, [p for p, token in found if token is not None and token.token == first.token]
+
+
+def _from_cache(raw: str, providers: list[ProviderRuntime], trace: Trace) -> bool:
+    """Use a cached verification by one of ``providers``; its time checks run again."""
+    for provider in providers:
+        identity = provider.verifier.cached(raw)
+        if identity is not None:
+            trace.routed.append(provider.name)
+            trace.identities.append((provider, identity))
+            return True
+    return False
+
+
+async def _verify_with_any(
+    token: ParsedToken, providers: list[ProviderRuntime], trace: Trace
+) -> None:
+    """Verify with the first provider that accepts; providers rarely share an issuer."""
+    first_error: CheckError | None = None
+    for provider in providers:
+        trace.routed.append(provider.name)
+        try:
+            trace.identities.append((provider, await provider.verifier.verify(token)))
+            trace.verified += 1
+            return
+        except CheckError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error

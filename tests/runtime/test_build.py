@@ -1,0 +1,201 @@
+"""The one build step: what check-config accepts, serve builds (without fetching anything
+before it starts), and what check-config rejects never serves."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authz.config import ConfigError, RemoteJwks, load_config
+from authz.core.authorizer import Authorizer
+from authz.keys.fetch import Fetcher, FetchResult
+from authz.keys.jwks import KeySet
+from authz.keys.remote import RemoteKeySource
+from authz.keys.sources import FileKeySource, KeySource, StaticKeySource
+from authz.runtime.build import build
+from authz.runtime.commands import check_config
+from dev.stack import ROOT, free_port
+from tests.support import AUDIENCE, ISSUER, rsa_signer
+
+SIGNER = rsa_signer()
+
+
+class Recording:
+    """KeyEvents and fetchers that record every use: a build must use none of them."""
+
+    def __init__(self) -> None:
+        self.fetchers: list[RemoteJwks] = []
+        self.fetches: list[str] = []
+        self.events: list[str] = []
+
+    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
+        self.events.append(result)
+
+    def unknown_kid(self, provider: str, result: str) -> None:
+        self.events.append(result)
+
+    def fetcher_for(self, settings: RemoteJwks) -> Fetcher:
+        self.fetchers.append(settings)
+        return self.fetch
+
+    async def fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:
+        self.fetches.append(uri)
+        raise AssertionError("a build fetched")
+
+
+def key_settings(kind: str, folder: Path) -> dict[str, Any]:
+    if kind == "inline":
+        return {"jwks": {"inline": {"keys": [SIGNER.jwk]}}}
+    if kind == "file":
+        return {"jwks": {"file": str(folder / "jwks.json")}}
+    if kind == "missing-file":
+        return {"jwks": {"file": str(folder / "absent.json")}}
+    if kind == "remote":
+        return {"jwks": {"remote": {"uri": "https://idp.test/certs"}}}
+    if kind == "discovery":
+        return {"jwks": {"discovery": True}}
+    if kind == "secret":
+        return {"shared_secret": {"file": str(folder / "secret")}, "algorithms": ["HS256"]}
+    return {"shared_secret": {"env": "AUTHZ_BUILD_TEST_UNSET"}, "algorithms": ["HS256"]}
+
+
+MATCHES = [
+    {},
+    {"prefix": "/api"},
+    {"path": "/a%3Ab"},
+    {"template": "/users/{id}"},
+    {"regex": "/v[0-9]+/.*"},
+    {"prefix": "/a;b"},  # refused unless semicolons: literal
+    {"prefix": "/../x"},  # always refused
+    {"prefix": "/admin", "methods": ["DELETE"], "hosts": ["*.example.com"]},
+]
+CONDITIONS = [
+    [],
+    [{"claim": "scope", "contains": "read"}],
+    [{"not": {"claim": "status", "one_of": ["banned"]}}],
+    [{"expr": 'jwt.roles.exists(r, r == "admin")'}],
+    [{"expr": "nobody.sub == 'x'"}],  # an unknown variable: refused
+    [{"expr": 'request.context.policy == "a"'}],  # refused with http_authz
+]
+
+
+@st.composite
+def documents(draw: st.DrawFn, folder: Path) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(["inline", "file", "missing-file", "remote", "discovery", "secret", "env"])
+    )
+    algorithms = draw(
+        st.one_of(st.none(), st.sampled_from([["RS256"], ["ES256", "PS256"], ["RS1"], ["none"]]))
+    )
+    corp: dict[str, Any] = {"issuer": "https://idp.test", "audiences": [AUDIENCE]}
+    corp.update(key_settings(kind, folder))
+    if algorithms is not None and kind not in ("secret", "env"):
+        corp["algorithms"] = algorithms
+    document: dict[str, Any] = {
+        "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+        "providers": {"corp": corp},
+        "rules": [
+            {
+                "match": draw(st.sampled_from(MATCHES)),
+                "requires": {"provider": "corp"},
+                "claims": draw(st.sampled_from(CONDITIONS)),
+            },
+            {"match": {"prefix": "/public"}, "public": True},
+        ],
+    }
+    if draw(st.booleans()):
+        document["paths"] = {"semicolons": "literal"}
+    if draw(st.booleans()):
+        document["http_authz"] = {"listen": "127.0.0.1:0", "original_request": "envoy"}
+    return document
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("build")
+    (path / "jwks.json").write_text(json.dumps({"keys": [SIGNER.jwk]}))
+    (path / "secret").write_bytes(b"s" * 40)
+    return path
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(data=st.data())
+def test_what_check_config_accepts_builds_without_fetching(folder: Path, data: Any) -> None:
+    document = data.draw(documents(folder))
+    path = folder / "authz.json"
+    path.write_text(json.dumps(document))
+    try:
+        check_config(path)
+    except ConfigError:
+        # Refused by check-config: serve's own first step is this same check.
+        return
+    recording = Recording()
+    built = build(
+        load_config(path),
+        events=recording,
+        fetcher_for=recording.fetcher_for,
+        observe=None,
+    )
+    assert isinstance(built.authorizer, Authorizer)
+    source = built.sources["corp"]
+    assert isinstance(source, KeySource) and source.keys is None  # built, not started
+    kinds = {
+        "inline": StaticKeySource,
+        "secret": StaticKeySource,
+        "file": FileKeySource,
+        "missing-file": FileKeySource,
+        "remote": RemoteKeySource,
+        "discovery": RemoteKeySource,
+    }
+    kind = next(k for k in kinds if isinstance(source, kinds[k]))
+    assert kind  # every accepted key configuration builds to its source
+    assert recording.fetches == [] and recording.events == []
+    assert len(recording.fetchers) == (1 if isinstance(source, RemoteKeySource) else 0)
+
+
+def test_the_examples_build(folder: Path) -> None:
+    config, warnings = check_config(ROOT / "deploy" / "authz.yaml")
+    assert config.rules and warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"algorithms": ["RS1"]}, "providers.corp.algorithms: unsupported algorithm"),
+        ({"jwks": {"inline": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}}, "no usable signing"),
+        ({"jwks": {"remote": {"uri": "http://idp.example/certs"}}}, "must use https"),
+    ],
+)
+def test_what_check_config_rejects_never_serves(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    port = free_port()
+    corp = {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": {"keys": []}}}
+    corp.update(change)
+    document = {
+        "listen": {"grpc": f"127.0.0.1:{port}", "http": "127.0.0.1:0"},
+        "providers": {"corp": corp},
+        "rules": [{"requires": {"provider": "corp"}}],
+    }
+    path = tmp_path / "authz.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=message):
+        check_config(path)
+    serve = subprocess.run(
+        [sys.executable, "-m", "authz", "serve", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert serve.returncode == 2 and message.split(": ")[-1] in serve.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing ever listened there

@@ -20,12 +20,11 @@ from authz.adapters.grpc_server import (
     struct_safe,
     to_attributes,
 )
-from authz.config import parse_config
 from authz.core.model import Decision
 from authz.runtime.app import App
 from tests.support import (
     AUDIENCE,
-    ISSUER,
+    LISTEN_ANYWHERE,
     Signer,
     authorizer,
     check_request,
@@ -37,23 +36,14 @@ from tests.support import (
 
 
 def app_config(jwks: dict[str, Any]) -> Any:
-    return parse_config(
-        {
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "providers": {
-                "corp": {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "jwks": {"inline": jwks},
-                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
-                }
-            },
-            "rules": [
-                {"match": {"prefix": "/public"}, "public": True},
-                {"match": {"prefix": "/"}, "requires": {"provider": "corp"}},
-            ],
-        }
+    corp = provider(
+        jwks={"inline": jwks}, claim_to_headers=[{"header": "x-user-id", "claim": "sub"}]
     )
+    rules = [
+        {"match": {"prefix": "/public"}, "public": True},
+        {"match": {"prefix": "/"}, "requires": {"provider": "corp"}},
+    ]
+    return config(listen=LISTEN_ANYWHERE, providers={"corp": corp}, rules=rules)
 
 
 @pytest.fixture
@@ -157,20 +147,9 @@ async def test_health(channel: grpc.aio.Channel) -> None:
 
 
 async def test_not_ready_without_keys(tmp_path, rsa_signer: Signer) -> None:
-    config = parse_config(
-        {
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "providers": {
-                "corp": {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "jwks": {"file": str(tmp_path / "none")},
-                }
-            },
-            "rules": [{"requires": {"provider": "corp"}}],
-        }
-    )
-    async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
+    keyless = provider(jwks={"file": str(tmp_path / "none")})
+    settings = config(listen=LISTEN_ANYWHERE, providers={"corp": keyless})
+    async with App(settings) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
         health = health_pb2_grpc.HealthStub(ch)
         overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert overall.status == health_pb2.HealthCheckResponse.SERVING

@@ -14,32 +14,27 @@ from yarl import URL
 from authz.adapters.http_authz import Style, to_attributes
 from authz.config import ConfigError, parse_config
 from authz.runtime.app import App
-from tests.support import AUDIENCE, ISSUER, Signer, wall_clock_claims
+from tests.support import LISTEN_ANYWHERE, Signer, config_data, provider, wall_clock_claims
+
+
+def http_config_data(jwks: dict[str, Any], style: str) -> dict[str, Any]:
+    corp = provider(
+        jwks={"inline": jwks}, claim_to_headers=[{"header": "x-user-id", "claim": "sub"}]
+    )
+    rules = [
+        {"match": {"prefix": "/public"}, "public": True},
+        {"match": {"prefix": "/", "methods": ["GET"]}, "requires": {"provider": "corp"}},
+    ]
+    return config_data(
+        listen=LISTEN_ANYWHERE,
+        http_authz={"listen": "127.0.0.1:0", "original_request": style, "path_prefix": "/authz"},
+        providers={"corp": corp},
+        rules=rules,
+    )
 
 
 def config(jwks: dict[str, Any], style: str) -> Any:
-    return parse_config(
-        {
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "http_authz": {
-                "listen": "127.0.0.1:0",
-                "original_request": style,
-                "path_prefix": "/authz",
-            },
-            "providers": {
-                "corp": {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "jwks": {"inline": jwks},
-                    "claim_to_headers": [{"header": "x-user-id", "claim": "sub"}],
-                }
-            },
-            "rules": [
-                {"match": {"prefix": "/public"}, "public": True},
-                {"match": {"prefix": "/", "methods": ["GET"]}, "requires": {"provider": "corp"}},
-            ],
-        }
-    )
+    return parse_config(http_config_data(jwks, style))
 
 
 async def ask(app: App, path: str, method: str = "GET", **headers: str) -> aiohttp.ClientResponse:
@@ -157,10 +152,10 @@ async def test_a_public_path_is_allowed_whatever_the_router_would_say(jwks: dict
                 assert response.status == 200, path
 
 
-def with_provider(style: str, jwks: dict[str, Any], **provider: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = config(jwks, style).model_dump(by_alias=True, exclude_unset=True)
-    settings["providers"]["corp"].update(provider)
-    return settings
+def with_provider(style: str, jwks: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    data = http_config_data(jwks, style)
+    data["providers"]["corp"].update(settings)
+    return data
 
 
 @pytest.mark.parametrize(

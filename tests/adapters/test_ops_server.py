@@ -9,25 +9,21 @@ import aiohttp
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.config import parse_config
 from authz.runtime.app import App
-from tests.support import AUDIENCE, ISSUER, FakeIdp, Signer, check_request, wall_clock_claims
+from tests.support import (
+    LISTEN_ANYWHERE,
+    FakeIdp,
+    Signer,
+    check_request,
+    config,
+    provider,
+    wall_clock_claims,
+)
 
 
 def remote_config(uri: str) -> Any:
-    return parse_config(
-        {
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "providers": {
-                "corp": {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "jwks": {"remote": {"uri": uri, "refresh_interval": 0.2, "timeout": 1}},
-                }
-            },
-            "rules": [{"requires": {"provider": "corp"}}],
-        }
-    )
+    remote = {"remote": {"uri": uri, "refresh_interval": 0.2, "timeout": 1}}
+    return config(listen=LISTEN_ANYWHERE, providers={"corp": provider(jwks=remote)})
 
 
 async def get(session: aiohttp.ClientSession, port: int, path: str) -> tuple[int, str]:

@@ -12,35 +12,24 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from authz.config import parse_config
 from authz.runtime.app import App
-from tests.support import AUDIENCE, ISSUER, Signer, check_request, wall_clock_claims
-from tests.support.pki import Pki, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from tests.support import (
+    LISTEN_ANYWHERE,
+    Signer,
+    check_request,
+    config,
+    provider,
+    wall_clock_claims,
+)
+from tests.support.pki import Pki
 
 
 def tls_config(pki: Pki, jwks: dict[str, Any], *, mutual: bool) -> Any:
     tls = {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}
     if mutual:
         tls["client_ca_file"] = str(pki.ca)
-    return parse_config(
-        {
-            "listen": {
-                "grpc": "127.0.0.1:0",
-                "http": "127.0.0.1:0",
-                "grpc_tls": tls,
-                "http_tls": tls,
-            },
-            "providers": {
-                "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
-            },
-            "rules": [{"requires": {"provider": "corp"}}],
-        }
-    )
+    listen = {**LISTEN_ANYWHERE, "grpc_tls": tls, "http_tls": tls}
+    return config(listen=listen, providers={"corp": provider(jwks={"inline": jwks})})
 
 
 def credentials(pki: Pki, cert: Path | None, key: Path | None) -> grpc.ChannelCredentials:

@@ -8,17 +8,15 @@ import pytest
 
 from authz.config import ConfigError, load_config, parse_config
 from dev.stack import ROOT
+from tests.support import config_data, provider
 
-BASE: dict[str, Any] = {
-    "providers": {
-        "corp": {
-            "issuer": "https://idp.test",
-            "audiences": ["api"],
-            "jwks": {"remote": {"uri": "https://idp.test/certs"}},
-        }
-    },
-    "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}],
-}
+BASE = config_data(
+    providers={
+        "corp": provider(
+            issuer="https://idp.test", jwks={"remote": {"uri": "https://idp.test/certs"}}
+        )
+    }
+)
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:

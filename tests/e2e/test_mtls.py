@@ -52,11 +52,6 @@ def start(workdir: Path, pki: Pki, rsa_signer: Signer, client_ca: Path) -> Stack
     return stack
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 def stack(tmp_path: Path, pki: Pki, rsa_signer: Signer) -> Iterator[Stack]:
     running = start(tmp_path, pki, rsa_signer, pki.ca)

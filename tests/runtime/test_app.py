@@ -10,25 +10,22 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.config import parse_config
 from authz.runtime.app import App
-from tests.support import AUDIENCE, FakeIdp, Signer, check_request, wall_clock_claims
+from tests.support import (
+    LISTEN_ANYWHERE,
+    FakeIdp,
+    Signer,
+    check_request,
+    config,
+    provider,
+    wall_clock_claims,
+)
 
 
 def config_for(idp: FakeIdp, **remote: Any) -> Any:
-    return parse_config(
-        {
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "providers": {
-                "corp": {
-                    "issuer": idp.issuer,
-                    "audiences": [AUDIENCE],
-                    "jwks": {"remote": {"uri": idp.uri, "refresh_interval": 300, **remote}},
-                }
-            },
-            "rules": [{"requires": {"provider": "corp"}}],
-        }
-    )
+    jwks = {"remote": {"uri": idp.uri, "refresh_interval": 300, **remote}}
+    corp = provider(issuer=idp.issuer, jwks=jwks)
+    return config(listen=LISTEN_ANYWHERE, providers={"corp": corp})
 
 
 class Client:

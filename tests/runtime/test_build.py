@@ -23,7 +23,7 @@ from authz.keys.sources import FileKeySource, KeySource, StaticKeySource
 from authz.runtime.build import build
 from authz.runtime.commands import check_config
 from dev.stack import ROOT, free_port
-from tests.support import AUDIENCE, ISSUER, rsa_signer
+from tests.support import AUDIENCE, provider, rsa_signer
 
 SIGNER = rsa_signer()
 
@@ -178,8 +178,7 @@ def test_what_check_config_rejects_never_serves(
     tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     port = free_port()
-    corp = {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": {"keys": []}}}
-    corp.update(change)
+    corp = provider(**change)
     document = {
         "listen": {"grpc": f"127.0.0.1:{port}", "http": "127.0.0.1:0"},
         "providers": {"corp": corp},

@@ -19,10 +19,11 @@ from authz.config import load_config
 from authz.runtime.app import App
 from dev.stack import free_port
 from tests.support import (
-    AUDIENCE,
-    ISSUER,
+    LISTEN_ANYWHERE,
     Signer,
     check_request,
+    config_data,
+    provider,
     scrape,
     wait_for,
     wait_ready,
@@ -31,18 +32,11 @@ from tests.support import (
 
 
 def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0) -> None:
-    config = {
-        "listen": {"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{http_port}"},
-        "providers": {
-            "corp": {
-                "issuer": ISSUER,
-                "audiences": [AUDIENCE],
-                "jwks": {"inline": jwks},
-                "claim_to_headers": [{"header": header, "claim": "sub"}],
-            }
-        },
-        "rules": [{"requires": {"provider": "corp"}}],
-    }
+    corp = provider(jwks={"inline": jwks}, claim_to_headers=[{"header": header, "claim": "sub"}])
+    config = config_data(
+        listen={"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{http_port}"},
+        providers={"corp": corp},
+    )
     path.write_text(json.dumps(config))
 
 
@@ -100,18 +94,7 @@ async def test_a_bad_file_keeps_the_running_config(
         for broken in (
             "rules: [\n",
             '{"rules": [{"requierz": {}}]}',
-            json.dumps(
-                {
-                    "providers": {
-                        "corp": {
-                            "issuer": ISSUER,
-                            "audiences": [AUDIENCE],
-                            "jwks": {"inline": {"keys": []}},
-                        }
-                    },
-                    "rules": [{"requires": {"provider": "corp"}}],
-                }
-            ),
+            json.dumps(config_data()),  # a provider whose inline JWKS holds no key
         ):
             path.write_text(broken)
             assert await app.reload() is False
@@ -165,22 +148,11 @@ async def test_a_non_utf8_file_is_a_failed_reload(tmp_path: Path, jwks: dict[str
 
 
 def remote_config(path: Path, uri: str, header: str) -> None:
-    path.write_text(
-        json.dumps(
-            {
-                "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-                "providers": {
-                    "corp": {
-                        "issuer": ISSUER,
-                        "audiences": [AUDIENCE],
-                        "jwks": {"remote": {"uri": uri, "refresh_interval": 300}},
-                        "claim_to_headers": [{"header": header, "claim": "sub"}],
-                    }
-                },
-                "rules": [{"requires": {"provider": "corp"}}],
-            }
-        )
+    corp = provider(
+        jwks={"remote": {"uri": uri, "refresh_interval": 300}},
+        claim_to_headers=[{"header": header, "claim": "sub"}],
     )
+    path.write_text(json.dumps(config_data(listen=LISTEN_ANYWHERE, providers={"corp": corp})))
 
 
 async def test_reloads_never_leave_a_provider_without_keys(

@@ -18,10 +18,10 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from dev.stack import free_port
 from tests.support import (
-    AUDIENCE,
-    ISSUER,
     Signer,
     check_request,
+    config_data,
+    provider,
     scrape,
     wait_ready,
     wall_clock_claims,
@@ -42,16 +42,11 @@ def serve_workers(
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """`authz serve` with two workers on fresh ports, once ready: (process, gRPC, HTTP)."""
     grpc_port, http_port = free_port(), free_port()
-    config = {
-        "listen": {"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
-        "workers": 2,
-        "shutdown_grace": 2,
-        "providers": {
-            "corp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": {"inline": jwks}}
-        },
-        "rules": [{"requires": {"provider": "corp"}}],
-        **extra,
-    }
+    config = config_data(
+        listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        providers={"corp": provider(jwks={"inline": jwks})},
+        **{"workers": 2, "shutdown_grace": 2, **extra},
+    )
     path = tmp_path / "authz.yaml"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
@@ -63,7 +58,7 @@ def serve_workers(
     return proc, grpc_port, http_port
 
 
-def test_two_workers_share_ports_and_scrape(
+def test_two_workers_share_ports_and_metrics(
     tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:
     proc, grpc_port, http_port = serve_workers(tmp_path, jwks)

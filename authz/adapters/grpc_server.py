@@ -172,7 +172,7 @@ class GrpcServer:
         authorizer: Checker,
         address: str,
         *,
-        max_request_bytes: int = 1 << 20,
+        max_request_bytes: int,
         tls: tuple[bytes, bytes, bytes | None] | None = None,
         reuse_port: bool = False,
     ) -> None:

@@ -10,7 +10,7 @@ from authz.core.errors import CheckError, InvalidIssuer, MissingToken
 from authz.core.jws import ParsedToken, parse_token
 from authz.core.model import Identity, RequestAttributes
 from authz.core.policy import CompiledRule, HeaderFromClaim
-from authz.core.tokens import FoundToken, TokenSources
+from authz.core.tokens import TokenSources
 from authz.core.verify import Verifier
 
 
@@ -63,8 +63,8 @@ async def identify(
             found = provider.sources.find(request, strict=provider.forward)
             if found is None:
                 raise MissingToken(f"no token for provider {provider.name}")
-            if not _from_cache(found.token, [provider], trace):
-                token = parse_token(found.token, provider.verifier.max_token_bytes)
+            if not _from_cache(found, [provider], trace):
+                token = parse_token(found, provider.verifier.max_token_bytes)
                 await _verify_with_any(token, [provider], trace)
         return True
     found, finders = _find_token(request, candidates)
@@ -72,8 +72,8 @@ async def identify(
         if rule.optional:
             return False
         raise MissingToken("no token in the request")
-    if not _from_cache(found.token, finders, trace):
-        token = parse_token(found.token, max(p.verifier.max_token_bytes for p in finders))
+    if not _from_cache(found, finders, trace):
+        token = parse_token(found, max(p.verifier.max_token_bytes for p in finders))
         # Route by the (not yet trusted) iss before any key work, among the providers that
         # look for a token where this one was found; the verifier checks it again.
         matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
@@ -85,13 +85,13 @@ async def identify(
 
 def _find_token(
     request: RequestAttributes, candidates: list[ProviderRuntime]
-) -> tuple[FoundToken | None, list[ProviderRuntime]]:
+) -> tuple[str | None, list[ProviderRuntime]]:
     """The first token any candidate finds, and the candidates that find that same token."""
     found = [(p, p.sources.find(request, strict=p.forward)) for p in candidates]
     first = next((token for _, token in found if token is not None), None)
     if first is None:
         return None, []
-    return first, [p for p, token in found if token is not None and token.token == first.token]
+    return first, [p for p, token in found if token == first]
 
 
 def _from_cache(raw: str, providers: list[ProviderRuntime], trace: Trace) -> bool:

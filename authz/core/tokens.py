@@ -14,24 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from urllib.parse import unquote, unquote_plus
 
 from authz.core.errors import AmbiguousToken
 from authz.core.model import RequestAttributes, query_pairs
-
-
-class Location(Enum):
-    HEADER = "header"
-    PARAM = "param"
-    COOKIE = "cookie"
-
-
-@dataclass(frozen=True, slots=True)
-class FoundToken:
-    token: str
-    location: Location
-    name: str  # header, parameter or cookie name
 
 
 def name_key(name: str, *, plus_is_space: bool = True) -> str:
@@ -153,7 +139,7 @@ class TokenSources:
             cookies=tuple(dict.fromkeys(c for s in every for c in s.cookies)),
         )
 
-    def find(self, request: RequestAttributes, *, strict: bool = False) -> FoundToken | None:
+    def find(self, request: RequestAttributes, *, strict: bool = False) -> str | None:
         """The token, or None. A parameter sent twice is never read (frameworks disagree on
         which copy wins); the first cookie of a name is (RFC 6265 sends the most specific
         first). ``strict`` (a provider that forwards its token): any second copy or other
@@ -170,7 +156,7 @@ class TokenSources:
                 continue
             token = value[len(source.prefix) :].strip()
             if token:
-                return FoundToken(token, Location.HEADER, source.name)
+                return token
         if self.params and request.query:
             self._check_params(request.query, strict)
             pairs = query_pairs(request.query)
@@ -179,7 +165,7 @@ class TokenSources:
                 # Sent twice (or spelt twice): frameworks disagree on which copy wins.
                 token = copies[0][1].strip() if len(copies) == 1 and copies[0][0] == name else ""
                 if token:
-                    return FoundToken(token, Location.PARAM, name)
+                    return token
         if self.cookies and "cookie" in request.headers:
             header = request.headers["cookie"]
             if strict:
@@ -187,7 +173,7 @@ class TokenSources:
             for name in self.cookies:
                 token = parse_cookies(header).get(name, "").strip()
                 if token:
-                    return FoundToken(token, Location.COOKIE, name)
+                    return token
         return None
 
     def _check_params(self, query: str, strict: bool) -> None:

@@ -21,12 +21,6 @@ from dev.stack import free_port
 from tests.support import FakeIdp
 
 
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def fetcher(session: aiohttp.ClientSession, **overrides: float) -> AiohttpFetcher:
     settings = {"timeout_s": 2.0, "connect_timeout_s": 1.0, "max_bytes": 1024, **overrides}
     return AiohttpFetcher(

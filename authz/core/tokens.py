@@ -87,6 +87,8 @@ class HeaderSource:
         scheme = self.prefix.strip().lower()
         if not scheme:
             return True
+        if "," not in value:
+            return value.lstrip()[: len(scheme)].lower() == scheme
         return any(item.lstrip()[: len(scheme)].lower() == scheme for item in value.split(","))
 
 

@@ -22,7 +22,7 @@ from authz.keys.crypto import assert_cryptography_backend
 from authz.keys.sources import KeySource
 from authz.runtime.build import Fetchers, build, server_ssl_context, tls_material
 from authz.runtime.metrics import Metrics
-from authz.runtime.observe import Observer
+from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class App:
         self._stack = contextlib.AsyncExitStack()
         self._draining = False
         self._fetchers = Fetchers()
-        self.observer = Observer(self.metrics, config.decision_log, self._update_health)
+        self.observer = Telemetry(self.metrics, config.decision_log, self._update_health)
         self.running = Running(config, None, {})
         self.reloader: Reloader | None = None
         self.grpc: GrpcServer | None = None

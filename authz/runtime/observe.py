@@ -13,7 +13,7 @@ from authz.runtime.decision_log import DecisionLog
 from authz.runtime.metrics import Metrics
 
 
-class Observer:
+class Telemetry:
     """The core's Observer and the keys layer's KeyEvents, for one running authz."""
 
     def __init__(

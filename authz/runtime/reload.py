@@ -15,7 +15,7 @@ from authz.core.errors import AuthzError, JwksError
 from authz.core.verify import Clock
 from authz.keys.sources import KeySource
 from authz.runtime.build import FetcherFor, build, same_keys
-from authz.runtime.observe import Observer
+from authz.runtime.observe import Telemetry
 from authz.support.files import file_signature, watch_file
 from authz.support.tasks import OwnedTasks
 
@@ -39,7 +39,7 @@ class Reloader:
         running: Running,
         *,
         path: Path | None,
-        observer: Observer,
+        observer: Telemetry,
         fetcher_for: FetcherFor,
         clock: Clock,
         monotonic: Clock,

@@ -126,7 +126,7 @@ async def main() -> None:
     good = [token(jwk["kid"]) for _ in range(CHECKS)]
     async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
         stub = external_auth_pb2_grpc.AuthorizationStub(ch)
-        while app.sources["corp"].current() is None:
+        while app.sources["corp"].keys is None:
             await asyncio.sleep(0.01)
         await latencies(stub, good[:200])  # warm up
 

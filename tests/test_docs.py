@@ -131,3 +131,35 @@ def test_every_test_named_as_proof_exists() -> None:
             assert function in defined, f"{page.name}: {function}"
             checked += 1
     assert checked > 50
+
+
+def models_in(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """``model`` and every model its fields hold, through lists, dicts and unions."""
+    if model in seen:
+        return seen
+    seen.add(model)
+    for field in model.model_fields.values():
+        pending = [field.annotation]
+        while pending:
+            annotation = pending.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                models_in(annotation, seen)
+            pending.extend(typing.get_args(annotation))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        (model.__name__, field.alias or name)
+        for model in sorted(models_in(Config, set()), key=lambda m: m.__name__)
+        for name, field in model.model_fields.items()
+    ],
+)
+def test_every_key_of_every_config_model_is_documented(model: str, key: str) -> None:
+    """Rules, matches, conditions, TLS, secrets... every key anywhere in the config tree."""
+    text = read(DOCS / "configuration.md") + read(DOCS / "policy.md")
+    word = rf"(?<![\w-]){re.escape(key)}(?![\w-])"
+    in_code_span = rf"`[^`\n]*{word}[^`\n]*`"  # `decision_log.enabled`, `{path, reload_interval}`
+    in_yaml = rf"{word}:"  # match: {prefix: /api} in an example
+    assert re.search(in_code_span, text) or re.search(in_yaml, text), f"{model}.{key}"

@@ -39,8 +39,10 @@ class RemoteJwks(Model):
         if isinstance(data, dict) and isinstance(data.get("refresh_interval"), int | float):
             interval = data["refresh_interval"]
             data = dict(data)
-            data.setdefault("min_refresh_interval", min(30.0, interval))
-            data.setdefault("max_refresh_interval", max(3600.0, interval))
+            low = cls.model_fields["min_refresh_interval"].default
+            high = cls.model_fields["max_refresh_interval"].default
+            data.setdefault("min_refresh_interval", min(low, interval))
+            data.setdefault("max_refresh_interval", max(high, interval))
         return data
 
     @model_validator(mode="after")

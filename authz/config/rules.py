@@ -188,7 +188,7 @@ class ClaimCondition(Model):
     @field_validator("one_of", "contains_any", "contains_all")
     @classmethod
     def _one_type(cls, value: list[Any] | None) -> list[Any] | None:
-        # A claim is judged only against values of its own JSON type (conditions.py): a
+        # A claim is judged only against values of its own JSON type (core/operators.py): a
         # list mixing types would leave some claims no value to be compared with.
         if value is not None and len({_json_type(item) for item in value}) > 1:
             raise ValueError("all values must be of one JSON type (strings, numbers, ...)")

@@ -32,9 +32,6 @@ def _fold(text: str, ignore_case: bool) -> str:
     return text.lower() if ignore_case else text
 
 
-PATH_KINDS = ("prefix", "path", "path_separated_prefix", "regex", "template")
-
-
 def compile_path(kind: str | None, value: str, ignore_case: bool) -> PathMatcher:
     """A matcher for one path kind (None: every path).
 

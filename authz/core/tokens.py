@@ -12,7 +12,7 @@ ever read as the token. No I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus
 
@@ -57,11 +57,6 @@ _COOKIE_SEPARATORS = re.compile(r"[;,]")
 def cookie_pieces(header: str) -> list[str]:
     """The ``name=value`` pieces of a Cookie header, split on ``;`` and on ``,``."""
     return [piece.strip() for piece in _COOKIE_SEPARATORS.split(header) if piece.strip()]
-
-
-def cookie_key(piece: str) -> str:
-    """name_key of one ``name=value`` piece of a Cookie header (``+`` is not a space here)."""
-    return name_key(piece.partition("=")[0], plus_is_space=False)
 
 
 def _piece_names(piece: str) -> list[str]:
@@ -241,9 +236,3 @@ def parse_cookies(header: str) -> dict[str, str]:
         if sep and name:
             cookies.setdefault(name, value.strip().strip('"'))
     return cookies
-
-
-def cookie_header_without(header: str, names: Collection[str]) -> str:
-    """The Cookie header with every copy of a cookie called one of ``names`` removed."""
-    keys = frozenset(name_key(n, plus_is_space=False) for n in names)
-    return StripPlan((), (), keys).cookie_header(header)

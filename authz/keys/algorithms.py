@@ -14,7 +14,8 @@ class Algorithm:
     name: str
     kty: str  # the JWK key type that verifies it: RSA, EC, OKP, oct
     curve: str | None = None  # EC and OKP: the one curve it uses
-    signature_bytes: int | None = None  # EC: raw R||S; HMAC: the hash size; RSA: the modulus'
+    # EC: raw R||S; EdDSA: 64; HMAC: the hash size; RSA: None (the key's modulus decides)
+    signature_bytes: int | None = None
     hmac_secret_bytes: int | None = None  # RFC 7518 3.2: an HMAC key at least the hash size
 
 

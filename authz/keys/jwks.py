@@ -18,7 +18,9 @@ from authz.keys.crypto import VerifyKey, construct_hmac_key, construct_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_KEYS = 100
+# A JWKS written into the config itself is refused beyond this many keys, as a fetched or
+# file JWKS is beyond its configured max_keys.
+INLINE_MAX_KEYS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +52,7 @@ class KeySet:
         return key
 
 
-def parse_jwks(
-    document: Any, algorithms: tuple[str, ...], max_keys: int = DEFAULT_MAX_KEYS
-) -> KeySet:
+def parse_jwks(document: Any, algorithms: tuple[str, ...], max_keys: int) -> KeySet:
     """Validate a JWKS document and build its key set; JwksError if no key is usable."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JwksError('a JWKS must be a JSON object with a "keys" list')
@@ -104,8 +104,9 @@ def _usable_algorithms(index: int, jwk: Any, algorithms: tuple[str, ...]) -> tup
     pinned = jwk.get("alg")
     if pinned is not None:
         # A key's own alg pins it: tokens may use it with that algorithm only.
-        known = ALGORITHMS.get(pinned)
-        return (pinned,) if pinned in algorithms and known and known.kty == kty else ()
+        if not isinstance(pinned, str) or pinned not in algorithms:
+            return ()
+        return (pinned,) if ALGORITHMS[pinned].kty == kty else ()
     # An EC or OKP key without alg serves only the algorithms of its own curve.
     return tuple(
         alg
@@ -121,9 +122,7 @@ def parse_json(data: bytes, what: str) -> Any:
         raise JwksError(f"the {what} is not valid JSON") from exc
 
 
-def parse_jwks_bytes(
-    data: bytes, algorithms: tuple[str, ...], max_keys: int = DEFAULT_MAX_KEYS
-) -> KeySet:
+def parse_jwks_bytes(data: bytes, algorithms: tuple[str, ...], max_keys: int) -> KeySet:
     return parse_jwks(parse_json(data, "JWKS"), algorithms, max_keys)
 
 

@@ -94,9 +94,14 @@ class StaticKeySource(KeySource):
     """An inline JWKS or a shared secret: parsed when built, so a broken one is a config error."""
 
     def __init__(
-        self, provider: str, algorithms: tuple[str, ...], events: KeyEvents, keys: KeySet
+        self,
+        provider: str,
+        algorithms: tuple[str, ...],
+        events: KeyEvents,
+        keys: KeySet,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
-        super().__init__(provider, algorithms, events)
+        super().__init__(provider, algorithms, events, monotonic)
         self._parsed = keys
 
     async def start(self) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 from authz.adapters.grpc_server import GrpcServer
 from authz.adapters.http_authz import HttpAuthzServer
 from authz.adapters.ops_server import OpsServer
-from authz.config import Config, split_address
+from authz.config import Config
 from authz.core.authorizer import CurrentAuthorizer
 from authz.core.verify import Clock
 from authz.keys.crypto import assert_cryptography_backend
 from authz.keys.sources import KeySource
-from authz.runtime.build import Fetchers, build, server_ssl_context, tls_material
+from authz.runtime.build import Fetchers, build, build_listeners
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
@@ -94,25 +94,22 @@ class App:
             log.warning("%s", warning)
         authorizer = CurrentAuthorizer(built.authorizer)
         self.running = Running(config, authorizer, dict(built.sources))
-        listen, workers = config.listen, config.workers > 1
+        plan = build_listeners(config)
         self.grpc = GrpcServer(
             authorizer,
-            listen.grpc,
-            max_request_bytes=config.limits.max_request_bytes,
-            tls=tls_material(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
-            reuse_port=workers,
+            plan.grpc_address,
+            max_request_bytes=plan.max_request_bytes,
+            tls=plan.grpc_tls,
+            reuse_port=plan.reuse_port,
         )
-        host, port = split_address(listen.http)
         self.http = OpsServer(
-            host,
-            port,
+            plan.ops_host,
+            plan.ops_port,
             metrics=self.metrics.render,
             metrics_content_type=self.metrics.content_type,
             ready=lambda: self.ready,
-            ssl_context=(
-                server_ssl_context(listen.http_tls, "listen.http_tls") if listen.http_tls else None
-            ),
-            reuse_port=workers,
+            ssl_context=plan.ops_tls,
+            reuse_port=plan.reuse_port,
         )
         self._stack.push_async_callback(self._stop_sources)
         for source in self.sources.values():
@@ -121,17 +118,16 @@ class App:
         # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
-        if config.http_authz is not None:
-            host, port = split_address(config.http_authz.listen)
+        if plan.http_authz is not None:
             self.http_authz = HttpAuthzServer(
                 authorizer,
-                host,
-                port,
-                style=config.http_authz.original_request,
-                path_prefix=config.http_authz.path_prefix,
-                max_headers=config.limits.max_headers,
-                max_header_bytes=config.limits.max_header_bytes,
-                reuse_port=workers,
+                plan.http_authz.host,
+                plan.http_authz.port,
+                style=plan.http_authz.style,
+                path_prefix=plan.http_authz.path_prefix,
+                max_headers=plan.max_headers,
+                max_header_bytes=plan.max_header_bytes,
+                reuse_port=plan.reuse_port,
             )
             await self.http_authz.start()
             self._stack.push_async_callback(self.http_authz.stop)
@@ -176,6 +172,8 @@ class App:
     async def stop(self) -> None:
         """Drain: report NOT_SERVING, let in-flight checks finish, then close in reverse order."""
         self._draining = True
+        if self.reloader is not None:
+            await self.reloader.stop()  # no reload may start while draining
         if self.grpc is not None:
             await self.grpc.set_serving(overall=False, authorization=False)
         await self._stack.aclose()

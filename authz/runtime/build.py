@@ -1,8 +1,8 @@
 """The one build step: a config -> everything a running authz needs.
 
 ``serve`` (the App), ``check-config`` and a reload all go through here, so what one accepts
-the others build. Only this module (and build_policy.py) reads config models and their
-defaults; the core, keys and adapters are built from plain arguments.
+the others build. Here (with build_policy.py) config models become runtime objects, and
+their defaults become arguments: the core, keys and adapters never see a config model.
 """
 
 from __future__ import annotations
@@ -13,10 +13,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 
-from authz.config import Config, ConfigError, Provider, RemoteJwks, SharedSecret, Tls
+from authz.config import (
+    Config,
+    ConfigError,
+    Provider,
+    RemoteJwks,
+    SharedSecret,
+    Tls,
+    split_address,
+)
 from authz.core.authorizer import Authorizer, CheckLimits, Observer, Settings
 from authz.core.errors import JwksError
 from authz.core.identify import ProviderRuntime
@@ -26,14 +35,15 @@ from authz.core.token_cache import TokenCache
 from authz.core.tokens import HeaderSource, TokenSources
 from authz.core.verify import Clock, KeyLookup, Verifier
 from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
-from authz.keys.jwks import hmac_key_set, parse_jwks
+from authz.keys.jwks import INLINE_MAX_KEYS, hmac_key_set, parse_jwks
 from authz.keys.remote import RemoteKeySource, RemoteSettings
 from authz.keys.sources import FileKeySource, KeyEvents, KeySource, Monotonic, StaticKeySource
 from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check
 from authz.runtime.lint import shadowed_rules
 
-FetcherFor = Callable[[RemoteJwks], Fetcher]
+# A fetcher for a remote key set's settings, trusting the given CA bundle (None: the system's).
+FetcherFor = Callable[[RemoteJwks, ssl.SSLContext | None], Fetcher]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +163,7 @@ def build_key_source(
     provider: Provider,
     events: KeyEvents,
     fetcher_for: FetcherFor,
-    monotonic: Monotonic = time.monotonic,
+    monotonic: Monotonic,
 ) -> KeySource:
     """The provider's key source, not started. An inline JWKS or a shared secret is parsed
     here, so a broken one is a ConfigError before anything serves."""
@@ -163,13 +173,13 @@ def build_key_source(
         if provider.shared_secret is not None:
             secret = provider.shared_secret
             keys = hmac_key_set(read_secret(secret, where), algorithms, secret.kid)
-            return StaticKeySource(name, algorithms, events, keys)
+            return StaticKeySource(name, algorithms, events, keys, monotonic)
         jwks = provider.jwks
         assert jwks is not None  # the schema: exactly one of jwks and shared_secret
         inline = jwks.inline_document()
         if inline is not None:
-            keys = parse_jwks(inline, algorithms, max_keys=len(inline.get("keys", [])) or 1)
-            return StaticKeySource(name, algorithms, events, keys)
+            keys = parse_jwks(inline, algorithms, max_keys=INLINE_MAX_KEYS)
+            return StaticKeySource(name, algorithms, events, keys, monotonic)
     except JwksError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     if jwks.file is not None:
@@ -184,6 +194,10 @@ def build_key_source(
         )
     remote = jwks.remote_settings(provider.issuer)
     assert remote is not None  # the schema guarantees exactly one kind
+    try:
+        trust = ssl_context_for(str(remote.ca_file) if remote.ca_file else None)
+    except JwksError as exc:
+        raise ConfigError(f"{where}.jwks.remote.ca_file: {exc}") from exc
     return RemoteKeySource(
         name,
         algorithms,
@@ -199,8 +213,56 @@ def build_key_source(
             allow_insecure=remote.allow_insecure,
         ),
         issuer=provider.issuer,
-        fetcher=fetcher_for(remote),
+        fetcher=fetcher_for(remote, trust),
         monotonic=monotonic,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAuthzPlan:
+    host: str
+    port: int
+    style: Literal["envoy", "nginx", "traefik"]
+    path_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """Where and how authz listens, every file read and every address parsed: the servers
+    are made from this (runtime/app.py), so check-config judges exactly what serve binds."""
+
+    grpc_address: str
+    grpc_tls: tuple[bytes, bytes, bytes | None] | None
+    max_request_bytes: int
+    ops_host: str
+    ops_port: int
+    ops_tls: ssl.SSLContext | None
+    http_authz: HttpAuthzPlan | None
+    max_headers: int
+    max_header_bytes: int
+    reuse_port: bool  # workers > 1 share the ports
+
+
+def build_listeners(config: Config) -> Listeners:
+    listen, limits = config.listen, config.limits
+    ops_host, ops_port = split_address(listen.http)
+    http_authz = None
+    if config.http_authz is not None:
+        host, port = split_address(config.http_authz.listen)
+        http_authz = HttpAuthzPlan(
+            host, port, config.http_authz.original_request, config.http_authz.path_prefix
+        )
+    return Listeners(
+        grpc_address=listen.grpc,
+        grpc_tls=tls_material(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
+        max_request_bytes=limits.max_request_bytes,
+        ops_host=ops_host,
+        ops_port=ops_port,
+        ops_tls=server_ssl_context(listen.http_tls, "listen.http_tls") if listen.http_tls else None,
+        http_authz=http_authz,
+        max_headers=limits.max_headers,
+        max_header_bytes=limits.max_header_bytes,
+        reuse_port=config.workers > 1,
     )
 
 
@@ -260,7 +322,7 @@ class Fetchers:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
-    def __call__(self, settings: RemoteJwks) -> Fetcher:
+    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return AiohttpFetcher(
@@ -268,7 +330,7 @@ class Fetchers:
             timeout_s=settings.timeout,
             connect_timeout_s=settings.connect_timeout,
             max_bytes=settings.max_bytes,
-            ssl_context=ssl_context_for(str(settings.ca_file) if settings.ca_file else None),
+            ssl_context=trust,
         )
 
     async def close(self) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from authz.config import ClaimCondition, Config, Rule
+from authz.config.rules import PATH_KINDS
 from authz.core import conditions
 from authz.core.claims import is_scope
 from authz.core.conditions import AllOf, AnyOf, Leaf, Node, Not
 from authz.core.operators import operator_test
 from authz.core.policy import (
-    PATH_KINDS,
     CompiledRule,
     HeaderFromClaim,
     Policy,

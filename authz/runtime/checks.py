@@ -12,13 +12,13 @@ import re
 from collections.abc import Iterator
 
 from authz.config import ClaimCondition, Config, ConfigError, Provider, Rule
+from authz.config.rules import PATH_KINDS, TEMPLATE_PARAM
 from authz.core.cel_strict import compile_strict
 from authz.core.paths import check_rule_path
 from authz.keys.algorithms import check_algorithms
 from authz.keys.fetch import check_fetch_uri
 
 CEL_VARIABLES = frozenset({"jwt", "claims", "request"})
-_TEMPLATE_PARAM = re.compile(r"\{[^{}]*\}")
 _LOWER_HEX_ESCAPE = re.compile(r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-Fa-f])")
 
 
@@ -79,11 +79,13 @@ def _path_problems(where: str, rule: Rule, semicolons_literal: bool) -> Iterator
             f"{where}.match.regex: write percent-escapes with upper-case hex digits (%3A, "
             "not %3a): paths are matched that way"
         )
-    for kind in ("prefix", "path", "path_separated_prefix", "template"):
+    for kind in PATH_KINDS:
+        if kind == "regex":
+            continue
         value = getattr(match, kind)
         if value is None:
             continue
-        text = _TEMPLATE_PARAM.sub("x", value) if kind == "template" else value
+        text = TEMPLATE_PARAM.sub("x", value) if kind == "template" else value
         try:
             check_rule_path(text, semicolons_literal=semicolons_literal)
         except ValueError as exc:

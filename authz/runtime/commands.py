@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from authz.config import Config, RemoteJwks, load_config
 from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.runtime.app import App
-from authz.runtime.build import build, server_ssl_context, tls_material
+from authz.runtime.build import build, build_listeners
 from authz.runtime.workers import in_worker, supervise
 
 log = logging.getLogger("authz")
@@ -27,7 +28,7 @@ class _Offline:
     def unknown_kid(self, provider: str, result: str) -> None:
         return None
 
-    def fetcher_for(self, settings: RemoteJwks) -> Fetcher:
+    def fetcher_for(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return self._never_fetch
 
     async def _never_fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:
@@ -41,11 +42,7 @@ def check_config(path: str | Path) -> tuple[Config, tuple[str, ...]]:
     config = load_config(path)
     offline = _Offline()
     built = build(config, events=offline, fetcher_for=offline.fetcher_for, observe=None)
-    listen = config.listen
-    if listen.grpc_tls is not None:
-        tls_material(listen.grpc_tls, "listen.grpc_tls")
-    if listen.http_tls is not None:
-        server_ssl_context(listen.http_tls, "listen.http_tls")
+    build_listeners(config)
     return config, built.warnings
 
 

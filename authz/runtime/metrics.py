@@ -123,7 +123,7 @@ class Metrics:
     def render(self) -> bytes:
         folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if folder:
-            # Several workers: add up every worker's samples (see authz/workers.py).
+            # Several workers: add up every worker's samples (see authz/runtime/workers.py).
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
             return generate_latest(registry)

@@ -47,6 +47,9 @@ class Telemetry:
         if decision.reason == "allowed" and observation.token_cache is not None:
             self.metrics.observe_token_cache(observation.token_cache)
 
+    def observe_reload(self, result: str) -> None:
+        self.metrics.observe_reload(result)
+
     # KeyEvents
     async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
         self.metrics.observe_jwks(provider, result, keys.size if keys else None)

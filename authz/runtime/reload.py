@@ -86,13 +86,13 @@ class Reloader:
                 built, started = await self._build(config)
             except (AuthzError, ConfigError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)
-                self._observer.metrics.observe_reload("failed")
+                self._observer.observe_reload("failed")
                 return False
             except Exception as exc:  # a bug must not end reloading, or the process
                 log.error(
                     "config reload failed with %s, keeping the running config", type(exc).__name__
                 )
-                self._observer.metrics.observe_reload("failed")
+                self._observer.observe_reload("failed")
                 return False
             for name in RESTART_ONLY:
                 if getattr(config, name) != getattr(running.config, name):
@@ -105,7 +105,7 @@ class Reloader:
             running.sources, running.config = started, config
             for source in retired:
                 await source.stop()
-            self._observer.metrics.observe_reload("ok")
+            self._observer.observe_reload("ok")
             await self._swapped()
             log.info("config reloaded from %s", self._path)
             return True

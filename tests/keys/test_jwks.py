@@ -21,7 +21,7 @@ def pem_of(key: Any) -> bytes:
 
 
 def test_parse_builds_keys_per_algorithm(rsa_signer: Signer, ec_signer: Signer) -> None:
-    keys = parse_jwks({"keys": [rsa_signer.jwk, ec_signer.jwk]}, ALGS)
+    keys = parse_jwks({"keys": [rsa_signer.jwk, ec_signer.jwk]}, ALGS, max_keys=100)
     assert keys.size == 2
     assert keys.find(rsa_signer.kid, "RS256").algorithm == "RS256"
     assert keys.find(ec_signer.kid, "ES256").kid == ec_signer.kid
@@ -33,7 +33,7 @@ def test_parse_builds_keys_per_algorithm(rsa_signer: Signer, ec_signer: Signer) 
 
 def test_rsa_key_without_alg_serves_every_allowed_rsa_algorithm(rsa_signer: Signer) -> None:
     jwk = {k: v for k, v in rsa_signer.jwk.items() if k != "alg"}
-    keys = parse_jwks({"keys": [jwk]}, ("RS256", "RS384", "ES256"))
+    keys = parse_jwks({"keys": [jwk]}, ("RS256", "RS384", "ES256"), max_keys=100)
     assert set(keys.by_kid[rsa_signer.kid]) == {"RS256", "RS384"}
 
 
@@ -52,28 +52,32 @@ def _skipped(rsa_signer: Signer, ec_signer: Signer) -> list[tuple[str, Any]]:
         ("garbage modulus", {**rsa_signer.jwk, "n": "!!"}),
         ("not an object", "key"),
         ("unknown kty", {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}),
+        ("alg a list", {**rsa_signer.jwk, "alg": ["RS256"]}),
+        ("alg an object", {**rsa_signer.jwk, "alg": {"RS256": True}}),
+        ("alg a number", {**rsa_signer.jwk, "alg": 256}),
+        ("alg unknown", {**rsa_signer.jwk, "alg": "RS1024"}),
     ]
 
 
 def test_unusable_keys_are_skipped(rsa_signer: Signer, ec_signer: Signer, caplog) -> None:
     for name, bad in _skipped(rsa_signer, ec_signer):
-        keys = parse_jwks({"keys": [bad, ec_signer.jwk]}, ALGS)
+        keys = parse_jwks({"keys": [bad, ec_signer.jwk]}, ALGS, max_keys=100)
         assert keys.size == 1, name
         with pytest.raises(JwksError, match="no usable signing key"):
-            parse_jwks({"keys": [bad]}, ALGS)
+            parse_jwks({"keys": [bad]}, ALGS, max_keys=100)
     assert "AAAA" not in caplog.text
 
 
 def test_duplicate_kid_keeps_the_first(rsa_signer: Signer, other_rsa_signer: Signer) -> None:
     twin = {**other_rsa_signer.jwk, "kid": rsa_signer.kid}
-    keys = parse_jwks({"keys": [rsa_signer.jwk, twin]}, ALGS)
+    keys = parse_jwks({"keys": [rsa_signer.jwk, twin]}, ALGS, max_keys=100)
     assert keys.size == 1
 
 
 @pytest.mark.parametrize("document", [[], {}, {"keys": {}}, {"keys": []}, "x", None])
 def test_invalid_documents(document: Any) -> None:
     with pytest.raises(JwksError):
-        parse_jwks(document, ALGS)
+        parse_jwks(document, ALGS, max_keys=100)
 
 
 def test_too_many_keys(rsa_signer: Signer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,11 @@ from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.keys.remote import RemoteKeySource
 from authz.keys.sources import FileKeySource, KeySource, StaticKeySource
-from authz.runtime.build import build
+from authz.runtime.build import build, build_listeners
 from authz.runtime.commands import check_config
 from dev.stack import ROOT, free_port
 from tests.support import AUDIENCE, provider, rsa_signer
+from tests.support.pki import make_pki
 
 SIGNER = rsa_signer()
 
@@ -42,7 +44,7 @@ class Recording:
     def unknown_kid(self, provider: str, result: str) -> None:
         self.events.append(result)
 
-    def fetcher_for(self, settings: RemoteJwks) -> Fetcher:
+    def fetcher_for(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         self.fetchers.append(settings)
         return self.fetch
 
@@ -60,6 +62,14 @@ def key_settings(kind: str, folder: Path) -> dict[str, Any]:
         return {"jwks": {"file": str(folder / "absent.json")}}
     if kind == "remote":
         return {"jwks": {"remote": {"uri": "https://idp.test/certs"}}}
+    if kind == "remote-ca":
+        return {
+            "jwks": {"remote": {"uri": "https://idp.test/certs", "ca_file": str(folder / "ca.pem")}}
+        }
+    if kind == "remote-no-ca":
+        return {
+            "jwks": {"remote": {"uri": "https://idp.test/certs", "ca_file": str(folder / "nope")}}
+        }
     if kind == "discovery":
         return {"jwks": {"discovery": True}}
     if kind == "secret":
@@ -90,7 +100,12 @@ CONDITIONS = [
 @st.composite
 def documents(draw: st.DrawFn, folder: Path) -> dict[str, Any]:
     kind = draw(
-        st.sampled_from(["inline", "file", "missing-file", "remote", "discovery", "secret", "env"])
+        st.sampled_from(
+            [
+                *("inline", "file", "missing-file", "remote", "remote-ca", "remote-no-ca"),
+                *("discovery", "secret", "env"),
+            ]
+        )
     )
     algorithms = draw(
         st.one_of(st.none(), st.sampled_from([["RS256"], ["ES256", "PS256"], ["RS1"], ["none"]]))
@@ -115,6 +130,11 @@ def documents(draw: st.DrawFn, folder: Path) -> dict[str, Any]:
         document["paths"] = {"semicolons": "literal"}
     if draw(st.booleans()):
         document["http_authz"] = {"listen": "127.0.0.1:0", "original_request": "envoy"}
+    tls = draw(st.sampled_from(["none", "good", "missing"]))
+    if tls != "none":
+        key = folder / "pki" / ("server-key.pem" if tls == "good" else "absent.pem")
+        files = {"cert_file": str(folder / "pki" / "server.pem"), "key_file": str(key)}
+        document["listen"].update(grpc_tls=files, http_tls=files)
     return document
 
 
@@ -123,6 +143,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("build")
     (path / "jwks.json").write_text(json.dumps({"keys": [SIGNER.jwk]}))
     (path / "secret").write_bytes(b"s" * 40)
+    (path / "ca.pem").write_bytes(make_pki(path / "pki").ca.read_bytes())
     return path
 
 
@@ -158,6 +179,8 @@ def test_what_check_config_accepts_builds_without_fetching(folder: Path, data: A
     kind = next(k for k in kinds if isinstance(source, kinds[k]))
     assert kind  # every accepted key configuration builds to its source
     assert recording.fetches == [] and recording.events == []
+    listeners = build_listeners(load_config(path))  # what App makes its servers from
+    assert (listeners.grpc_tls is None) == ("grpc_tls" not in document["listen"])
     assert len(recording.fetchers) == (1 if isinstance(source, RemoteKeySource) else 0)
 
 

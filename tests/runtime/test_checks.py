@@ -4,12 +4,16 @@ alike."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from authz.config import ConfigError, parse_config
 from authz.runtime.build import validate
+from authz.runtime.commands import check_config
 from tests.support import config_data, provider
 
 REMOTE = {"remote": {"uri": "https://idp.test/certs"}}
@@ -132,3 +136,27 @@ def test_cel_reading_request_fields_is_fine_over_http() -> None:
     expr = 'request.method == "GET" && request.headers["x-env"] == "prod"'
     rules = [{"requires": {"provider": "corp"}, "claims": [{"expr": expr}]}]
     validate(parse_config(config_data(rules=rules, http_authz={"listen": "127.0.0.1:9002"})))
+
+
+@pytest.mark.parametrize(
+    ("jwks", "message"),
+    [
+        ({"keys": 5}, 'a JWKS must be a JSON object with a "keys" list'),
+        ({"keys": None}, 'a JWKS must be a JSON object with a "keys" list'),
+        ({"keys": [{"kty": "RSA"}] * 101}, "the JWKS has more than 100 keys"),
+        ({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "no usable signing key"),
+    ],
+)
+def test_an_inline_jwks_is_checked_when_built(tmp_path: Path, jwks: Any, message: str) -> None:
+    path = tmp_path / "authz.json"
+    path.write_text(json.dumps(config_data(providers={"corp": provider(jwks={"inline": jwks})})))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(path)
+
+
+def test_the_schema_and_the_core_know_the_same_operators() -> None:
+    from authz.config.rules import CLAIM_OPERATORS
+    from authz.core.operators import OPERATORS
+
+    # equals_claim compares two claims; the build step gives it its own test.
+    assert set(CLAIM_OPERATORS) == {*OPERATORS, "equals_claim"}

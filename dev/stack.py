@@ -67,9 +67,13 @@ def envoy_binary() -> str:
     return found
 
 
-def _endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
+def _lb_endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
     endpoint: dict[str, Any] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    address: dict[str, Any] = endpoint["endpoint"]["address"]["socket_address"]
+    return endpoint
+
+
+def _endpoint(cluster: dict[str, Any]) -> dict[str, Any]:
+    address: dict[str, Any] = _lb_endpoint(cluster)["endpoint"]["address"]["socket_address"]
     return address
 
 
@@ -91,6 +95,9 @@ def render_envoy_config(
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     authz_port = ports.authz_http_authz if http_mode else ports.authz_grpc
     _endpoint(clusters["ext_authz"])["port_value"] = authz_port
+    health_check = _lb_endpoint(clusters["ext_authz"])["endpoint"].get("health_check_config")
+    if health_check is not None:  # HTTP mode: Envoy health-checks /readyz on the ops port
+        health_check["port_value"] = ports.authz_http
     _endpoint(clusters["upstream"])["port_value"] = ports.upstream
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
@@ -104,6 +111,7 @@ def dev_config(jwks_file: Path, ports: Ports) -> dict[str, Any]:
             "http": f"127.0.0.1:{ports.authz_http}",
         },
         "shutdown_grace": 2,
+        "shutdown_drain": 0.5,
         "providers": {
             "dev": {
                 "issuer": DEV_ISSUER,

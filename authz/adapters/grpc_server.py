@@ -188,6 +188,7 @@ class GrpcServer:
             AuthorizationServicer(authorizer), self._server
         )
         self.health = health_aio.HealthServicer()
+        self._started = False
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         try:
             if tls is None:
@@ -207,6 +208,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.set_serving(overall=True, authorization=False)
+        self._started = True
         await self._server.start()
 
     async def set_serving(self, *, overall: bool, authorization: bool) -> None:
@@ -221,5 +223,10 @@ class GrpcServer:
         await self.health.set(AUTHORIZATION_SERVICE, status(authorization))
 
     async def stop(self, grace_s: float) -> None:
+        """Send GOAWAY, refuse new calls, give calls in handlers ``grace_s`` to finish.
+        (Calls received but not yet handed to a handler are cancelled: drain first.)"""
+        if not self._started:
+            return
+        self._started = False
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace_s)

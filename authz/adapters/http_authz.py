@@ -132,11 +132,13 @@ class HttpAuthzServer:
         path_prefix: str,
         max_headers: int,
         max_header_bytes: int,
+        close_timeout_s: float,
         reuse_port: bool = False,
     ) -> None:
         """``max_headers``, ``max_header_bytes``: authz's own limits (431 beyond them);
         aiohttp's parser is set just above them, so its defaults (8190-byte lines, 128
-        headers) never refuse a request authz would judge."""
+        headers) never refuse a request authz would judge. ``close_timeout_s``: how long
+        stop() lets checks in flight finish."""
         self._authorizer = authorizer
         self._style = style
         self._prefix = path_prefix.rstrip("/")
@@ -149,7 +151,9 @@ class HttpAuthzServer:
             max_field_size=max_header_bytes + 1024,
             max_headers=max_headers + 64,
         )
-        runner = web.ServerRunner(server, access_log=None, handle_signals=False)
+        runner = web.ServerRunner(
+            server, access_log=None, handle_signals=False, shutdown_timeout=close_timeout_s
+        )
         self._listener = Listener(runner, host, port, reuse_port=reuse_port)
 
     @property

@@ -1,5 +1,8 @@
 """One aiohttp listener, shared by the HTTP authorization endpoint and the operations
-endpoint: a runner bound to host:port, TLS optional, started and stopped by its owner."""
+endpoint: a runner bound to host:port, TLS optional, started and stopped by its owner.
+
+The runner is built by the owner; its ``shutdown_timeout`` bounds how long stop() waits
+for requests in flight before cancelling them."""
 
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ class Listener:
         self._ssl = ssl_context
         self._reuse_port = reuse_port
         self.port = 0  # the bound port, once started (port 0 asks for a free one)
+        self._started = False
 
     async def start(self) -> None:
+        self._started = True
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
@@ -38,4 +43,7 @@ class Listener:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        """Stop listening, close idle connections, let requests in flight finish."""
+        if self._started:
+            self._started = False
+            await self._runner.cleanup()

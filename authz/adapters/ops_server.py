@@ -9,6 +9,8 @@ from aiohttp import web
 
 from authz.adapters.listener import Listener
 
+CLOSE_TIMEOUT_S = 1.0
+
 
 class OpsServer:
     def __init__(
@@ -29,7 +31,10 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Closed last, after the checks have drained: a scrape in flight gets a moment.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT_S
+        )
         self._listener = Listener(
             runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port
         )

@@ -37,6 +37,9 @@ class Config(Model):
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)
     shutdown_grace: PositiveSeconds = 10.0
+    # Part of the grace: after SIGTERM, health says NOT_SERVING while every check is still
+    # answered, so that health-checking proxies move traffic away before the listeners close.
+    shutdown_drain: float = Field(default=3.0, ge=0)
     startup_wait: float = Field(default=0.0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
     paths: PathSettings = Field(default_factory=PathSettings)
@@ -50,6 +53,12 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        if self.shutdown_drain >= self.shutdown_grace:
+            raise ValueError(
+                f"shutdown_drain ({self.shutdown_drain:g}s) must be below shutdown_grace "
+                f"({self.shutdown_grace:g}s): the drain is the first part of the grace, and "
+                "checks in flight when the listeners close need the rest"
+            )
         for index, rule in enumerate(self.rules):
             where = f"rules.{index} ({self.rule_name(index)})"
             providers = rule.requires.providers if rule.requires else ()

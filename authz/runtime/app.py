@@ -6,6 +6,7 @@ observe.py: the App only owns the lifecycle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -55,6 +56,9 @@ class App:
         self._fetchers = Fetchers()
         self.observer = Telemetry(self.metrics, config.decision_log, self._update_health)
         self.running = Running(config, None, {})
+        # Restart-only settings: a reload changes the running config, not these.
+        self._shutdown_grace = config.shutdown_grace
+        self._shutdown_drain = config.shutdown_drain
         self.reloader: Reloader | None = None
         self.grpc: GrpcServer | None = None
         self.http_authz: HttpAuthzServer | None = None
@@ -115,7 +119,7 @@ class App:
         for source in self.sources.values():
             source.hold_checks_for(config.startup_wait)
             await source.start()
-        # HTTP first, so that it closes last: /readyz answers 503 while gRPC drains.
+        # HTTP first, so that it closes last: /readyz answers 503 while the checks drain.
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
         if plan.http_authz is not None:
@@ -127,12 +131,14 @@ class App:
                 path_prefix=plan.http_authz.path_prefix,
                 max_headers=plan.max_headers,
                 max_header_bytes=plan.max_header_bytes,
+                close_timeout_s=self._shutdown_grace - self._shutdown_drain,
                 reuse_port=plan.reuse_port,
             )
+        # Both check listeners close together, sharing what the drain left of the grace.
+        self._stack.push_async_callback(self._close_check_listeners)
+        if self.http_authz is not None:
             await self.http_authz.start()
-            self._stack.push_async_callback(self.http_authz.stop)
         await self.grpc.start()
-        self._stack.push_async_callback(self.grpc.stop, config.shutdown_grace)
         self.reloader = Reloader(
             self.running,
             path=self._config_path,
@@ -170,13 +176,33 @@ class App:
             await source.stop()
 
     async def stop(self) -> None:
-        """Drain: report NOT_SERVING, let in-flight checks finish, then close in reverse order."""
+        """Drain, then close in reverse order. Health turns NOT_SERVING at once, and every
+        check keeps being answered for ``shutdown_drain`` seconds, long enough for a
+        health-checking proxy to move new checks elsewhere; then the check listeners close
+        (gRPC sends GOAWAY) and what is in flight gets the rest of ``shutdown_grace``.
+
+        grpcio's server, once told to stop, cancels the calls it has received but not yet
+        handed to a handler: closing at once would fail checks already sent."""
+        if self._draining:
+            return
         self._draining = True
         if self.reloader is not None:
             await self.reloader.stop()  # no reload may start while draining
         if self.grpc is not None:
             await self.grpc.set_serving(overall=False, authorization=False)
+            drain = self._shutdown_drain
+            if drain > 0:
+                log.info("draining: answering checks for %gs while health says NOT_SERVING", drain)
+                await asyncio.sleep(drain)
         await self._stack.aclose()
+
+    async def _close_check_listeners(self) -> None:
+        closing = []
+        if self.grpc is not None:
+            closing.append(self.grpc.stop(self._shutdown_grace - self._shutdown_drain))
+        if self.http_authz is not None:
+            closing.append(self.http_authz.stop())
+        await asyncio.gather(*closing)
 
     async def __aenter__(self) -> App:
         await self.start()

@@ -91,6 +91,10 @@ async def _serve(config: Config, path: str) -> None:
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     await app.start()
     await stop.wait()
-    log.info("shutting down: draining for up to %.0fs", config.shutdown_grace)
+    log.info(
+        "shutting down: draining for %gs, closing within %gs",
+        config.shutdown_drain,
+        config.shutdown_grace,
+    )
     loop.remove_signal_handler(signal.SIGHUP)
     await app.stop()

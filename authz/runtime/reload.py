@@ -21,7 +21,14 @@ from authz.support.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
-RESTART_ONLY = ("listen", "http_authz", "workers", "shutdown_grace", "log_level")
+RESTART_ONLY = (
+    "listen",
+    "http_authz",
+    "workers",
+    "shutdown_grace",
+    "shutdown_drain",
+    "log_level",
+)
 
 
 @dataclass(slots=True)

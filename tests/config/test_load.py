@@ -218,3 +218,12 @@ def test_providers_sharing_a_token_location_agree_on_forward() -> None:
         parse_config(data)
     data["providers"]["partner"]["from_headers"] = [{"name": "x-partner-token"}]
     parse_config(data)
+
+
+def test_the_drain_must_leave_part_of_the_grace() -> None:
+    with pytest.raises(ConfigError, match=r"shutdown_drain \(2s\) must be below shutdown_grace"):
+        parse_config({**BASE, "shutdown_grace": 2, "shutdown_drain": 2})
+    assert parse_config({**BASE, "shutdown_grace": 2, "shutdown_drain": 1.5}).shutdown_drain == 1.5
+    assert (
+        parse_config({k: v for k, v in BASE.items() if k != "shutdown_drain"}).shutdown_drain == 3
+    )

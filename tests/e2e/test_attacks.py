@@ -45,6 +45,7 @@ def attack_config(jwks_file: Path, ports: Ports, proxy: str) -> dict[str, Any]:
             "http": f"127.0.0.1:{ports.authz_http}",
         },
         "shutdown_grace": 1,
+        "shutdown_drain": 0.5,
         "providers": {"dev": provider},
         "rules": [
             {

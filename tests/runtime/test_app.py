@@ -6,10 +6,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.adapters.grpc_server import AUTHORIZATION_SERVICE
 from authz.runtime.app import App
 from tests.support import (
     LISTEN_ANYWHERE,
@@ -127,3 +130,43 @@ async def test_startup_wait_lets_early_checks_wait_for_the_first_key_set(
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_stop_drains_every_listener_before_closing(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """While draining: not ready, health NOT_SERVING, yet gRPC and HTTP checks answered."""
+    settings = config(
+        listen=LISTEN_ANYWHERE,
+        http_authz={"listen": "127.0.0.1:0", "original_request": "envoy"},
+        providers={"corp": provider(jwks={"inline": jwks})},
+        shutdown_grace=3,
+        shutdown_drain=0.5,
+    )
+    token = rsa_signer.token(**wall_clock_claims())
+    app = App(settings)
+    await app.start()
+    assert app.grpc is not None and app.http is not None and app.http_authz is not None
+    ops, http_authz = app.http.port, app.http_authz.port
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel,
+        aiohttp.ClientSession() as session,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        stopping = asyncio.create_task(app.stop())
+        await asyncio.sleep(0.1)
+        assert not stopping.done() and not app.ready
+        async with session.get(f"http://127.0.0.1:{ops}/readyz") as readyz:
+            assert readyz.status == 503
+        for service in ("", AUTHORIZATION_SERVICE):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        allowed = await stub.Check(check_request(authorization=f"Bearer {token}"))
+        assert allowed.HasField("ok_response")
+        headers = {"authorization": f"Bearer {token}"}
+        async with session.get(f"http://127.0.0.1:{http_authz}/x", headers=headers) as answer:
+            assert answer.status == 200
+        await asyncio.wait_for(stopping, 5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Check(check_request(), timeout=1)

@@ -38,9 +38,11 @@ def config_data(
     rules: list[dict[str, Any]] | None = None,
     **top: Any,
 ) -> dict[str, Any]:
-    """The YAML document as a dict, before validation: for tests of the schema itself."""
+    """The YAML document as a dict, before validation: for tests of the schema itself.
+    No shutdown drain unless asked for: most tests stop an App, and wait for nothing."""
     return copy.deepcopy(
         {
+            "shutdown_drain": 0,
             **top,
             "providers": dict(providers) if providers is not None else {"corp": provider()},
             "rules": rules

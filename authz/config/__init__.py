@@ -5,7 +5,7 @@ fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/che
 """
 
 from authz.config.base import ConfigError, split_address
-from authz.config.load import Config, load_config, parse_config
+from authz.config.load import Config, load_config, parse_config, read_config_text
 from authz.config.providers import FileJwks, Jwks, Provider, RemoteJwks, SharedSecret
 from authz.config.rules import ClaimCondition, HeaderMatch, Match, Rule
 from authz.config.server import (
@@ -39,5 +39,6 @@ __all__ = [
     "TokenCacheSettings",
     "load_config",
     "parse_config",
+    "read_config_text",
     "split_address",
 ]

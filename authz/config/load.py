@@ -182,13 +182,20 @@ def parse_config(data: Any) -> Config:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_text(path: str | Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:  # e.g. a write cut off in the middle of a character
         raise ConfigError(f"{path} is not UTF-8 text") from exc
+
+
+def load_config(path: str | Path, text: str | None = None) -> Config:
+    """The config in the file at ``path``; or in ``text``, read as if it were that file's
+    (relative paths in it are resolved against the folder of ``path``)."""
+    if text is None:
+        text = read_config_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -9,12 +9,12 @@ import ssl
 import sys
 from pathlib import Path
 
-from authz.config import Config, RemoteJwks, load_config
+from authz.config import Config, ConfigError, RemoteJwks, load_config, read_config_text
 from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.runtime.app import App
 from authz.runtime.build import build, build_listeners
-from authz.runtime.workers import in_worker, supervise
+from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
 
 log = logging.getLogger("authz")
 
@@ -35,11 +35,11 @@ class _Offline:
         raise AssertionError("check-config never fetches")  # sources are built, not started
 
 
-def check_config(path: str | Path) -> tuple[Config, tuple[str, ...]]:
-    """Load and build ``path`` exactly as serve would (every key source, the authorizer, the
-    TLS material), without fetching or listening. ConfigError when it cannot serve; the
-    warnings otherwise."""
-    config = load_config(path)
+def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tuple[str, ...]]:
+    """Load and build ``path`` (or ``text`` as if it were that file) exactly as serve would
+    (every key source, the authorizer, the TLS material), without fetching or listening.
+    ConfigError when it cannot serve; the warnings otherwise."""
+    config = load_config(path, text)
     offline = _Offline()
     built = build(config, events=offline, fetcher_for=offline.fetcher_for, observe=None)
     build_listeners(config)
@@ -48,10 +48,27 @@ def check_config(path: str | Path) -> tuple[Config, tuple[str, ...]]:
 
 def serve(path: str) -> int:
     """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes."""
-    config, _ = check_config(path)
-    if config.workers > 1 and not in_worker():
-        return supervise(path, config.workers, config.shutdown_grace)
+    fell_back = ""
+    if in_worker():
+        config, fell_back = _worker_config(path)
+    else:
+        text = read_config_text(path)
+        config, _ = check_config(path, text)
     _configure_logging(config)
+    if fell_back:
+        log.error(
+            "%s does not load (%s): serving the last config the supervisor saw load",
+            path,
+            fell_back,
+        )
+    if config.workers > 1 and not in_worker():
+        return Supervisor(
+            path,
+            config.workers,
+            config.shutdown_grace,
+            config_text=text,
+            validate=lambda candidate: check_config(path, candidate)[0],
+        ).run()
     # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
     # CPU per call); plain asyncio remains the fallback where uvloop is not installed.
     try:
@@ -63,10 +80,24 @@ def serve(path: str) -> int:
     return 0
 
 
+def _worker_config(path: str) -> tuple[Config, str]:
+    """A worker's config: the file's, or, when the file no longer loads, the last one the
+    supervisor saw load, which the other workers still serve (they refused the broken
+    file's reload); then also why the file did not load. Without the fallback a
+    restarted worker would crash on the broken file until the supervisor gave up."""
+    try:
+        return check_config(path)[0], ""
+    except ConfigError as exc:
+        fallback = last_good_config()
+        if fallback is None:
+            raise
+        return check_config(path, fallback)[0], str(exc).splitlines()[0]
+
+
 def _configure_logging(config: Config) -> None:
     logging.basicConfig(
         level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     # The CEL library logs each failed function call; a strict comparison between different
@@ -86,6 +117,9 @@ async def _serve(config: Config, path: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = App(config, config_path=path)
+    replacing = restarted_worker()
+    if replacing is not None:
+        app.metrics.worker_restarts.labels(replacing).inc()
     # SIGHUP, and any change to the file, reload the config without a restart. Installed
     # first: a SIGHUP during start-up must not kill the process (it is ignored until then).
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)

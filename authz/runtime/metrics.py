@@ -35,7 +35,7 @@ class Metrics:
             "Usable keys in the provider's current key set.",
             ("provider",),
             registry=self.registry,
-            multiprocess_mode="min",  # the worst worker shows
+            multiprocess_mode="livemin",  # the worst live worker shows
         )
         self.jwks_refresh = Counter(
             "authz_jwks_refresh",
@@ -49,7 +49,7 @@ class Metrics:
             "Unix time of the provider's last successful key set load.",
             ("provider",),
             registry=self.registry,
-            multiprocess_mode="min",  # the worst worker shows
+            multiprocess_mode="livemin",  # the worst live worker shows
         )
 
         self.unknown_kid_refetch = Counter(
@@ -77,7 +77,13 @@ class Metrics:
             "authz_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config reload.",
             registry=self.registry,
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
+        )
+        self.worker_restarts = Counter(
+            "authz_worker_restarts",
+            "Workers started again after exiting unexpectedly (workers > 1), by worker index.",
+            ("worker",),
+            registry=self.registry,
         )
         self.dry_run = Counter(
             "authz_dry_run",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
+from authz.runtime.workers import RestartPolicy
 from dev.stack import free_port
 from tests.support import (
     Signer,
@@ -26,6 +28,9 @@ from tests.support import (
     wait_ready,
     wall_clock_claims,
 )
+from tests.support.load import Load, grpc_check
+from tests.support.pki import Pki
+from tests.support.procnet import my_ports_to, server_of
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +54,10 @@ def serve_workers(
     )
     path = tmp_path / "authz.yaml"
     path.write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
+    with open(tmp_path / "authz.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "authz", "serve", "-c", str(path)], stderr=log
+        )
     wait_ready(http_port, proc)
     deadline = time.monotonic() + 10
     while len(worker_pids(proc.pid)) < 2:  # the second worker may lag the first
@@ -83,24 +91,6 @@ def test_two_workers_share_ports_and_metrics(
             proc.wait()
 
 
-def test_a_worker_that_dies_takes_the_set_down_with_a_failure(
-    tmp_path: Path, jwks: dict[str, Any]
-) -> None:
-    proc, _, _ = serve_workers(tmp_path, jwks, shutdown_grace=1)
-    try:
-        workers = worker_pids(proc.pid)
-        assert len(workers) == 2
-        # One worker stops on its own (even cleanly): the supervisor must not report success.
-        os.kill(next(iter(workers)), signal.SIGTERM)
-        assert proc.wait(timeout=20) == 1
-        time.sleep(0.2)
-        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path, jwks: dict[str, Any]) -> None:
     proc, _, _ = serve_workers(tmp_path, jwks)
     workers = worker_pids(proc.pid)
@@ -118,3 +108,188 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_restart_backoff_doubles_and_a_crash_loop_gives_up() -> None:
+    policy = RestartPolicy(window_s=60, max_restarts=5, first_delay_s=0.5, max_delay_s=4)
+    delays = [policy.next_delay(float(t)) for t in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, None]  # the sixth restart within 60 s
+    # Restarts older than the window no longer count.
+    assert policy.next_delay(100.0) == 0.5
+
+
+async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    proc, grpc_port, http_port = serve_workers(tmp_path, jwks)
+    try:
+        workers = worker_pids(proc.pid)
+        request = check_request(authorization=f"Bearer {rsa_signer.token(**wall_clock_claims())}")
+        by_worker = await channels_by_worker(grpc_port, workers)
+        victim, survivor = sorted(workers)
+        loads = {pid: Load(grpc_check(by_worker[pid], request), concurrency=8) for pid in workers}
+        async with loads[victim], loads[survivor]:
+            await asyncio.sleep(0.5)
+            os.kill(victim, signal.SIGKILL)
+            killed = time.monotonic()
+            replacement = await asyncio.to_thread(new_worker, proc.pid, workers)
+            await asyncio.sleep(0.5)
+        # Not one check on the other worker's connections failed.
+        survived = loads[survivor].sent_before(time.monotonic())
+        assert survived["OK"] > 100 and set(survived) == {"OK"}, survived
+        assert loads[victim].sent_before(killed)["OK"] > 100
+        # The replacement serves: some new connection lands on it and is answered.
+        await asyncio.to_thread(wait_ready, http_port, proc)
+        channels = await channels_by_worker(grpc_port, {survivor, replacement}, wanted=replacement)
+        response = await external_auth_pb2_grpc.AuthorizationStub(channels[replacement][0]).Check(
+            request, timeout=5
+        )
+        assert response.HasField("ok_response")
+        for group in (*by_worker.values(), *channels.values()):
+            for channel in group:
+                await channel.close()
+        restarts = re.findall(
+            r'^authz_worker_restarts_total\{worker="(\d)"\} (\S+)$', scrape(http_port), re.M
+        )
+        log = (tmp_path / "authz.log").read_text()
+        index = re.search(rf"worker (\d) \(pid {victim}\) was killed by SIGKILL; restarting", log)
+        assert index is not None, log
+        assert restarts == [(index.group(1), "1.0")]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_crash_loop_stops_the_set_with_a_failure(
+    tmp_path: Path, jwks: dict[str, Any], pki: Pki
+) -> None:
+    """A worker that cannot start again (here: its TLS key file is gone) is retried with
+    backoff (shortened here) and then given up on: the set stops, exit 1."""
+    key = tmp_path / "server-key.pem"
+    key.write_bytes(pki.server_key.read_bytes())
+    tls = {"cert_file": str(pki.server_cert), "key_file": str(key)}
+    proc, log = supervise_fast(tmp_path, jwks, http_tls=tls)
+    try:
+        key.unlink()  # a replacement now exits at once: its config cannot be built
+        os.kill(min(worker_pids(proc.pid)), signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1
+        text = log.read_text()
+        assert text.count("restarting it in") == 5, text
+        assert "exited with code 2, its restart 6 within 60s: a crash loop" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_replacement_serves_the_last_config_that_loaded(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """The config file broke after the workers loaded it (they refuse its reload and keep
+    serving): a worker that dies now comes back with the config they serve."""
+    proc, log = supervise_fast(tmp_path, jwks)
+    try:
+        path = tmp_path / "authz.yaml"
+        workers = worker_pids(proc.pid)
+        # A good change first: the supervisor follows the file as the workers do.
+        changed = {**json.loads(path.read_text()), "expose_reasons": True}
+        path.write_text(json.dumps(changed))
+        environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+        (kept,) = [v[23:] for v in environ if v.startswith(b"AUTHZ_CONFIG_LAST_GOOD=")]
+        deadline = time.monotonic() + 10
+        while json.loads(Path(kept.decode()).read_text()) != changed:
+            assert time.monotonic() < deadline, "the supervisor did not follow the file"
+            time.sleep(0.05)
+        path.write_text("rules: [")
+        os.kill(min(workers), signal.SIGKILL)
+        replacement = new_worker(proc.pid, workers)
+        deadline = time.monotonic() + 15
+        while "authz serving" not in log_of(log, replacement):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "does not load" in log.read_text()
+        assert "crash loop" not in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def log_of(log: Path, pid: int) -> str:
+    """The lines ``pid`` wrote: workers start theirs with their pid (see supervise_fast)."""
+    return "\n".join(line for line in log.read_text().splitlines() if f"[{pid}]" in line)
+
+
+def supervise_fast(
+    tmp_path: Path, jwks: dict[str, Any], **listen: Any
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The supervisor with two workers and a much shorter restart backoff, once both
+    workers serve: (process, the log file every process writes to)."""
+    grpc_port, http_port = free_port(), free_port()
+    config = config_data(
+        listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}", **listen},
+        providers={"corp": provider(jwks={"inline": jwks})},
+        workers=2,
+        shutdown_grace=1,
+    )
+    path = tmp_path / "authz.yaml"
+    path.write_text(json.dumps(config))
+    program = f"""
+import logging, sys
+from authz.runtime.commands import check_config
+from authz.runtime.workers import RestartPolicy, Supervisor
+logging.basicConfig(level=logging.INFO)
+path = {str(path)!r}
+fast = lambda: RestartPolicy(first_delay_s=0.05, max_delay_s=0.2)
+validate = lambda text: check_config(path, text)
+text = open(path).read()
+sys.exit(Supervisor(path, 2, 1.0, config_text=text, validate=validate, policy=fast).run())
+"""
+    log = tmp_path / "supervisor.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", program], stderr=out)
+    deadline = time.monotonic() + 30
+    while log.read_text().count("authz serving") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return proc, log
+
+
+def new_worker(parent: int, old: set[int], timeout_s: float = 15) -> int:
+    """The pid of a worker of ``parent`` not among ``old``, once it runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fresh = worker_pids(parent) - old
+        if fresh:
+            return fresh.pop()
+        time.sleep(0.05)
+    raise AssertionError("no replacement worker started")
+
+
+async def channels_by_worker(
+    port: int, workers: set[int], wanted: int | None = None, attempts: int = 60
+) -> dict[int, list[grpc.aio.Channel]]:
+    """Fresh connections (each channel its own), grouped by the worker the kernel gave
+    them to: at least one per worker, or until one lands on ``wanted``."""
+    grouped: dict[int, list[grpc.aio.Channel]] = {pid: [] for pid in workers}
+    for _ in range(attempts):
+        before = my_ports_to(port)
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        await asyncio.wait_for(channel.channel_ready(), 5)
+        (client_port,) = my_ports_to(port) - before
+        owner = server_of(client_port, port, workers)
+        assert owner is not None
+        grouped[owner].append(channel)
+        if wanted is not None and grouped[wanted]:
+            break
+        if wanted is None and all(len(g) >= 2 for g in grouped.values()):
+            break
+    assert all(grouped.values()) if wanted is None else grouped[wanted], "the kernel never spread"
+    return grouped

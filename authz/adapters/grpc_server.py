@@ -164,6 +164,44 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             return self._internal_error
 
 
+# Every connection option grpcio's server takes from its defaults, chosen here instead.
+KEEPALIVE_TIME_S = 60  # ping a connection quiet this long, to find dead peers...
+KEEPALIVE_TIMEOUT_S = 20  # ...and close it when the ping is not answered in time
+MIN_CLIENT_PING_INTERVAL_S = 10  # pings from a client more often: GOAWAY (too_many_pings)
+MAX_CONNECTION_IDLE_S = 600  # a connection without a call this long: GOAWAY
+MAX_CONNECTION_AGE_GRACE_S = 30  # calls on a connection past its age may finish
+MAX_CONCURRENT_STREAMS = 1000  # per connection; limits.max_concurrent_checks bounds them all
+
+
+def grpc_options(
+    *,
+    max_request_bytes: int,
+    handshake_timeout_s: float,
+    max_connections: int,
+    max_connection_age_s: float,
+    reuse_port: bool,
+) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.enable_channelz", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", max_request_bytes),
+        ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_S * 1000),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_S * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging a connection without calls
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_S * 1000),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_S * 1000),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_S * 1000),
+    ]
+    if max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)))
+        options.append(("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_S * 1000))
+    return options
+
+
 class GrpcServer:
     """The gRPC listener: ext_authz and grpc.health.v1, with start/stop."""
 
@@ -173,16 +211,24 @@ class GrpcServer:
         address: str,
         *,
         max_request_bytes: int,
+        handshake_timeout_s: float,
+        max_connections: int,
+        max_connection_age_s: float,
         tls: tuple[bytes, bytes, bytes | None] | None = None,
         reuse_port: bool = False,
     ) -> None:
-        """``tls``: (certificate chain, private key, client CA or None) as PEM."""
+        """``tls``: (certificate chain, private key, client CA or None) as PEM.
+        ``handshake_timeout_s``: for the TLS and HTTP/2 handshake of a new connection;
+        ``max_connections``: more are closed as they are accepted;
+        ``max_connection_age_s``: then GOAWAY (0: never)."""
         self._server = grpc.aio.server(
-            options=[
-                ("grpc.enable_channelz", 0),
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
-                ("grpc.max_receive_message_length", max_request_bytes),
-            ]
+            options=grpc_options(
+                max_request_bytes=max_request_bytes,
+                handshake_timeout_s=handshake_timeout_s,
+                max_connections=max_connections,
+                max_connection_age_s=max_connection_age_s,
+                reuse_port=reuse_port,
+            )
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(authorizer), self._server

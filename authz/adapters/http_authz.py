@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from authz.adapters.listener import Listener
+from authz.adapters.listener import ConnectionBounds, Listener
 from authz.core.authorizer import Checker
 from authz.core.decisions import deny, internal_error
 from authz.core.errors import InvalidPath
@@ -132,6 +132,7 @@ class HttpAuthzServer:
         path_prefix: str,
         max_headers: int,
         max_header_bytes: int,
+        connections: ConnectionBounds,
         close_timeout_s: float,
         reuse_port: bool = False,
     ) -> None:
@@ -144,17 +145,20 @@ class HttpAuthzServer:
         self._prefix = path_prefix.rstrip("/")
         parser_log = _ParserLogger(f"{__name__}.parser")
         parser_log.parent = log
-        server = web.Server(
+        self._listener = Listener(
             self._check,
+            host,
+            port,
+            header_timeout_s=connections.header_timeout_s,
+            idle_timeout_s=connections.idle_timeout_s,
+            max_connections=connections.max_connections,
+            close_timeout_s=close_timeout_s,
+            reuse_port=reuse_port,
             logger=parser_log,
             max_line_size=max_header_bytes + 1024,
             max_field_size=max_header_bytes + 1024,
             max_headers=max_headers + 64,
         )
-        runner = web.ServerRunner(
-            server, access_log=None, handle_signals=False, shutdown_timeout=close_timeout_s
-        )
-        self._listener = Listener(runner, host, port, reuse_port=reuse_port)
 
     @property
     def port(self) -> int:

@@ -78,3 +78,17 @@ class Limits(Model):
     max_headers: int = Field(default=200, gt=0)  # more request headers: 431
     max_header_bytes: int = Field(default=96 * 1024, gt=0)  # names + values, more: 431
     max_concurrent_checks: int = Field(default=2000, gt=0)  # more in flight: 503 at once
+    # Connections. HTTP (the operations and HTTP authorization listeners): a request head
+    # must arrive within http_header_timeout (a connection's first request counts from
+    # its accept), a connection waiting for its next request closes after
+    # http_idle_timeout, and connections beyond max_http_connections per listener are
+    # closed at once. gRPC: the TLS and HTTP/2 handshake must also finish within
+    # http_header_timeout, and connections beyond max_grpc_connections are closed at once.
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    http_idle_timeout: float = Field(default=60.0, gt=0)
+    max_http_connections: int = Field(default=1024, ge=16)
+    max_grpc_connections: int = Field(default=4096, ge=16)
+    # Seconds after which a gRPC connection is told to go away (GOAWAY, gracefully, so
+    # the client opens a new one), spreading long-lived connections over workers and
+    # replicas that started later; 0: never.
+    grpc_max_connection_age: float = Field(default=600.0, ge=0)

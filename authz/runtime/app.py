@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from authz.adapters.grpc_server import GrpcServer
 from authz.adapters.http_authz import HttpAuthzServer
+from authz.adapters.listener import ConnectionBounds
 from authz.adapters.ops_server import OpsServer
 from authz.config import Config
 from authz.core.authorizer import CurrentAuthorizer
@@ -27,6 +29,26 @@ from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
 
 log = logging.getLogger(__name__)
+
+
+def descriptor_limit() -> int:
+    """This process's soft limit on open files."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every connection is one, and
+    the common soft default (1024) is far below what a busy replica holds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        log.info("open files: limit %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open files: cannot raise the limit from %d to %d: %s", soft, hard, exc)
+        return
+    log.info("open files: limit raised from %d to %d", soft, hard)
 
 
 class App:
@@ -98,11 +120,20 @@ class App:
             log.warning("%s", warning)
         authorizer = CurrentAuthorizer(built.authorizer)
         self.running = Running(config, authorizer, dict(built.sources))
-        plan = build_listeners(config)
+        plan = build_listeners(config, descriptor_limit())
+        bounds = plan.connections
+        if bounds.fitted:
+            log.warning("%s", bounds.fitted)
+        http_bounds = ConnectionBounds(
+            bounds.header_timeout_s, bounds.idle_timeout_s, bounds.max_http
+        )
         self.grpc = GrpcServer(
             authorizer,
             plan.grpc_address,
             max_request_bytes=plan.max_request_bytes,
+            handshake_timeout_s=bounds.header_timeout_s,
+            max_connections=bounds.max_grpc,
+            max_connection_age_s=bounds.grpc_max_age_s,
             tls=plan.grpc_tls,
             reuse_port=plan.reuse_port,
         )
@@ -112,6 +143,7 @@ class App:
             metrics=self.metrics.render,
             metrics_content_type=self.metrics.content_type,
             ready=lambda: self.ready,
+            connections=http_bounds,
             ssl_context=plan.ops_tls,
             reuse_port=plan.reuse_port,
         )
@@ -131,6 +163,7 @@ class App:
                 path_prefix=plan.http_authz.path_prefix,
                 max_headers=plan.max_headers,
                 max_header_bytes=plan.max_header_bytes,
+                connections=http_bounds,
                 close_timeout_s=self._shutdown_grace - self._shutdown_drain,
                 reuse_port=plan.reuse_port,
             )

@@ -20,6 +20,7 @@ import aiohttp
 from authz.config import (
     Config,
     ConfigError,
+    Limits,
     Provider,
     RemoteJwks,
     SharedSecret,
@@ -241,9 +242,54 @@ class Listeners:
     max_headers: int
     max_header_bytes: int
     reuse_port: bool  # workers > 1 share the ports
+    connections: ConnectionLimits
 
 
-def build_listeners(config: Config) -> Listeners:
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    idle_timeout_s: float
+    max_http: int  # per HTTP listener
+    max_grpc: int
+    grpc_max_age_s: float  # 0: never
+    fitted: str = ""  # why the maxima were lowered below the config's, if they were
+
+
+# Descriptors kept for everything but the listeners' connections: key files, JWKS
+# fetches, the config watcher, the interpreter's own.
+RESERVED_DESCRIPTORS = 128
+
+
+def connection_limits(limits: Limits, listeners: int, descriptors: int | None) -> ConnectionLimits:
+    """The connection maxima, lowered in proportion when the process may not open that many
+    descriptors (``descriptors``: its soft limit; None: unknown): whichever listener a
+    flood of connections targets, the others can still accept theirs."""
+    max_http, max_grpc = limits.max_http_connections, limits.max_grpc_connections
+    fitted = ""
+    wanted = max_grpc + listeners * max_http
+    budget = (descriptors or 0) - RESERVED_DESCRIPTORS
+    if descriptors is not None and wanted > budget:
+        share = max(budget, 0) / wanted
+        max_http = max(16, int(max_http * share))
+        max_grpc = max(16, int(max_grpc * share))
+        fitted = (
+            f"the descriptor limit ({descriptors}) is below what limits.max_grpc_connections "
+            f"and limits.max_http_connections need ({wanted + RESERVED_DESCRIPTORS}): at most "
+            f"{max_grpc} gRPC and {max_http} HTTP connections per listener"
+        )
+    return ConnectionLimits(
+        header_timeout_s=limits.http_header_timeout,
+        idle_timeout_s=limits.http_idle_timeout,
+        max_http=max_http,
+        max_grpc=max_grpc,
+        grpc_max_age_s=limits.grpc_max_connection_age,
+        fitted=fitted,
+    )
+
+
+def build_listeners(config: Config, descriptors: int | None = None) -> Listeners:
+    """``descriptors``: the process's soft limit on open files, which bounds the
+    connection maxima (None: do not bound them, as check-config)."""
     listen, limits = config.listen, config.limits
     ops_host, ops_port = split_address(listen.http)
     http_authz = None
@@ -263,6 +309,7 @@ def build_listeners(config: Config) -> Listeners:
         max_headers=limits.max_headers,
         max_header_bytes=limits.max_header_bytes,
         reuse_port=config.workers > 1,
+        connections=connection_limits(limits, 2 if http_authz else 1, descriptors),
     )
 
 

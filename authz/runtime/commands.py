@@ -12,7 +12,7 @@ from pathlib import Path
 from authz.config import Config, ConfigError, RemoteJwks, load_config, read_config_text
 from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
-from authz.runtime.app import App
+from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
 from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
 
@@ -112,6 +112,7 @@ def _configure_logging(config: Config) -> None:
 
 
 async def _serve(config: Config, path: str) -> None:
+    raise_descriptor_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

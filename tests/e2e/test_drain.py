@@ -155,3 +155,29 @@ async def test_envoy_moves_checks_off_a_draining_authz(
     assert outcomes["OK"] > 100 and set(outcomes) == {"OK"}, outcomes
     # Envoy learnt of the drain from the health check, not from failed checks.
     assert envoy_stat(stack, "cluster.ext_authz.health_check.failure") >= 1
+
+
+async def test_connections_aged_out_by_goaway_lose_no_check(
+    tmp_path: Path, rsa_signer: Signer
+) -> None:
+    """limits.grpc_max_connection_age sends GOAWAY to Envoy's connections under load:
+    Envoy moves to new connections without failing a check."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    config = {**dev_config(jwks, ports), "limits": {"grpc_max_connection_age": 0.5}}
+    stack = Stack(tmp_path / "stack", config, ports)
+    stack.start()
+    try:
+        minted = rsa_signer.token(iss=DEV_ISSUER, aud=DEV_AUDIENCE, **wall_clock_claims())
+        url = f"http://127.0.0.1:{ports.envoy}/hello"
+        async with aiohttp.ClientSession() as session:
+            call = http_get(session, url, {"authorization": f"Bearer {minted}"})
+            async with Load(call, concurrency=8) as load:
+                await asyncio.sleep(3)
+        outcomes = load.sent_before(time.monotonic())
+        assert outcomes["OK"] > 100 and set(outcomes) == {"OK"}, outcomes
+        # Connections did age out (the health checks' as well as the checks').
+        assert envoy_stat(stack, "cluster.ext_authz.upstream_cx_total") >= 4
+    finally:
+        stack.stop()

@@ -21,10 +21,10 @@ from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.keys.remote import RemoteKeySource
 from authz.keys.sources import FileKeySource, KeySource, StaticKeySource
-from authz.runtime.build import build, build_listeners
+from authz.runtime.build import RESERVED_DESCRIPTORS, build, build_listeners
 from authz.runtime.commands import check_config
 from dev.stack import ROOT, free_port
-from tests.support import AUDIENCE, provider, rsa_signer
+from tests.support import AUDIENCE, LISTEN_ANYWHERE, config, provider, rsa_signer
 from tests.support.pki import make_pki
 
 SIGNER = rsa_signer()
@@ -221,3 +221,17 @@ def test_what_check_config_rejects_never_serves(
     assert serve.returncode == 2 and message.split(": ")[-1] in serve.stderr
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # nothing ever listened there
+
+
+def test_connection_maxima_fit_the_descriptor_limit() -> None:
+    limits = {"max_http_connections": 1000, "max_grpc_connections": 2000}
+    settings = config(listen=LISTEN_ANYWHERE, limits=limits)
+    roomy = build_listeners(settings, descriptors=100_000).connections
+    assert (roomy.max_grpc, roomy.max_http, roomy.fitted) == (2000, 1000, "")
+    unknown = build_listeners(settings).connections
+    assert (unknown.max_grpc, unknown.max_http) == (2000, 1000)
+    # 1024 descriptors for 3000 wanted: every maximum shrinks in proportion.
+    tight = build_listeners(settings, descriptors=1024).connections
+    assert tight.max_grpc + tight.max_http <= 1024 - RESERVED_DESCRIPTORS
+    assert abs(tight.max_grpc - 2 * tight.max_http) <= 1 and tight.max_http > 0
+    assert "descriptor limit (1024)" in tight.fitted

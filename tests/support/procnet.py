@@ -59,3 +59,9 @@ def server_of(client_port: int, server_port: int, pids: set[int]) -> int | None:
             if local == server_port and remote == client_port and inode in inodes:
                 return pid
     return None
+
+
+def held_by(pid: int, server_port: int) -> int:
+    """How many established connections to ``server_port`` the process ``pid`` holds."""
+    inodes = _socket_inodes(pid)
+    return sum(1 for local, _, inode in _connections() if local == server_port and inode in inodes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from authz.core.authorizer import Checker
-from authz.core.decisions import internal_error
+from authz.core.decisions import deny, internal_error
+from authz.core.errors import MalformedRequest
 from authz.core.model import Decision, RequestAttributes
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _RPC_CODE = {
     200: code_pb2.OK,
     400: code_pb2.INVALID_ARGUMENT,
+    413: code_pb2.INVALID_ARGUMENT,
     431: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
@@ -37,7 +40,31 @@ _RPC_CODE = {
 }
 
 
-def to_attributes(request: Any) -> RequestAttributes:
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A CheckRequest and its size on the wire, as the deserializer hands it on."""
+
+    message: Any
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """Bytes that did not decode as a CheckRequest, in its place."""
+
+    size: int
+
+
+def read_check_request(data: bytes) -> Received | Unreadable:
+    """The deserializer. Garbage becomes Unreadable, which the handler denies: an
+    exception here would become a gRPC error, an allow under failure_mode_allow."""
+    try:
+        return Received(external_auth_pb2.CheckRequest.FromString(data), len(data))
+    except Exception:  # DecodeError, or whatever the protobuf runtime raises on garbage
+        return Unreadable(len(data))
+
+
+def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
     attributes = request.attributes
     http = attributes.request.http
     headers: dict[str, str] = dict(http.headers)
@@ -57,6 +84,7 @@ def to_attributes(request: Any) -> RequestAttributes:
         headers=headers,
         context=dict(attributes.context_extensions),
         header_count=entries,
+        size=size,
     )
 
 
@@ -114,6 +142,8 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     def __init__(self, authorizer: Checker) -> None:
         self._authorizer = authorizer
         self._internal_error = to_check_response(internal_error())
+        unreadable = MalformedRequest("the CheckRequest did not decode")
+        self._unreadable = to_check_response(deny(unreadable, "", None, None, expose=False))
         # Denials repeat (same status, headers and body per reason and host): build each once.
         self._denials: dict[tuple[Any, ...], Any] = {}
         # A token from the token cache yields the same claims objects (the same identity) on
@@ -156,8 +186,17 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         return response
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """``request``: what read_check_request made of the bytes (a bare CheckRequest
+        is taken too, its size unmeasured)."""
         try:
-            decision = await self._authorizer.check(to_attributes(request))
+            if isinstance(request, Received):
+                attributes = to_attributes(request.message, request.size)
+            elif isinstance(request, Unreadable):
+                log.info("a check request of %d bytes did not decode", request.size)
+                return self._unreadable
+            else:
+                attributes = to_attributes(request)
+            decision = await self._authorizer.check(attributes)
             return self._response(decision)
         except Exception as exc:  # the authorizer never raises; this guards the conversions
             log.error("Check adapter failed with %s", type(exc).__name__)
@@ -175,7 +214,7 @@ MAX_CONCURRENT_STREAMS = 1000  # per connection; limits.max_concurrent_checks bo
 
 def grpc_options(
     *,
-    max_request_bytes: int,
+    receive_bytes: int,
     handshake_timeout_s: float,
     max_connections: int,
     max_connection_age_s: float,
@@ -184,7 +223,7 @@ def grpc_options(
     options = [
         ("grpc.enable_channelz", 0),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.max_receive_message_length", max_request_bytes),
+        ("grpc.max_receive_message_length", receive_bytes),
         ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
         ("grpc.max_allowed_incoming_connections", max_connections),
         ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
@@ -210,28 +249,41 @@ class GrpcServer:
         authorizer: Checker,
         address: str,
         *,
-        max_request_bytes: int,
+        receive_bytes: int,
         handshake_timeout_s: float,
         max_connections: int,
         max_connection_age_s: float,
         tls: tuple[bytes, bytes, bytes | None] | None = None,
         reuse_port: bool = False,
     ) -> None:
-        """``tls``: (certificate chain, private key, client CA or None) as PEM.
+        """``receive_bytes``: grpcio's receive limit (limits.max_request_bytes is the
+        authorizer's, a 413 deny); ``tls``: (certificate chain, private key, client CA or
+        None) as PEM.
         ``handshake_timeout_s``: for the TLS and HTTP/2 handshake of a new connection;
         ``max_connections``: more are closed as they are accepted;
         ``max_connection_age_s``: then GOAWAY (0: never)."""
         self._server = grpc.aio.server(
             options=grpc_options(
-                max_request_bytes=max_request_bytes,
+                receive_bytes=receive_bytes,
                 handshake_timeout_s=handshake_timeout_s,
                 max_connections=max_connections,
                 max_connection_age_s=max_connection_age_s,
                 reuse_port=reuse_port,
             )
         )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(authorizer), self._server
+        servicer = AuthorizationServicer(authorizer)
+        check = grpc.unary_unary_rpc_method_handler(
+            servicer.Check,
+            request_deserializer=read_check_request,
+            response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+        )
+        methods = {"Check": check}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, methods),)
+        )
+        # grpcio looks registered methods up without the generic handlers' search.
+        self._server.add_registered_method_handlers(  # type: ignore[attr-defined]
+            AUTHORIZATION_SERVICE, methods
         )
         self.health = health_aio.HealthServicer()
         self._started = False

@@ -74,7 +74,9 @@ class TokenCacheSettings(Model):
 class Limits(Model):
     """Bounds on what one check may cost."""
 
-    max_request_bytes: int = Field(default=1 << 20, ge=4096)  # gRPC max receive message size
+    # A larger request as the proxy sent it (over gRPC: the CheckRequest, headers and any
+    # body): 413. gRPC receives up to this plus Envoy's largest headers, so it is a deny.
+    max_request_bytes: int = Field(default=1 << 20, ge=4096)
     max_headers: int = Field(default=200, gt=0)  # more request headers: 431
     max_header_bytes: int = Field(default=96 * 1024, gt=0)  # names + values, more: 431
     max_concurrent_checks: int = Field(default=2000, gt=0)  # more in flight: 503 at once

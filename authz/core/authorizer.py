@@ -13,6 +13,7 @@ from authz.core.conditions import EvalContext
 from authz.core.decisions import DRY_RUN_HEADER, allow, deny, dry_run_answer, internal_error
 from authz.core.errors import (
     CheckError,
+    CheckRequestTooLarge,
     ClaimMismatch,
     MethodOverride,
     NoMatchingRule,
@@ -51,6 +52,7 @@ class CheckLimits:
     max_headers: int  # more request headers (lines as sent): 431
     max_header_bytes: int  # names + values: 431
     max_concurrent_checks: int  # more in flight: 503 at once
+    max_request_bytes: int  # a larger request as sent (RequestAttributes.size): 413
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,9 @@ class Authorizer:
         plan: StripPlan | None = None
         self._in_flight += 1
         try:
+            if request.size > self._settings.limits.max_request_bytes:
+                # Refused even in dry-run mode: the headers may not even have been read.
+                raise CheckRequestTooLarge(f"{request.size} bytes")
             # First, and enforced even in dry-run mode: no allow may hand a token on.
             plan = self._strip_plan(request)
             self._within_limits(request)

@@ -48,7 +48,11 @@ def deny(
         )
     elif error.outcome is Outcome.FORBIDDEN:
         code, challenge = "access_denied", None
-    elif error.outcome in (Outcome.BAD_REQUEST, Outcome.HEADERS_TOO_LARGE):
+    elif error.outcome in (
+        Outcome.BAD_REQUEST,
+        Outcome.CONTENT_TOO_LARGE,
+        Outcome.HEADERS_TOO_LARGE,
+    ):
         code, challenge = "invalid_request", None
     else:
         code, challenge = "temporarily_unavailable", None

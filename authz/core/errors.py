@@ -14,6 +14,7 @@ class Outcome(Enum):
     """What a denial means for the client, as HTTP status and gRPC code names."""
 
     BAD_REQUEST = 400
+    CONTENT_TOO_LARGE = 413
     HEADERS_TOO_LARGE = 431
     UNAUTHENTICATED = 401
     FORBIDDEN = 403
@@ -126,6 +127,23 @@ class RequestTooLarge(CheckError):
     reason = "request_too_large"
     outcome = Outcome.HEADERS_TOO_LARGE
     description = "the request has too many or too large headers"
+
+
+class CheckRequestTooLarge(CheckError):
+    """The whole request as the proxy sent it (headers and any body) exceeds
+    limits.max_request_bytes."""
+
+    reason = "check_request_too_large"
+    outcome = Outcome.CONTENT_TOO_LARGE
+    description = "the request is too large to check"
+
+
+class MalformedRequest(CheckError):
+    """The proxy's check request could not be decoded at all."""
+
+    reason = "malformed_request"
+    outcome = Outcome.BAD_REQUEST
+    description = "the check request cannot be read"
 
 
 # --- 401: no usable credentials -------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Any
 from authz.core.errors import MalformedToken
 
 MAX_JSON_DEPTH = 32
-COMPACT_JWS = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
+# Matched whole (fullmatch): "$" would also accept a trailing newline.
+COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -125,7 +126,7 @@ def parse_token(token: str, max_bytes: int) -> ParsedToken:
     """Strict structural parsing, before any crypto; MalformedToken when anything is off."""
     if len(token) > max_bytes:
         raise MalformedToken("token too large")
-    parts = COMPACT_JWS.match(token)
+    parts = COMPACT_JWS.fullmatch(token)
     if parts is None:
         raise MalformedToken("not a compact JWS")
     header_b64, payload_b64, signature_b64 = parts.groups()

@@ -28,6 +28,7 @@ class RequestAttributes:
     # rewrite the Cookie header (Envoy). A token it cannot remove makes an allow impossible.
     query_removable: bool = True
     cookie_rewritable: bool = True
+    size: int = 0  # bytes of the request as the proxy sent it; 0: not measured
 
     @property
     def query(self) -> str:

@@ -58,8 +58,12 @@ class KeyLookup(Protocol):
     async def refetch_for_unknown_kid(self) -> bool: ...
 
 
-# NumericDate bounds: before 1970 or after year ~5000 is not a real timestamp.
-MAX_NUMERIC_DATE = 10**11
+# NumericDate bounds: before 1970 is not a real timestamp, and neither is anything after
+# the last second of year 9999 (the end of RFC 3339 dates), the "never expires" some IdPs
+# mint. A provider's max_lifetime refuses such long-lived tokens where they are unwanted.
+MAX_NUMERIC_DATE = 253_402_300_799
+# Registered claims RFC 7519 (sub, jti) and RFC 9068 (client_id) define as strings.
+STRING_CLAIMS = ("sub", "jti", "client_id")
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -69,7 +73,7 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidClaims(f"{name} is not a number")
     # Compare before any float conversion: int(10**400) would overflow it.
-    if not (0 <= value < MAX_NUMERIC_DATE) or not math.isfinite(value):
+    if not (0 <= value <= MAX_NUMERIC_DATE) or not math.isfinite(value):
         raise InvalidClaims(f"{name} is out of range")
     return float(value)
 
@@ -160,6 +164,9 @@ class Verifier:
             if exp - min(iat if iat is not None else now, now) > self.max_lifetime:
                 raise InvalidClaims("the token lives longer than max_lifetime")
 
+        for name in STRING_CLAIMS:
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidClaims(f"{name} is not a string")
         if claims.get("iss") != self.issuer:
             raise InvalidIssuer("iss does not match the provider")
         # audiences is never empty: the config requires at least one.

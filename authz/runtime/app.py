@@ -130,7 +130,7 @@ class App:
         self.grpc = GrpcServer(
             authorizer,
             plan.grpc_address,
-            max_request_bytes=plan.max_request_bytes,
+            receive_bytes=plan.grpc_receive_bytes,
             handshake_timeout_s=bounds.header_timeout_s,
             max_connections=bounds.max_grpc,
             max_connection_age_s=bounds.grpc_max_age_s,

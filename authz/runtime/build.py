@@ -109,6 +109,7 @@ def build_authorizer(
                 max_headers=limits.max_headers,
                 max_header_bytes=limits.max_header_bytes,
                 max_concurrent_checks=limits.max_concurrent_checks,
+                max_request_bytes=limits.max_request_bytes,
             ),
             semicolons_literal=config.paths.semicolons == "literal",
             judge_method_overrides=config.method_override == "judge_both",
@@ -234,7 +235,7 @@ class Listeners:
 
     grpc_address: str
     grpc_tls: tuple[bytes, bytes, bytes | None] | None
-    max_request_bytes: int
+    grpc_receive_bytes: int
     ops_host: str
     ops_port: int
     ops_tls: ssl.SSLContext | None
@@ -253,6 +254,19 @@ class ConnectionLimits:
     max_grpc: int
     grpc_max_age_s: float  # 0: never
     fitted: str = ""  # why the maxima were lowered below the config's, if they were
+
+
+# The most request header bytes Envoy can be configured to accept (max_request_headers_kb).
+ENVOY_MAX_HEADER_BYTES = 8 << 20
+GRPC_FRAMING_BYTES = 1 << 20  # the CheckRequest's other fields and protobuf framing
+
+
+def grpc_receive_bytes(max_request_bytes: int) -> int:
+    """The gRPC receive limit: above anything Envoy can send (its largest headers plus a
+    body up to limits.max_request_bytes), so that a large request reaches the handler and
+    gets a 413 deny. Over the receive limit grpcio answers RESOURCE_EXHAUSTED, which
+    Envoy with failure_mode_allow: true would turn into an allow."""
+    return ENVOY_MAX_HEADER_BYTES + max_request_bytes + GRPC_FRAMING_BYTES
 
 
 # Descriptors kept for everything but the listeners' connections: key files, JWKS
@@ -301,7 +315,7 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
     return Listeners(
         grpc_address=listen.grpc,
         grpc_tls=tls_material(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
-        max_request_bytes=limits.max_request_bytes,
+        grpc_receive_bytes=grpc_receive_bytes(limits.max_request_bytes),
         ops_host=ops_host,
         ops_port=ops_port,
         ops_tls=server_ssl_context(listen.http_tls, "listen.http_tls") if listen.http_tls else None,

@@ -105,7 +105,10 @@ class Reloader:
                 if getattr(config, name) != getattr(running.config, name):
                     log.warning("config reload: %s changes need a restart to apply", name)
             if config.limits.max_request_bytes != running.config.limits.max_request_bytes:
-                log.warning("config reload: limits.max_request_bytes needs a restart to apply")
+                log.warning(
+                    "config reload: limits.max_request_bytes applies to checks now; the gRPC "
+                    "receive limit made from it changes on a restart"
+                )
             retired = [s for n, s in running.sources.items() if started.get(n) is not s]
             self._observer.use_decision_log(config.decision_log)
             running.authorizer.current = built

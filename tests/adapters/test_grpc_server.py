@@ -173,18 +173,41 @@ def test_to_attributes_reads_header_map_when_headers_are_raw() -> None:
     assert (attributes.method, attributes.path, attributes.query) == ("POST", "/p?q=1", "q=1")
 
 
-async def test_oversized_check_request_is_refused(jwks: dict[str, Any]) -> None:
+async def test_oversized_check_request_is_a_413_deny_not_a_grpc_error(
+    jwks: dict[str, Any],
+) -> None:
+    """Over limits.max_request_bytes (headers and body as sent) is a deny: a gRPC error
+    (RESOURCE_EXHAUSTED, as grpcio's own receive limit answers) would be an allow under
+    Envoy's failure_mode_allow: true. The receive limit sits above Envoy's largest."""
     config = app_config(jwks)
     config = config.model_copy(
         update={"limits": config.limits.model_copy(update={"max_request_bytes": 8192})}
     )
     async with App(config) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch:
         stub = external_auth_pb2_grpc.AuthorizationStub(ch)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.Check(check_request(x_big="a" * 10_000))
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for size in (10_000, 8 << 20):  # the second: as large as Envoy's headers can be
+            big = check_request()
+            big.attributes.request.http.body = "a" * size
+            response = await stub.Check(big)
+            assert response.denied_response.status.code == 413
+            assert json.loads(response.denied_response.body)["error"] == "invalid_request"
         small = await stub.Check(check_request())
         assert small.denied_response.status.code == 401
+
+
+async def test_bytes_that_are_no_check_request_get_a_deny(jwks: dict[str, Any]) -> None:
+    async with (
+        App(app_config(jwks)) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as ch,
+    ):
+        raw = ch.unary_unary(
+            "/envoy.service.auth.v3.Authorization/Check",
+            request_serializer=lambda data: data,
+            response_deserializer=external_auth_pb2.CheckResponse.FromString,
+        )
+        response = await raw(b"\xff\xff\xff\xff")  # a truncated varint: not protobuf
+        assert response.denied_response.status.code == 400
+        assert response.status.code == code_pb2.INVALID_ARGUMENT
 
 
 def test_header_map_lines_are_counted_before_joining() -> None:

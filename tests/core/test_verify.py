@@ -58,6 +58,16 @@ CASES: list[tuple[str, TokenCase, str]] = [
     ("exp as string", lambda s, o: s.token(exp=str(int(NOW) + 600)), "invalid_claims"),
     ("exp as bool", lambda s, o: s.token(exp=True), "invalid_claims"),
     ("exp huge", lambda s, o: s.token(exp=10**30), "invalid_claims"),
+    # "Never expires" as some IdPs mint it: the last second of year 9999, and no later.
+    ("exp in year 9999", lambda s, o: s.token(exp=253_402_300_799), "ok"),
+    ("exp after year 9999", lambda s, o: s.token(exp=253_402_300_800), "invalid_claims"),
+    ("exp past 1e11", lambda s, o: s.token(exp=10**11), "ok"),
+    ("sub a number", lambda s, o: s.token(sub=42), "invalid_claims"),
+    ("sub a list", lambda s, o: s.token(sub=["alice"]), "invalid_claims"),
+    ("jti a number", lambda s, o: s.token(jti=7), "invalid_claims"),
+    ("client_id an object", lambda s, o: s.token(client_id={"id": "x"}), "invalid_claims"),
+    ("client_id a string", lambda s, o: s.token(client_id="app"), "ok"),
+    ("trailing newline", lambda s, o: s.token() + "\n", "malformed_token"),
     ("iat as string", lambda s, o: s.token(iat="yesterday"), "invalid_claims"),
     (
         "exp NaN",

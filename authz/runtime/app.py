@@ -63,9 +63,12 @@ class App:
         config_path: str | Path | None = None,
         watch_interval_s: float = 2.0,
         reload_keys_wait_s: float = 10.0,
+        config_text: str | None = None,
     ) -> None:
         """``watch_interval_s``: how often the config file is checked for changes;
-        ``reload_keys_wait_s``: how long a reload waits for a new provider's first keys."""
+        ``reload_keys_wait_s``: how long a reload waits for a new provider's first keys;
+        ``config_text``: what ``config`` was loaded from, when it came from the file."""
+        self._config_text = config_text
         assert_cryptography_backend()
         self.metrics = Metrics()
         self._clock = clock
@@ -181,6 +184,7 @@ class App:
             monotonic=self._monotonic,
             swapped=self._update_health,
             keys_wait_s=self._reload_keys_wait_s,
+            loaded_text=self._config_text,
         )
         if self._config_path is not None:
             self.reloader.watch(self._watch_interval_s)

@@ -50,10 +50,10 @@ def serve(path: str) -> int:
     """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes."""
     fell_back = ""
     if in_worker():
-        config, fell_back = _worker_config(path)
+        text, fell_back = _worker_config_text(path)
     else:
         text = read_config_text(path)
-        config, _ = check_config(path, text)
+    config, _ = check_config(path, text)
     _configure_logging(config)
     if fell_back:
         log.error(
@@ -74,24 +74,26 @@ def serve(path: str) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(config, path))
+        asyncio.run(_serve(config, path, text))
     else:
-        uvloop.run(_serve(config, path))
+        uvloop.run(_serve(config, path, text))
     return 0
 
 
-def _worker_config(path: str) -> tuple[Config, str]:
-    """A worker's config: the file's, or, when the file no longer loads, the last one the
-    supervisor saw load, which the other workers still serve (they refused the broken
+def _worker_config_text(path: str) -> tuple[str, str]:
+    """A worker's config text: the file's, or, when the file no longer loads, the last one
+    the supervisor saw load, which the other workers still serve (they refused the broken
     file's reload); then also why the file did not load. Without the fallback a
     restarted worker would crash on the broken file until the supervisor gave up."""
     try:
-        return check_config(path)[0], ""
+        text = read_config_text(path)
+        check_config(path, text)
+        return text, ""
     except ConfigError as exc:
         fallback = last_good_config()
         if fallback is None:
             raise
-        return check_config(path, fallback)[0], str(exc).splitlines()[0]
+        return fallback, str(exc).splitlines()[0]
 
 
 def _configure_logging(config: Config) -> None:
@@ -111,13 +113,13 @@ def _configure_logging(config: Config) -> None:
     decisions.propagate = False
 
 
-async def _serve(config: Config, path: str) -> None:
+async def _serve(config: Config, path: str, text: str) -> None:
     raise_descriptor_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(config, config_path=path)
+    app = App(config, config_path=path, config_text=text)
     replacing = restarted_worker()
     if replacing is not None:
         app.metrics.worker_restarts.labels(replacing).inc()

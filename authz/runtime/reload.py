@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz.config import Config, ConfigError, load_config
+from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
 from authz.core.errors import AuthzError, JwksError
 from authz.core.verify import Clock
@@ -52,9 +52,12 @@ class Reloader:
         monotonic: Clock,
         swapped: Callable[[], Awaitable[None]],
         keys_wait_s: float,
+        loaded_text: str | None = None,
     ) -> None:
         """``keys_wait_s``: how long a new key source may take to load its first key set
-        before the reload gives up."""
+        before the reload gives up; ``loaded_text``: the text the running config was
+        loaded from (None: unknown), so that a reload of the same text does nothing."""
+        self._loaded_text = loaded_text
         self._running = running
         self._keys_wait_s = keys_wait_s
         self._path = path
@@ -89,7 +92,13 @@ class Reloader:
             return False
         async with self._lock:
             try:
-                config = load_config(self._path)
+                text = read_config_text(self._path)
+                if text == self._loaded_text:
+                    # SIGHUP after the watcher reloaded this very text, or the other way
+                    # round: the running config is this file already.
+                    log.info("config reload: %s is what is running; nothing to do", self._path)
+                    return True
+                config = load_config(self._path, text)
                 built, started = await self._build(config)
             except (AuthzError, ConfigError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)
@@ -115,6 +124,7 @@ class Reloader:
             running.sources, running.config = started, config
             for source in retired:
                 await source.stop()
+            self._loaded_text = text
             self._observer.observe_reload("ok")
             await self._swapped()
             log.info("config reloaded from %s", self._path)

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,16 @@ from tests.support import (
 )
 
 
-def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0) -> None:
+def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0) -> str:
+    """Write the config (claims in ``header``) to ``path``; its text."""
     corp = provider(jwks={"inline": jwks}, claim_to_headers=[{"header": header, "claim": "sub"}])
     config = config_data(
         listen={"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{http_port}"},
         providers={"corp": corp},
     )
-    path.write_text(json.dumps(config))
+    text = json.dumps(config)
+    path.write_text(text)
+    return text
 
 
 def user_header(response: Any) -> str:
@@ -49,8 +53,13 @@ async def serving(
     path: Path, jwks: dict[str, Any], signer: Signer, watch_interval_s: float = 3600
 ) -> AsyncIterator[tuple[App, Any, Any]]:
     """An App serving ``path`` (first written with x-user-a), a stub, and an allowed request."""
-    write(path, jwks, "x-user-a")
-    app = App(load_config(path), config_path=path, watch_interval_s=watch_interval_s)
+    text = write(path, jwks, "x-user-a")
+    app = App(
+        load_config(path, text),
+        config_path=path,
+        watch_interval_s=watch_interval_s,
+        config_text=text,
+    )
     async with app, grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc.port}") as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         request = check_request(authorization=f"Bearer {signer.token(**wall_clock_claims())}")
@@ -118,19 +127,45 @@ def test_sighup_reloads_a_running_server(tmp_path: Path, jwks: dict[str, Any]) -
     proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "-c", str(path)])
     try:
         wait_ready(http_port, proc)
+        write(path, jwks, "x-user-b", http_port)
         proc.send_signal(signal.SIGHUP)
-        import time
-
         deadline = time.monotonic() + 10
         while 'authz_config_reload_total{result="ok"} 1.0' not in scrape(http_port):
             assert time.monotonic() < deadline, "no reload after SIGHUP"
             time.sleep(0.05)
+        time.sleep(2.5)  # the file watcher (every 2 s) met the change as well: no reload
+        assert 'authz_config_reload_total{result="ok"} 1.0' in scrape(http_port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_one_change_is_one_reload_whichever_trigger_comes_first(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """A rewrite followed by SIGHUP used to reload twice (the watcher fired as well), and
+    the reload metrics counted both."""
+    path = tmp_path / "authz.yaml"
+    async with serving(path, jwks, rsa_signer, watch_interval_s=0.05) as (app, stub, request):
+        write(path, jwks, "x-user-b")
+        app.request_reload()  # SIGHUP first; the watcher meets the change next
+        await wait_for(lambda: user_header_is(app, "x-user-b"))
+        await asyncio.sleep(0.3)
+        write(path, jwks, "x-user-c")  # the watcher first; SIGHUP next
+        await wait_for(lambda: user_header_is(app, "x-user-c"))
+        assert await app.reload() is True  # the running config already is this file
+        await asyncio.sleep(0.3)
+        assert user_header(await stub.Check(request)) == "x-user-c"
+        page = app.metrics.render().decode()
+        assert 'authz_config_reload_total{result="ok"} 2.0' in page
+        assert 'result="failed"' not in page
+
+
+def user_header_is(app: App, header: str) -> bool:
+    return app.config.providers["corp"].claim_to_headers[0].header == header
 
 
 async def test_a_non_utf8_file_is_a_failed_reload(tmp_path: Path, jwks: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import re2
 from pydantic import BaseModel, ConfigDict, Field
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -33,6 +32,8 @@ def header_name(value: str) -> str:
 
 def checked_regex(pattern: str) -> str:
     """RE2 syntax only: linear-time matching, so no pattern can be catastrophic."""
+    import re2  # loaded only for configs with regular expressions
+
     options = re2.Options()
     options.log_errors = False
     try:

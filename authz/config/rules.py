@@ -6,7 +6,6 @@ import math
 import re
 from typing import Any, Literal
 
-import cel
 from pydantic import Field, field_validator, model_validator
 
 from authz.config.base import Model, checked_regex, header_name
@@ -199,6 +198,8 @@ class ClaimCondition(Model):
     def _cel(cls, value: str | None) -> str | None:
         # Syntax only; variables and strict comparisons are the build step's (checks.py).
         if value is not None:
+            import cel  # a large library (~13 MB resident): loaded only for configs using CEL
+
             try:
                 cel.compile(value)
             except (ValueError, RuntimeError) as exc:

@@ -27,6 +27,7 @@ from authz.core.model import Decision, Identity, RequestAttributes
 from authz.core.overrides import method_overrides
 from authz.core.paths import check_host, check_path
 from authz.core.policy import CompiledRule, Policy
+from authz.core.token_cache import TokenCache
 from authz.core.tokens import StripPlan, TokenSources
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,10 @@ class Authorizer:
         providers: Mapping[str, ProviderRuntime],
         settings: Settings,
         observe: Observer | None,
+        token_cache: TokenCache | None = None,
     ) -> None:
+        """``token_cache``: the cache the providers' verifiers share, for its gauges."""
+        self.token_cache = token_cache
         self._in_flight = 0
         self._policy = policy
         self._providers = providers

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from authz.core.cel_strict import StrictProgram, compile_strict
 from authz.core.claims import MISSING, get_claim
 from authz.core.model import Claims, RequestAttributes
 from authz.core.operators import Test
+
+if TYPE_CHECKING:  # the CEL library loads only for configs that use it
+    from authz.core.cel_strict import StrictProgram
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,8 @@ class Expr:
 
 def expression(where: str, source: str) -> Expr:
     """A CEL condition, compiled once with strict comparisons; ValueError if invalid."""
+    from authz.core.cel_strict import compile_strict  # CEL loads only for configs using it
+
     program = compile_strict(source)
     # Converting request headers to CEL costs more than the rest: only when mentioned.
     return Expr(where, program, frozenset(program.variables()), "headers" in source)

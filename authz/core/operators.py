@@ -10,8 +10,6 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import re2
-
 from authz.core.claims import MISSING, get_claim
 from authz.core.model import Claims
 
@@ -167,6 +165,8 @@ def operator_test(op: str, arg: Any, provider: str | None) -> Test:
     if op == "equals" and arg is None:
         return lambda value, _: value is None  # equals: null asks for an explicit null
     if op == "matches":
+        import re2  # loaded only for configs with regular expressions
+
         arg = re2.compile(arg)
     elif op in ("gt", "gte", "lt", "lte"):
         arg = float(arg)

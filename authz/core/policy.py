@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
 
-import re2
-
 from authz.core.claims import MISSING, get_claim
 from authz.core.conditions import Node
 from authz.core.model import Claims, RequestAttributes
@@ -62,6 +60,8 @@ def compile_path(kind: str | None, value: str, ignore_case: bool) -> PathMatcher
         template = re.compile(_template_regex(upper_hex(value)), re.IGNORECASE if ic else 0)
         return lambda path: None if (m := template.fullmatch(path)) is None else _params(m)
     if kind == "regex":
+        import re2  # loaded only for configs with regular expressions
+
         options = re2.Options()
         options.case_sensitive = not ic
         compiled = re2.compile(value, options)
@@ -131,6 +131,8 @@ def header_test(
     if equals is not None:
         wanted = equals
         return lambda headers: headers.get(name) == wanted
+    import re2  # loaded only for configs with regular expressions
+
     compiled = re2.compile(regex or "")
     return lambda headers: name in headers and compiled.fullmatch(headers[name]) is not None
 

@@ -28,7 +28,7 @@ from authz.core.errors import (
 )
 from authz.core.jws import ParsedToken, media_type
 from authz.core.model import Identity
-from authz.core.token_cache import TokenCache, token_digest
+from authz.core.token_cache import TokenCache, cache_key
 
 Clock = Callable[[], float]
 
@@ -103,20 +103,20 @@ class Verifier:
         """
         if self.cache is None:
             return None
-        digest = token_digest(raw)
-        entry = self.cache.get(self.provider, digest)
+        key = cache_key(self.provider, raw)
+        entry = self.cache.get(key)
         if entry is None:
             return None
         if entry.keys is not self.keys.keys:
-            self.cache.drop(self.provider, digest)  # its key may have left the key set
+            self.cache.drop(key)  # its key may have left the key set
             return None
         try:
             self._check_time(entry.exp, entry.nbf)
         except CheckError:
             # Expired (or not yet valid): drop it; the full path gives the answer.
-            self.cache.drop(self.provider, digest)
+            self.cache.drop(key)
             return None
-        return entry.identity
+        return self.cache.identity(key, entry, self.provider)
 
     async def verify(self, token: ParsedToken) -> Identity:
         if token.size > self.max_token_bytes:
@@ -140,7 +140,7 @@ class Verifier:
         exp, nbf = self._check_registered(token.claims)
         identity = Identity(self.provider, token.claims, token.payload_b64)
         if self.cache is not None:
-            self.cache.put(self.provider, token_digest(token.raw), identity, keys, exp, nbf)
+            self.cache.put(cache_key(self.provider, token.raw), identity, keys, exp, nbf)
         return identity
 
     def _check_time(self, exp: float | None, nbf: float | None) -> None:

@@ -27,8 +27,11 @@ from authz.runtime.build import Fetchers, build, build_listeners
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
+from authz.support.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
+
+GAUGE_REFRESH_S = 5.0
 
 
 def descriptor_limit() -> int:
@@ -79,6 +82,7 @@ class App:
         self._stack = contextlib.AsyncExitStack()
         self._draining = False
         self._fetchers = Fetchers()
+        self._tasks = OwnedTasks()
         self.observer = Telemetry(self.metrics, config.decision_log, self._update_health)
         self.running = Running(config, None, {})
         # Restart-only settings: a reload changes the running config, not these.
@@ -143,7 +147,7 @@ class App:
         self.http = OpsServer(
             plan.ops_host,
             plan.ops_port,
-            metrics=self.metrics.render,
+            metrics=self._metrics_page,
             metrics_content_type=self.metrics.content_type,
             ready=lambda: self.ready,
             connections=http_bounds,
@@ -151,6 +155,8 @@ class App:
             reuse_port=plan.reuse_port,
         )
         self._stack.push_async_callback(self._stop_sources)
+        self._stack.push_async_callback(self._tasks.stop)
+        self._tasks.spawn(self._refresh_gauges(), "gauges")
         for source in self.sources.values():
             source.hold_checks_for(config.startup_wait)
             await source.start()
@@ -207,6 +213,25 @@ class App:
         if self.reloader is None or self._draining:
             return False
         return await self.reloader.reload()
+
+    def _cache_gauges(self) -> None:
+        authorizer = self.running.authorizer
+        cache = authorizer.current.token_cache if authorizer is not None else None
+        if cache is None:
+            self.metrics.observe_token_cache_size(0, 0)
+        else:
+            self.metrics.observe_token_cache_size(len(cache), cache.bytes)
+
+    def _metrics_page(self) -> bytes:
+        self._cache_gauges()
+        return self.metrics.render()
+
+    async def _refresh_gauges(self) -> None:
+        """Gauges that follow state rather than events: set now and then, so that with
+        workers a scrape answered by one sees the others' values too."""
+        while True:
+            self._cache_gauges()
+            await asyncio.sleep(GAUGE_REFRESH_S)
 
     async def _stop_sources(self) -> None:
         for source in self.sources.values():

@@ -115,6 +115,7 @@ def build_authorizer(
             judge_method_overrides=config.method_override == "judge_both",
         ),
         observe,
+        cache,
     )
 
 

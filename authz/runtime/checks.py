@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 from authz.config import ClaimCondition, Config, ConfigError, Provider, Rule
 from authz.config.rules import PATH_KINDS, TEMPLATE_PARAM
-from authz.core.cel_strict import compile_strict
 from authz.core.paths import check_rule_path
 from authz.keys.algorithms import check_algorithms
 from authz.keys.fetch import check_fetch_uri
@@ -95,6 +94,8 @@ def _path_problems(where: str, rule: Rule, semicolons_literal: bool) -> Iterator
 def _cel_problems(where: str, condition: ClaimCondition, *, http: bool) -> Iterator[str]:
     if condition.expr is not None:
         try:
+            from authz.core.cel_strict import compile_strict  # CEL loads only when used
+
             program = compile_strict(condition.expr)
         except ValueError as exc:
             yield f"{where}.expr: invalid CEL expression: {str(exc).splitlines()[0]}"

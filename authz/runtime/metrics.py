@@ -85,6 +85,19 @@ class Metrics:
             ("worker",),
             registry=self.registry,
         )
+        self.token_cache_entries = Gauge(
+            "authz_token_cache_entries",
+            "Tokens in the token cache.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.token_cache_bytes = Gauge(
+            "authz_token_cache_bytes",
+            "Bytes the token cache's entries take in memory, as the cache measures them "
+            "(bounded by token_cache.max_bytes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.dry_run = Counter(
             "authz_dry_run",
             "Checks of dry-run rules: the decision enforcement would have made, and why.",
@@ -112,6 +125,10 @@ class Metrics:
     def observe_token_cache(self, result: str) -> None:
         """One allowed check: whether its identities came from the token cache."""
         self.token_cache.labels(result).inc()
+
+    def observe_token_cache_size(self, entries: int, size: int) -> None:
+        self.token_cache_entries.set(entries)
+        self.token_cache_bytes.set(size)
 
     def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
         self.dry_run.labels(rule, decision, reason).inc()

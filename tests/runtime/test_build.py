@@ -235,3 +235,36 @@ def test_connection_maxima_fit_the_descriptor_limit() -> None:
     assert tight.max_grpc + tight.max_http <= 1024 - RESERVED_DESCRIPTORS
     assert abs(tight.max_grpc - 2 * tight.max_http) <= 1 and tight.max_http > 0
     assert "descriptor limit (1024)" in tight.fitted
+
+
+@pytest.mark.parametrize(
+    ("rule", "loaded"),
+    [
+        ({"match": {"prefix": "/"}, "requires": {"provider": "corp"}}, []),
+        ({"match": {"regex": "/a.*"}, "requires": {"provider": "corp"}}, ["re2"]),
+        (
+            {
+                "match": {"prefix": "/"},
+                "requires": {"provider": "corp"},
+                "claims": [{"expr": "jwt.sub == 'a'"}],
+            },
+            ["cel"],
+        ),
+    ],
+)
+def test_large_libraries_load_only_for_configs_using_them(
+    tmp_path: Path, jwks: dict[str, Any], rule: dict[str, Any], loaded: list[str]
+) -> None:
+    """CEL (~13 MB resident) and RE2 are imported only when a rule needs them."""
+    path = tmp_path / "authz.yaml"
+    corp = provider(jwks={"inline": jwks})
+    path.write_text(json.dumps({"providers": {"corp": corp}, "rules": [rule]}))
+    program = (
+        "import sys\n"
+        "from authz.runtime.commands import check_config\n"
+        f"check_config({str(path)!r})\n"
+        "print(' '.join(m for m in ('cel', 're2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == loaded

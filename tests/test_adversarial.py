@@ -31,6 +31,7 @@ from tests.support import (
     AUDIENCE,
     ISSUER,
     Signer,
+    answer,
     authorizer,
     b64,
     b64json,
@@ -59,7 +60,7 @@ def authorizer_for(jwks: dict[str, Any], limits: dict[str, int] | None = None) -
 
 async def check(authorizer: Authorizer, token: str) -> Any:
     servicer = AuthorizationServicer(authorizer)
-    return await servicer.Check(check_request(authorization=f"Bearer {token}"), None)
+    return await answer(servicer, check_request(authorization=f"Bearer {token}"))
 
 
 def hs256(header: dict[str, Any], payload: dict[str, Any], secret: bytes) -> str:
@@ -597,7 +598,7 @@ def test_check_never_raises_and_never_allows_garbage(
     headers: dict[str, str], path: str, keys: Keys
 ) -> None:
     servicer = AuthorizationServicer(authorizer_for(keys.jwks))
-    response = asyncio.run(servicer.Check(check_request(path, **headers), None))
+    response = asyncio.run(answer(servicer, check_request(path, **headers)))
     assert response.WhichOneof("http_response") == "denied_response"
 
 
@@ -610,6 +611,6 @@ def test_any_one_character_change_is_denied(position: int, replacement: str, key
     index = position % len(token)
     mutated = token[:index] + replacement + token[index + 1 :]
     servicer = AuthorizationServicer(authorizer_for(keys.jwks))
-    response = asyncio.run(servicer.Check(check_request(authorization=f"Bearer {mutated}"), None))
+    response = asyncio.run(answer(servicer, check_request(authorization=f"Bearer {mutated}")))
     allowed = response.WhichOneof("http_response") == "ok_response"
     assert allowed == (mutated == token)

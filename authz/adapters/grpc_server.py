@@ -55,6 +55,10 @@ class Unreadable:
     size: int
 
 
+def _already_serialized(answer: bytes) -> bytes:
+    return answer
+
+
 def read_check_request(data: bytes) -> Received | Unreadable:
     """The deserializer. Garbage becomes Unreadable, which the handler denies: an
     exception here would become a gRPC error, an allow under failure_mode_allow."""
@@ -82,7 +86,7 @@ def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
         host=http.host or headers.get(":authority", ""),
         path=http.path or headers.get(":path", "/"),
         headers=headers,
-        context=dict(attributes.context_extensions),
+        context=dict(attributes.context_extensions) if attributes.context_extensions else {},
         header_count=entries,
         size=size,
     )
@@ -116,6 +120,11 @@ def _header_options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
     ]
 
 
+def serialized(response: Any) -> bytes:
+    data: bytes = response.SerializeToString()
+    return data
+
+
 def to_check_response(decision: Decision) -> Any:
     response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_RPC_CODE.get(decision.status, code_pb2.UNAVAILABLE))
@@ -141,9 +150,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
 
     def __init__(self, authorizer: Checker) -> None:
         self._authorizer = authorizer
-        self._internal_error = to_check_response(internal_error())
+        # Answers leave serialized (grpcio passes the bytes on): the prebuilt ones are
+        # serialized once, not on every call.
+        self._internal_error = serialized(to_check_response(internal_error()))
         unreadable = MalformedRequest("the CheckRequest did not decode")
-        self._unreadable = to_check_response(deny(unreadable, "", None, None, expose=False))
+        self._unreadable = serialized(
+            to_check_response(deny(unreadable, "", None, None, expose=False))
+        )
         # Denials repeat (same status, headers and body per reason and host): build each once.
         self._denials: dict[tuple[Any, ...], Any] = {}
         # A token from the token cache yields the same claims objects (the same identity) on
@@ -151,9 +164,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         # Struct above all, is built once per identity. Each entry holds the claims objects
         # it was built from and is used only while they are the very objects of the
         # decision, so a recycled id() can never match.
-        self._allows: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
+        self._allows: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], bytes]] = OrderedDict()
 
-    def _allow_response(self, decision: Decision) -> Any:
+    def _allow_response(self, decision: Decision) -> bytes:
         claims = tuple(decision.metadata.values())
         key = (
             tuple(id(c) for c in claims),
@@ -166,28 +179,28 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if entry is not None and all(a is b for a, b in zip(entry[0], claims, strict=True)):
             self._allows.move_to_end(key)
             return entry[1]
-        response = to_check_response(decision)
+        response = serialized(to_check_response(decision))
         self._allows[key] = (claims, response)
         if len(self._allows) > self.MAX_PREBUILT_ALLOWS:
             self._allows.popitem(last=False)
         return response
 
-    def _response(self, decision: Decision) -> Any:
+    def _response(self, decision: Decision) -> bytes:
         if decision.allowed:
             if decision.metadata:
                 return self._allow_response(decision)
-            return to_check_response(decision)
+            return serialized(to_check_response(decision))
         key = (decision.status, decision.response_headers, decision.body)
         response = self._denials.get(key)
         if response is None:
             if len(self._denials) >= self.MAX_PREBUILT_DENIALS:
                 self._denials.clear()  # hosts come from clients: never let this grow unbounded
-            response = self._denials[key] = to_check_response(decision)
+            response = self._denials[key] = serialized(to_check_response(decision))
         return response
 
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         """``request``: what read_check_request made of the bytes (a bare CheckRequest
-        is taken too, its size unmeasured)."""
+        is taken too, its size unmeasured). The answer: a serialized CheckResponse."""
         try:
             if isinstance(request, Received):
                 attributes = to_attributes(request.message, request.size)
@@ -275,7 +288,7 @@ class GrpcServer:
         check = grpc.unary_unary_rpc_method_handler(
             servicer.Check,
             request_deserializer=read_check_request,
-            response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+            response_serializer=_already_serialized,
         )
         methods = {"Check": check}
         self._server.add_generic_rpc_handlers(

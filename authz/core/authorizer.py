@@ -23,7 +23,7 @@ from authz.core.errors import (
     TokenNotStrippable,
 )
 from authz.core.identify import ProviderRuntime, Trace, identify
-from authz.core.model import Decision, Identity, RequestAttributes
+from authz.core.model import Claims, Decision, Identity, RequestAttributes
 from authz.core.overrides import method_overrides
 from authz.core.paths import check_host, check_path
 from authz.core.policy import CompiledRule, Policy
@@ -31,6 +31,10 @@ from authz.core.token_cache import TokenCache
 from authz.core.tokens import StripPlan, TokenSources
 
 log = logging.getLogger(__name__)
+
+# Identities whose claim headers are kept rendered (each keeps its claims alive): about
+# the token cache's decoded ones.
+MAX_RENDERED_IDENTITIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,7 @@ class Authorizer:
     ) -> None:
         """``token_cache``: the cache the providers' verifiers share, for its gauges."""
         self.token_cache = token_cache
+        self._rendered: dict[tuple[str, int], tuple[Claims, tuple[tuple[str, str], ...]]] = {}
         self._in_flight = 0
         self._policy = policy
         self._providers = providers
@@ -185,7 +190,7 @@ class Authorizer:
         headers = request.headers
         if max(len(headers), request.header_count) > limits.max_headers:
             raise RequestTooLarge("too many headers")
-        if sum(len(k) + len(v) for k, v in headers.items()) > limits.max_header_bytes:
+        if sum(map(len, headers)) + sum(map(len, headers.values())) > limits.max_header_bytes:
             raise RequestTooLarge("headers too large")
 
     def _dry_run(self, rule: CompiledRule | None) -> bool:
@@ -269,6 +274,30 @@ class Authorizer:
             metadata={},
         )
 
+    def _identity_headers_of(
+        self, provider: ProviderRuntime, identity: Identity
+    ) -> tuple[tuple[str, str], ...]:
+        """The provider's claim headers (and payload header) for ``identity``. A token from
+        the token cache comes back as the very same claims object: rendered once for it
+        (used only while it is that object, so a recycled id() never matches)."""
+        key = (provider.name, id(identity.claims))
+        kept = self._rendered.get(key)
+        if kept is not None and kept[0] is identity.claims:
+            return kept[1]
+        cap = self._settings.max_header_value_bytes
+        pairs = []
+        for mapping in provider.headers:
+            value = mapping.render(identity.claims, cap)
+            if value is not None:
+                pairs.append((mapping.header, value))
+        if provider.payload_header:
+            pairs.append((provider.payload_header, identity.raw_payload))
+        rendered = tuple(pairs)
+        if len(self._rendered) >= MAX_RENDERED_IDENTITIES:
+            self._rendered.clear()
+        self._rendered[key] = (identity.claims, rendered)
+        return rendered
+
     def _allow(
         self,
         request: RequestAttributes,
@@ -281,12 +310,7 @@ class Authorizer:
         upstream: dict[str, str] = {}
         primary_claims = identities[0][1].claims
         for provider, identity in identities:
-            for mapping in provider.headers:
-                value = mapping.render(identity.claims, cap)
-                if value is not None:
-                    upstream[mapping.header] = value
-            if provider.payload_header:
-                upstream[provider.payload_header] = identity.raw_payload
+            upstream.update(self._identity_headers_of(provider, identity))
         for mapping in rule.claim_headers:
             value = mapping.render(primary_claims, cap)
             if value is not None:

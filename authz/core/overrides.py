@@ -16,12 +16,14 @@ METHOD_OVERRIDE_PARAM = "_method"
 def method_overrides(request: RequestAttributes) -> list[str]:
     """Other methods the request asks the upstream to act as (the headers above, or a
     ``_method`` query parameter in any spelling a framework may read), sorted."""
+    query = request.query
+    if not query and request.headers.keys().isdisjoint(METHOD_OVERRIDE_HEADERS):
+        return []
     named: list[str] = []
     for header in METHOD_OVERRIDE_HEADERS:
         value = request.headers.get(header)
         if value is not None:
             named.extend(value.split(","))
-    query = request.query
     # Every spelling of _method holds "method", or an escape that may decode to it.
     if query and ("%" in query or "method" in query.lower()):
         for part in re.split("[&;]", query):  # some parsers also split on ";"

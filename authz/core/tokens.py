@@ -70,6 +70,10 @@ def _piece_names(piece: str) -> list[str]:
 class HeaderSource:
     name: str
     prefix: str
+    scheme: str = field(init=False, compare=False)  # the prefix stripped and lower-cased
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheme", self.prefix.strip().lower())
 
     def bears_token(self, value: str) -> bool:
         """Whether a header value carries this source's kind of token anywhere.
@@ -79,7 +83,7 @@ class HeaderSource:
         bearer token, count as copies to strip; so does a copy after a ``,`` (repeated
         header lines arrive joined: ``Basic x,Bearer T``).
         """
-        scheme = self.prefix.strip().lower()
+        scheme = self.scheme
         if not scheme:
             return True
         if "," not in value:

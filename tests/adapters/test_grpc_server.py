@@ -26,6 +26,7 @@ from tests.support import (
     AUDIENCE,
     LISTEN_ANYWHERE,
     Signer,
+    answer,
     authorizer,
     check_request,
     config,
@@ -127,7 +128,7 @@ async def test_adapter_failure_is_a_503_not_a_grpc_error() -> None:
             return Decision(allowed=True, status=200, reason="allowed", metadata={"x": object()})
 
     servicer = AuthorizationServicer(OddAuthorizer())  # type: ignore[arg-type]
-    response = await servicer.Check(check_request(), None)  # type: ignore[arg-type]
+    response = await answer(servicer, check_request())
     assert response.status.code == code_pb2.UNAVAILABLE
     assert response.denied_response.status.code == 503
 
@@ -235,7 +236,8 @@ async def test_answers_are_reused_only_for_the_same_identity(
     other = await servicer.Check(bob, None)
     again = await servicer.Check(bob, None)
     assert again is other and again is not first
-    subs = {json_format.MessageToDict(r.dynamic_metadata)["corp"]["sub"] for r in (first, again)}
+    parsed = [external_auth_pb2.CheckResponse.FromString(r) for r in (first, again)]
+    subs = {json_format.MessageToDict(r.dynamic_metadata)["corp"]["sub"] for r in parsed}
     assert subs == {"alice", "bob"}
     # Another identity with equal claims is not the same identity: built anew.
     fresh = authorizer(config(providers={"corp": corp}), fixed_keys(jwks), clock=time.time)

@@ -521,3 +521,15 @@ async def test_cache_hits_still_run_the_rule(jwks: dict[str, Any], rsa_signer: S
     admin = await cached.check(req("/admin", authorization=auth))
     assert (admin.status, admin.reason) == (403, "claim_mismatch")
     assert [o.token_cache for _, o in recorder.seen] == ["miss", "hit", "hit"]
+
+
+async def test_claim_headers_follow_each_identity_through_the_cache(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """Claim headers are rendered once per cached identity: each user still gets theirs."""
+    checker = make_authorizer(jwks)
+    tokens = {sub: rsa_signer.token(sub=sub) for sub in ("alice", "bob", "carol")}
+    for _ in range(3):
+        for sub, token in tokens.items():
+            decision = await checker.check(req(authorization=f"Bearer {token}"))
+            assert dict(decision.upstream_headers)["x-user-id"] == sub

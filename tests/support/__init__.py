@@ -13,7 +13,7 @@ from tests.support.configs import (
     provider,
     verifier,
 )
-from tests.support.requests import check_request, req
+from tests.support.requests import answer, check_request, req
 from tests.support.servers import FakeIdp, call, scrape, wait_for, wait_ready
 from tests.support.tokens import (
     AUDIENCE,
@@ -38,6 +38,7 @@ __all__ = [
     "FixedKeys",
     "Recorder",
     "Signer",
+    "answer",
     "authorizer",
     "b64",
     "b64json",

@@ -34,3 +34,9 @@ def check_request(path: str = "/x", **headers: str) -> Any:
     http.method, http.host, http.path = "GET", "api.test", path
     http.headers.update({"x-request-id": "r1", **headers})
     return request
+
+
+async def answer(servicer: Any, request: Any) -> Any:
+    """What the gRPC adapter answers ``request`` with, as a CheckResponse (it hands grpcio
+    the serialized bytes)."""
+    return external_auth_pb2.CheckResponse.FromString(await servicer.Check(request, None))

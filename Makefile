@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format bench bench-tools bench-jwks bench-policy clean
+.PHONY: install run test test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: install bench-tools
 bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
+
+## make soak: reliability scenarios under load and faults (about 6 minutes) -> RELIABILITY.md.
+soak: install
+	$(PY) -m bench.soak
 
 ## make bench-jwks: random-kid flood and check latency while the IdP is down.
 bench-jwks: install

@@ -10,9 +10,7 @@ import contextlib
 import json
 import os
 import resource
-import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from tests.support import (
     wait_ready,
     wall_clock_claims,
 )
+from tests.support.floods import open_connections, still_open
 from tests.support.load import Load, grpc_check, http_get
 from tests.support.procnet import held_by
 
@@ -42,51 +41,6 @@ HEADER_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 200
 FLOOD = 2000
 SLOWLORIS = 50
-
-
-def open_connections(port: int, count: int, timeout_s: float = 10.0) -> list[socket.socket]:
-    """``count`` TCP connections to ``port`` that send nothing; those the server accepted
-    or queued (a connection it closes at once still counts: it was opened)."""
-    pending = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.connect_ex(("127.0.0.1", port))
-        pending.append(sock)
-    connected = []
-    with selectors.DefaultSelector() as selector:
-        for sock in pending:
-            selector.register(sock, selectors.EVENT_WRITE)
-        deadline = time.monotonic() + timeout_s
-        while len(selector.get_map()) and time.monotonic() < deadline:
-            for key, _ in selector.select(0.2):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                selector.unregister(sock)
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                    connected.append(sock)
-                else:
-                    sock.close()
-    for sock in pending:
-        if sock not in connected:
-            sock.close()
-    return connected
-
-
-def still_open(sockets: list[socket.socket]) -> int:
-    """How many of ``sockets`` the server has not closed (EOF or reset seen: closed)."""
-    count = 0
-    for sock in sockets:
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
-            count += 1
-            continue
-        except OSError:
-            continue
-        if data:  # a gRPC server's SETTINGS, say: read on until EOF
-            count += still_open([sock])
-    return count
 
 
 def descriptors(pid: int) -> int:

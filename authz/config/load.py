@@ -26,6 +26,8 @@ from authz.config.server import (
     TokenCacheSettings,
 )
 
+DEFAULT_DRAIN = 3.0
+
 
 class Config(Model):
     listen: Listen = Field(default_factory=Listen)
@@ -39,7 +41,8 @@ class Config(Model):
     shutdown_grace: PositiveSeconds = 10.0
     # Part of the grace: after SIGTERM, health says NOT_SERVING while every check is still
     # answered, so that health-checking proxies move traffic away before the listeners close.
-    shutdown_drain: float = Field(default=3.0, ge=0)
+    # Not given: DEFAULT_DRAIN, or half the grace when that leaves too little of it.
+    shutdown_drain: float = Field(default=DEFAULT_DRAIN, ge=0)
     startup_wait: float = Field(default=0.0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
     paths: PathSettings = Field(default_factory=PathSettings)
@@ -50,6 +53,17 @@ class Config(Model):
     expose_reasons: bool = False  # tell clients which rule and condition denied them
     max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_drain(cls, data: Any) -> Any:
+        """A grace of 4 s with no drain given is a drain of 2 s, not a refused config."""
+        if isinstance(data, dict) and "shutdown_drain" not in data:
+            grace = data.get("shutdown_grace")
+            number = isinstance(grace, int | float) and not isinstance(grace, bool)
+            if number and 0 < grace <= 2 * DEFAULT_DRAIN:
+                return {**data, "shutdown_drain": grace / 2}
+        return data
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -227,3 +227,10 @@ def test_the_drain_must_leave_part_of_the_grace() -> None:
     assert (
         parse_config({k: v for k, v in BASE.items() if k != "shutdown_drain"}).shutdown_drain == 3
     )
+
+
+@pytest.mark.parametrize(("grace", "drain"), [(2, 1.0), (4, 2.0), (6, 3.0), (30, 3.0)])
+def test_a_short_grace_without_a_drain_drains_for_half_of_it(grace: float, drain: float) -> None:
+    """The default drain of 3 s would refuse every grace up to 3 s that names no drain."""
+    without_drain = {k: v for k, v in BASE.items() if k != "shutdown_drain"}
+    assert parse_config({**without_drain, "shutdown_grace": grace}).shutdown_drain == drain

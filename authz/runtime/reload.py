@@ -29,6 +29,16 @@ RESTART_ONLY = (
     "shutdown_drain",
     "log_level",
 )
+# Limits the listeners were built with: a reload keeps the running values (the gRPC
+# receive limit is made from max_request_bytes, so the two must change together).
+RESTART_ONLY_LIMITS = (
+    "max_request_bytes",
+    "http_header_timeout",
+    "http_idle_timeout",
+    "max_http_connections",
+    "max_grpc_connections",
+    "grpc_max_connection_age",
+)
 
 
 @dataclass(slots=True)
@@ -98,7 +108,7 @@ class Reloader:
                     # round: the running config is this file already.
                     log.info("config reload: %s is what is running; nothing to do", self._path)
                     return True
-                config = load_config(self._path, text)
+                config = _keep_listener_limits(load_config(self._path, text), running.config)
                 built, started = await self._build(config)
             except (AuthzError, ConfigError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)
@@ -113,11 +123,6 @@ class Reloader:
             for name in RESTART_ONLY:
                 if getattr(config, name) != getattr(running.config, name):
                     log.warning("config reload: %s changes need a restart to apply", name)
-            if config.limits.max_request_bytes != running.config.limits.max_request_bytes:
-                log.warning(
-                    "config reload: limits.max_request_bytes applies to checks now; the gRPC "
-                    "receive limit made from it changes on a restart"
-                )
             retired = [s for n, s in running.sources.items() if started.get(n) is not s]
             self._observer.use_decision_log(config.decision_log)
             running.authorizer.current = built
@@ -166,3 +171,16 @@ class Reloader:
                 await source.stop()
             raise
         return built.authorizer, dict(built.sources)
+
+
+def _keep_listener_limits(config: Config, running: Config) -> Config:
+    """``config`` with the running values of the limits the listeners were built with,
+    each changed one logged as needing a restart."""
+    kept = {}
+    for name in RESTART_ONLY_LIMITS:
+        if getattr(config.limits, name) != getattr(running.limits, name):
+            log.warning("config reload: limits.%s changes need a restart to apply", name)
+            kept[name] = getattr(running.limits, name)
+    if not kept:
+        return config
+    return config.model_copy(update={"limits": config.limits.model_copy(update=kept)})

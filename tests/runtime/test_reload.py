@@ -32,12 +32,13 @@ from tests.support import (
 )
 
 
-def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0) -> str:
+def write(path: Path, jwks: dict[str, Any], header: str, http_port: int = 0, **top: Any) -> str:
     """Write the config (claims in ``header``) to ``path``; its text."""
     corp = provider(jwks={"inline": jwks}, claim_to_headers=[{"header": header, "claim": "sub"}])
     config = config_data(
         listen={"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{http_port}"},
         providers={"corp": corp},
+        **top,
     )
     text = json.dumps(config)
     path.write_text(text)
@@ -211,3 +212,25 @@ async def test_reloads_never_leave_a_provider_without_keys(
         remote_config(path, f"http://127.0.0.1:{free_port()}/certs", "x-user-c")
         assert await app.reload() is False
         assert app.ready and user_header(await stub.Check(request)) == "x-user-b"
+
+
+async def test_limits_the_listeners_were_built_with_keep_their_running_values(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer, caplog: Any
+) -> None:
+    """gRPC's receive limit is made from max_request_bytes when the server starts: a
+    reload raising only the handler's threshold would let a request between the two end
+    in RESOURCE_EXHAUSTED, which Envoy's failure_mode_allow turns into an allow."""
+    path = tmp_path / "authz.yaml"
+    async with serving(path, jwks, rsa_signer) as (app, stub, request):
+        bigger = {"max_request_bytes": 64 << 20, "http_idle_timeout": 5}
+        write(path, jwks, "x-user-b", limits=bigger)
+        assert await app.reload() is True
+        assert user_header(await stub.Check(request)) == "x-user-b"  # the rest applied
+        assert app.config.limits.max_request_bytes == 1 << 20
+        assert app.config.limits.http_idle_timeout == 60
+        assert "limits.max_request_bytes changes need a restart" in caplog.text
+        assert "limits.http_idle_timeout changes need a restart" in caplog.text
+        big = check_request()
+        big.attributes.request.http.body = "a" * (2 << 20)  # over the running limit
+        response = await stub.Check(big)
+        assert response.denied_response.status.code == 413

@@ -48,6 +48,9 @@ def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tup
 
 def serve(path: str) -> int:
     """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes."""
+    # Until the reload handler is installed, a SIGHUP (a reload asked for early) must not
+    # end the process, as its default action would.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fell_back = ""
     if in_worker():
         text, fell_back = _worker_config_text(path)
@@ -123,8 +126,8 @@ async def _serve(config: Config, path: str, text: str) -> None:
     replacing = restarted_worker()
     if replacing is not None:
         app.metrics.worker_restarts.labels(replacing).inc()
-    # SIGHUP, and any change to the file, reload the config without a restart. Installed
-    # first: a SIGHUP during start-up must not kill the process (it is ignored until then).
+    # SIGHUP, and any change to the file, reload the config without a restart. One that
+    # arrives before the app has started does nothing (and no longer ends the process).
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)
     await app.start()
     await stop.wait()
@@ -134,4 +137,5 @@ async def _serve(config: Config, path: str, text: str) -> None:
         config.shutdown_grace,
     )
     loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # removing restored the default: exit
     await app.stop()

@@ -74,7 +74,10 @@ def last_good_config() -> str | None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies."""
+    """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies, and
+    ignore SIGHUP (kept across exec) until the worker's reload handler replaces it: the
+    supervisor passes SIGHUP on to every worker, including one still starting."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
@@ -195,6 +198,8 @@ class Supervisor:
         # (Unblocked, a pending signal's handler passes it to this worker as well.)
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
+            if self._shutdown:  # asked for before the signals were blocked: start nothing
+                return
             slot.proc = subprocess.Popen(
                 [sys.executable, "-m", "authz", "serve", "-c", self._config_path],
                 env=env,

@@ -293,3 +293,29 @@ async def channels_by_worker(
             break
     assert all(grouped.values()) if wanted is None else grouped[wanted], "the kernel never spread"
     return grouped
+
+
+def test_a_sighup_while_a_worker_starts_does_not_kill_it(
+    tmp_path: Path, jwks: dict[str, Any]
+) -> None:
+    """The supervisor passes SIGHUP to every worker; one still starting (its Python not
+    yet running the reload handler) used to die of SIGHUP's default action."""
+    proc, _, http_port = serve_workers(tmp_path, jwks)
+    try:
+        workers = worker_pids(proc.pid)
+        os.kill(min(workers), signal.SIGKILL)
+        until = time.monotonic() + 3  # the restart delay, then the replacement's start
+        while time.monotonic() < until:
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.02)
+        wait_ready(http_port, proc)
+        log = (tmp_path / "authz.log").read_text()
+        assert "SIGHUP" not in log, log
+        assert len(re.findall(r"; restarting", log)) == 1, log
+        assert len(worker_pids(proc.pid)) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -60,8 +60,11 @@ class Config(Model):
         """A grace of 4 s with no drain given is a drain of 2 s, not a refused config."""
         if isinstance(data, dict) and "shutdown_drain" not in data:
             grace = data.get("shutdown_grace")
-            number = isinstance(grace, int | float) and not isinstance(grace, bool)
-            if number and 0 < grace <= 2 * DEFAULT_DRAIN:
+            if (
+                isinstance(grace, int | float)
+                and not isinstance(grace, bool)
+                and 0 < grace <= 2 * DEFAULT_DRAIN
+            ):
                 return {**data, "shutdown_drain": grace / 2}
         return data
 

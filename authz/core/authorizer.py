@@ -23,7 +23,7 @@ from authz.core.errors import (
     TokenNotStrippable,
 )
 from authz.core.identify import ProviderRuntime, Trace, identify
-from authz.core.model import Claims, Decision, Identity, RequestAttributes
+from authz.core.model import Decision, Identity, RequestAttributes
 from authz.core.overrides import method_overrides
 from authz.core.paths import check_host, check_path
 from authz.core.policy import CompiledRule, Policy
@@ -31,10 +31,6 @@ from authz.core.token_cache import TokenCache
 from authz.core.tokens import StripPlan, TokenSources
 
 log = logging.getLogger(__name__)
-
-# Identities whose claim headers are kept rendered (each keeps its claims alive): about
-# the token cache's decoded ones.
-MAX_RENDERED_IDENTITIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +114,6 @@ class Authorizer:
     ) -> None:
         """``token_cache``: the cache the providers' verifiers share, for its gauges."""
         self.token_cache = token_cache
-        self._rendered: dict[tuple[str, int], tuple[Claims, tuple[tuple[str, str], ...]]] = {}
         self._in_flight = 0
         self._policy = policy
         self._providers = providers
@@ -277,13 +272,13 @@ class Authorizer:
     def _identity_headers_of(
         self, provider: ProviderRuntime, identity: Identity
     ) -> tuple[tuple[str, str], ...]:
-        """The provider's claim headers (and payload header) for ``identity``. A token from
-        the token cache comes back as the very same claims object: rendered once for it
-        (used only while it is that object, so a recycled id() never matches)."""
-        key = (provider.name, id(identity.claims))
-        kept = self._rendered.get(key)
-        if kept is not None and kept[0] is identity.claims:
-            return kept[1]
+        """The provider's claim headers (and payload header) for ``identity``: rendered once
+        per Identity and provider (a token from the token cache comes back as the same
+        Identity while it stays hot)."""
+        memo = identity.rendered
+        if memo and memo[0] is provider:
+            rendered: tuple[tuple[str, str], ...] = memo[1]
+            return rendered
         cap = self._settings.max_header_value_bytes
         pairs = []
         for mapping in provider.headers:
@@ -293,9 +288,7 @@ class Authorizer:
         if provider.payload_header:
             pairs.append((provider.payload_header, identity.raw_payload))
         rendered = tuple(pairs)
-        if len(self._rendered) >= MAX_RENDERED_IDENTITIES:
-            self._rendered.clear()
-        self._rendered[key] = (identity.claims, rendered)
+        memo[:] = (provider, rendered)
         return rendered
 
     def _allow(

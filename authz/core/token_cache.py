@@ -29,10 +29,13 @@ from authz.core.model import Identity
 # Measured in CPython 3.11 (bench/cache_memory.py): an entry's fixed cost (ordered dict
 # slot, key, entry object, exp) and its payload text's cost per byte (allocator rounding
 # included). A decoded Identity is measured as it is made: its objects' sizes, rounded
-# up to the allocator's 16 bytes, plus its slot in the hot list.
+# up to the allocator's 16 bytes, plus its slot in the hot list and its header memo.
 ENTRY_BYTES = 260
 BYTES_PER_PAYLOAD_BYTE = 1.25
 HOT_SLOT_BYTES = 200
+# A hot Identity also keeps its rendered identity headers (Identity.rendered): measured
+# with tracemalloc for three claim headers, one of them a joined list.
+RENDERED_BYTES = 352
 HOT_ENTRIES = 4096
 
 
@@ -65,7 +68,8 @@ def _allocated(obj: object) -> int:
 def decoded_bytes(identity: Identity) -> int:
     """What a decoded Identity holds in memory: its claims (every container and value,
     each counted once), its payload text and itself."""
-    total = HOT_SLOT_BYTES + _allocated(identity) + _allocated(identity.raw_payload)
+    total = HOT_SLOT_BYTES + RENDERED_BYTES + _allocated(identity)
+    total += _allocated(identity.raw_payload)
     seen: set[int] = set()
     pending: list[object] = [identity.claims]
     while pending:

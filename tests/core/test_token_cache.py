@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import base64
+import gc
+import types
 
 import pytest
 
@@ -146,8 +148,32 @@ async def test_the_cache_keeps_a_hash_not_the_token(rsa_signer: Signer) -> None:
     assert len(cache) == 1
     entry = cache.get(cache_key("corp", token))  # keyed by the token's hash
     assert entry is not None
-    # What is kept: the hash and the verified payload; never the header or the signature.
+    # What is kept: the hash and the verified payload; never the token, its header or its
+    # signature, in any object the cache holds (its entries and its decoded identities).
     header, payload, signature = token.split(".")
-    kept = repr((entry.payload, entry.exp, entry.nbf))
-    assert signature not in kept and header not in kept
+    held = texts_held_by(cache, skip=entry.keys)
+    assert held, "the walk found nothing: it would prove nothing"
+    for text in held:
+        assert signature not in text and header not in text and token not in text
+    assert payload in held  # the walk reaches the hot identity's payload segment
     assert entry.payload == base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+
+
+def texts_held_by(root: object, skip: object) -> list[str]:
+    """Every str and bytes (as latin-1) reachable from ``root``'s own objects, not
+    following ``skip`` (the key set, shared with the provider) or classes and modules."""
+    seen: set[int] = {id(skip)}
+    pending: list[object] = [root]
+    texts = []
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            texts.append(obj)
+        elif isinstance(obj, bytes):
+            texts.append(obj.decode("latin-1"))
+        else:
+            pending.extend(gc.get_referents(obj))
+    return texts

@@ -8,6 +8,8 @@ low-level server bound to host:port, TLS optional, whose connections are bounded
   keep-alive timeout, which also counts from the accept and from each answer).
 - Beyond ``max_connections`` open at once, a new connection is closed as it is accepted,
   so a flood cannot take the descriptors the other listeners need.
+- With TLS, the handshake (before the connection reaches the handler) must also finish
+  within ``header_timeout_s``.
 - stop() waits ``close_timeout_s`` for requests in flight before cancelling them.
 
 aiohttp has no request-head timeout of its own; the one here watches its request
@@ -173,19 +175,64 @@ class Listener:
             self.server, handle_signals=False, shutdown_timeout=self._close_timeout_s
         )
         await self._runner.setup()
-        site = web.TCPSite(
+        site = _Site(
             self._runner,
             self._host,
             self._port,
             ssl_context=self._ssl,
             reuse_port=self._reuse_port,
-            backlog=BACKLOG,
+            # A TLS handshake precedes the handler's connection (and its header timeout):
+            # bound it by the same timeout, not asyncio's default of 60 s.
+            handshake_timeout_s=self._options["header_timeout_s"],
         )
         await site.start()
-        self.port = self._runner.addresses[0][1]
+        self.port = site.port
 
     async def stop(self) -> None:
         """Stop listening, close idle connections, let requests in flight finish."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+
+class _Site(web.BaseSite):
+    """aiohttp's TCP site, with the TLS handshake bounded."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        reuse_port: bool,
+        handshake_timeout_s: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
+        self._host = host
+        self.port = port
+        self._tls = ssl_context
+        self._reuse_port = reuse_port
+        self._handshake_timeout_s = handshake_timeout_s
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self.port,
+            ssl=self._tls,
+            backlog=BACKLOG,
+            reuse_address=True,
+            reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout_s if self._tls else None,
+        )
+        if self._server.sockets:
+            self.port = self._server.sockets[0].getsockname()[1]

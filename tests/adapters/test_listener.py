@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from authz.adapters.listener import Listener
+from tests.support.pki import make_pki
 
 
 async def hello(request: web.BaseRequest) -> web.Response:
     return web.Response(text="hello")
 
 
-async def listening(**bounds: float) -> Listener:
+async def listening(tls: ssl.SSLContext | None = None, **bounds: float) -> Listener:
     settings = {"header_timeout_s": 0.4, "idle_timeout_s": 5.0, "max_connections": 64, **bounds}
     listener = Listener(
         hello,
@@ -27,6 +30,7 @@ async def listening(**bounds: float) -> Listener:
         idle_timeout_s=settings["idle_timeout_s"],
         max_connections=int(settings["max_connections"]),
         close_timeout_s=1.0,
+        ssl_context=tls,
     )
     await listener.start()
     return listener
@@ -78,6 +82,30 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         assert await closed_within(reader, 3)
+        writer.close()
+    finally:
+        await listener.stop()
+
+
+async def test_a_tls_handshake_never_begun_is_closed_at_the_header_timeout(
+    tmp_path: Path,
+) -> None:
+    """The handshake comes before the handler sees the connection; asyncio's own bound
+    on it is 60 s."""
+    pki = make_pki(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+    listener = await listening(tls=tls, header_timeout_s=0.3, idle_timeout_s=30)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await closed_within(reader, 3)
+        writer.close()
+        client = ssl.create_default_context(cafile=pki.ca)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", listener.port, ssl=client, server_hostname="localhost"
+        )
+        writer.write(REQUEST)
+        assert b"hello" in await reader.read(4096)  # a client that does shake hands
         writer.close()
     finally:
         await listener.stop()

@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The OpenID Provider the end-to-end tests get real tokens from (oidc-provider, npm).
+IDP_STAMP := tests/idp/node_modules/.installed
 
-.PHONY: install run test test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
+.PHONY: install idp run test test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
 
 install: $(STAMP)
 
@@ -14,12 +16,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+idp: $(IDP_STAMP)
+
+$(IDP_STAMP): tests/idp/package-lock.json
+	npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+	touch $(IDP_STAMP)
+
 ## make run: dev key, authz, Envoy and an echo upstream on loopback; prints a curl to try.
 run: install
 	$(PY) -m dev.run
 
 ## make test: lint, type-check, then unit and end-to-end tests (real Envoy).
-test: lint
+test: lint idp
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -60,4 +68,4 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) tests/idp/node_modules .dev .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,173 @@
+"""Tokens from a real, certified OpenID Provider (oidc-provider, tests/idp/), obtained from
+its token endpoint as a client gets them, judged by authz behind a real Envoy."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.stack import Ports, Stack
+from tests.support import call, scrape
+from tests.support.openid import (
+    ALGORITHMS,
+    JWT_RESOURCES,
+    OTHER_CLIENT,
+    OpenIdProvider,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def stack_config(op: OpenIdProvider, ports: Ports, jwks: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "listen": {
+            "grpc": f"127.0.0.1:{ports.authz_grpc}",
+            "http": f"127.0.0.1:{ports.authz_http}",
+        },
+        "shutdown_grace": 2,
+        "shutdown_drain": 0,
+        "providers": {
+            "op": {
+                "issuer": op.issuer(),
+                "audiences": list(JWT_RESOURCES.values()),
+                "algorithms": list(ALGORITHMS),
+                "typ": "at+jwt",  # RFC 9068 access tokens only, never another JWT of the OP
+                "jwks": jwks,
+                "claim_to_headers": [
+                    {"header": "x-client-id", "claim": "client_id"},
+                    {"header": "x-scope", "claim": "scope"},
+                ],
+            }
+        },
+        "rules": [
+            {
+                "name": "reports",
+                "match": {"prefix": "/reports"},
+                "requires": {"provider": "op"},
+                "claims": [
+                    {"claim": "client_id", "equals": OTHER_CLIENT[0]},
+                    {"claim": "scope", "contains": "read"},
+                ],
+            },
+            {
+                "name": "write",
+                "match": {"prefix": "/", "methods": ["POST"]},
+                "requires": {"provider": "op"},
+                "claims": [{"claim": "scope", "contains": "write"}],
+            },
+            {"name": "default", "match": {"prefix": "/"}, "requires": {"provider": "op"}},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
+    provider = OpenIdProvider(tmp_path_factory.mktemp("op"))
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, op: OpenIdProvider) -> Iterator[Stack]:
+    """authz knows nothing of the OP but its issuer: keys come by OIDC discovery."""
+    ports = Ports()
+    running = Stack(
+        tmp_path_factory.mktemp("stack"), stack_config(op, ports, {"discovery": True}), ports
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, payload, _ = token.split(".")
+    decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
+    return decode(header), decode(payload)
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_the_ops_access_tokens_are_accepted_for_each_algorithm(
+    stack: Stack, op: OpenIdProvider, alg: str
+) -> None:
+    token = op.token(JWT_RESOURCES[alg])
+    header, claims = segments(token)
+    assert (header["alg"], header["typ"]) == (alg, "at+jwt")  # as RFC 9068 has them
+    status, _, echo = call(stack, "/hello", authorization=bearer(token))
+    assert status == 200, echo
+    assert echo["headers"]["x-client-id"] == claims["client_id"] == "app"
+    assert echo["headers"]["x-scope"] == "read,write"  # scope is split, listed
+    assert "authorization" not in echo["headers"]
+
+
+def test_a_jwt_of_another_type_signed_by_the_op_is_refused(
+    stack: Stack, op: OpenIdProvider
+) -> None:
+    """typ at+jwt is what tells an access token from the OP's other JWTs (ID tokens,
+    logout tokens) signed with the same keys: the same claims signed by the OP's own key
+    under typ JWT are refused."""
+    header, claims = segments(op.token(JWT_RESOURCES["RS256"]))
+    signer, kid = op.signer("RS256")
+    assert header["kid"] == kid
+    other = signer.raw({"alg": "RS256", "typ": "JWT", "kid": kid}, claims)
+    status, headers, _ = call(stack, "/hello", authorization=bearer(other))
+    assert status == 401
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    same_type = signer.raw({"alg": "RS256", "typ": "at+jwt", "kid": kid}, claims)
+    assert call(stack, "/hello", authorization=bearer(same_type))[0] == 200
+
+
+def test_rules_on_client_id_and_scope(stack: Stack, op: OpenIdProvider) -> None:
+    resource = JWT_RESOURCES["ES256"]
+    reader = op.token(resource, scope="read")
+    assert call(stack, "/reports", authorization=bearer(reader))[0] == 403  # client "app"
+    reports = op.token(resource, scope="read", client=OTHER_CLIENT)
+    assert call(stack, "/reports", authorization=bearer(reports))[0] == 200
+    assert call(stack, "/items", "POST", authorization=bearer(reports))[0] == 403  # no write
+    writer = op.token(resource, scope="read write", client=OTHER_CLIENT)
+    assert call(stack, "/items", "POST", authorization=bearer(writer))[0] == 200
+    wrong = op.token(JWT_RESOURCES["RS256"], scope="admin")
+    status, _, body = call(stack, "/reports", authorization=bearer(wrong))
+    assert status == 403, body
+
+
+def test_key_rotation_at_the_op_without_restarting_authz(tmp_path: Path) -> None:
+    """The OP restarts with a new key set. Long before authz's next scheduled refresh,
+    its new tokens are accepted (their kid is unknown, so authz refetches the JWKS), and
+    tokens signed by the keys it no longer publishes are refused from then on."""
+    (tmp_path / "op").mkdir()
+    op = OpenIdProvider(tmp_path / "op")
+    op.start()
+    ports = Ports()
+    jwks = {
+        "remote": {"discovery": op.issuer(), "refresh_interval": 600, "min_refresh_interval": 1}
+    }
+    stack = Stack(tmp_path / "stack", stack_config(op, ports, jwks), ports)
+    try:
+        stack.start()
+        old = op.token(JWT_RESOURCES["ES256"])
+        assert call(stack, "/hello", authorization=bearer(old))[0] == 200
+        op.rotate()
+        time.sleep(1.1)  # past min_refresh_interval since authz's first fetch
+        new = op.token(JWT_RESOURCES["ES256"])
+        assert segments(new)[0]["kid"] != segments(old)[0]["kid"]
+        assert call(stack, "/hello", authorization=bearer(new))[0] == 200
+        metrics = scrape(ports.authz_http)
+        assert 'authz_jwks_unknown_kid_refetch_total{provider="op",result="ok"} 1.0' in metrics
+        status, headers, _ = call(stack, "/hello", authorization=bearer(old))
+        assert status == 401, "a key the OP dropped is still trusted"
+        assert "signed by an unknown key" in headers["www-authenticate"], headers
+        assert call(stack, "/hello", authorization=bearer(new))[0] == 200
+    finally:
+        stack.stop()
+        op.stop()

@@ -6,7 +6,15 @@ fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/che
 
 from authz.config.base import ConfigError, split_address
 from authz.config.load import Config, load_config, parse_config, read_config_text
-from authz.config.providers import FileJwks, Jwks, Provider, RemoteJwks, SharedSecret
+from authz.config.providers import (
+    FileJwks,
+    Introspection,
+    Jwks,
+    Provider,
+    RemoteJwks,
+    SecretSource,
+    SharedSecret,
+)
 from authz.config.rules import ClaimCondition, HeaderMatch, Match, Rule
 from authz.config.server import (
     DecisionLogSettings,
@@ -26,6 +34,7 @@ __all__ = [
     "FileJwks",
     "HeaderMatch",
     "HttpAuthz",
+    "Introspection",
     "Jwks",
     "Limits",
     "Listen",
@@ -34,6 +43,7 @@ __all__ = [
     "Provider",
     "RemoteJwks",
     "Rule",
+    "SecretSource",
     "SharedSecret",
     "Tls",
     "TokenCacheSettings",

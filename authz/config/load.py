@@ -258,4 +258,11 @@ def _resolve_paths(provider: Provider, base: Path) -> Provider:
         jwks = jwks.model_copy(
             update={"file": resolved(jwks.file, "path"), "remote": resolved(jwks.remote, "ca_file")}
         )
-    return provider.model_copy(update={"shared_secret": secret, "jwks": jwks})
+    introspection = provider.introspection
+    if introspection is not None:
+        introspection = resolved(introspection, "ca_file").model_copy(
+            update={"client_secret": resolved(introspection.client_secret, "file")}
+        )
+    return provider.model_copy(
+        update={"shared_secret": secret, "jwks": jwks, "introspection": introspection}
+    )

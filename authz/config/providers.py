@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -118,18 +118,57 @@ class HeaderSource(Model):
     _name = field_validator("name")(header_name)
 
 
-class SharedSecret(Model):
-    """An HMAC secret for HS256/384/512, read (by the build step) from a file or an
-    environment variable."""
+class SecretSource(Model):
+    """A secret read (by the build step) from a file or an environment variable."""
 
     file: Path | None = None
     env: str | None = None
-    kid: str | None = None  # when set, tokens must name it; when not, their kid is ignored
 
     @model_validator(mode="after")
-    def _one(self) -> SharedSecret:
+    def _one(self) -> SecretSource:
         if (self.file is None) == (self.env is None):
             raise ValueError("exactly one of file or env is required")
+        return self
+
+
+class SharedSecret(SecretSource):
+    """An HMAC secret for HS256/384/512, read (by the build step) from a file or an
+    environment variable."""
+
+    kid: str | None = None  # when set, tokens must name it; when not, their kid is ignored
+
+
+class IntrospectionCache(Model):
+    """Answers kept so a repeated token is not introspected again: active ones until
+    min(exp, now + max_ttl), inactive or refused ones for negative_ttl."""
+
+    max_ttl: float = Field(default=60.0, ge=0)  # 0: every check asks the endpoint
+    negative_ttl: float = Field(default=10.0, ge=0)
+    max_entries: int = Field(default=100_000, ge=0)
+    max_bytes: int = Field(default=32 << 20, gt=0)
+
+
+class Introspection(Model):
+    """Opaque tokens judged by the issuer's introspection endpoint (RFC 7662)."""
+
+    endpoint: str | None = None
+    discovery: bool = False  # the issuer's discovery document names the endpoint
+    client_id: str = Field(min_length=1)
+    client_secret: SecretSource
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    timeout: PositiveSeconds = 2.0
+    connect_timeout: PositiveSeconds = 1.0
+    max_in_flight: int = Field(default=256, gt=0)  # requests at once; more: 503 overloaded
+    max_answer_bytes: int = Field(default=64 * 1024, gt=0)
+    allow_insecure: bool = False  # http:// to hosts other than loopback
+    ca_file: Path | None = None
+    introspect_jwts: bool = False  # JWTs too, for routes that must see revocation
+    cache: IntrospectionCache = Field(default_factory=IntrospectionCache)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> Introspection:
+        if (self.endpoint is None) == (not self.discovery):
+            raise ValueError("exactly one of endpoint or discovery: true is required")
         return self
 
 
@@ -138,6 +177,7 @@ class Provider(Model):
     audiences: list[str] = Field(min_length=1)
     jwks: Jwks | None = None
     shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
+    introspection: Introspection | None = None  # instead of jwks: opaque tokens (RFC 7662)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
     require_expiration: bool = True
@@ -161,8 +201,9 @@ class Provider(Model):
 
     @model_validator(mode="after")
     def _keys(self) -> Provider:
-        if (self.jwks is None) == (self.shared_secret is None):
-            raise ValueError("exactly one of jwks or shared_secret is required")
+        kinds = [self.jwks, self.shared_secret, self.introspection]
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("exactly one of jwks, shared_secret or introspection is required")
         return self
 
     @model_validator(mode="after")

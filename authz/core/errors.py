@@ -215,6 +215,14 @@ class InvalidAudience(InvalidToken):
     description = "the token audience is not accepted"
 
 
+class TokenInactive(InvalidToken):
+    """The issuer's introspection endpoint (RFC 7662) says the token is not active:
+    revoked, expired, or never issued."""
+
+    reason = "token_inactive"
+    description = "the token is not active"
+
+
 # --- 403: authenticated, but not allowed ----------------------------------------
 
 
@@ -246,6 +254,20 @@ class Overloaded(CheckError):
     reason = "overloaded"
     outcome = Outcome.UNAVAILABLE
     description = "too many checks in flight"
+
+
+class IntrospectionUnavailable(CheckError):
+    """The introspection endpoint failed, timed out or gave no usable answer: not a
+    verdict on the token, so it is never cached and never an allow."""
+
+    reason = "introspection_unavailable"
+    outcome = Outcome.UNAVAILABLE
+    description = "the token cannot be checked right now"
+
+    def __init__(self, detail: str = "", *, result: str = "network_error") -> None:
+        super().__init__(detail)
+        # The fixed code of authz_introspection_requests_total{result}.
+        self.result = result
 
 
 class NoKeys(CheckError):

@@ -4,26 +4,53 @@ trusted) issuer, and verify it, or take an earlier verification from the token c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from authz.core.errors import CheckError, InvalidIssuer, MissingToken
-from authz.core.jws import ParsedToken, parse_token
+from authz.core.jws import COMPACT_JWS, ParsedToken, parse_token
 from authz.core.model import Identity, RequestAttributes
 from authz.core.policy import CompiledRule, HeaderFromClaim
 from authz.core.tokens import TokenSources
 from authz.core.verify import Verifier
 
+if TYPE_CHECKING:  # loaded only by configs with an introspection provider
+    from authz.core.introspect import Introspector
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderRuntime:
-    """Everything the authorizer needs to know about one provider."""
+    """Everything the authorizer needs to know about one provider: it verifies JWTs
+    (``verifier``) or asks its issuer's introspection endpoint (``introspector``)."""
 
     name: str
-    verifier: Verifier
+    verifier: Verifier | None
     sources: TokenSources
     headers: tuple[HeaderFromClaim, ...]
     payload_header: str | None
     forward: bool
+    introspector: Introspector | None = None
+    introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
+
+    @property
+    def issuer(self) -> str:
+        judge = self.verifier or self.introspector
+        assert judge is not None
+        return judge.issuer
+
+    @property
+    def max_token_bytes(self) -> int:
+        judge = self.verifier or self.introspector
+        assert judge is not None
+        return judge.max_token_bytes
+
+    def cached(self, raw: str) -> Identity | None:
+        if self.introspector is not None:
+            return self.introspector.cached(raw)
+        assert self.verifier is not None
+        return self.verifier.cached(raw)
+
+    def takes_jwts(self) -> bool:
+        return self.verifier is not None or self.introspect_jwts
 
 
 @dataclass(slots=True)
@@ -64,8 +91,7 @@ async def identify(
             if found is None:
                 raise MissingToken(f"no token for provider {provider.name}")
             if not _from_cache(found, [provider], trace):
-                token = parse_token(found, provider.verifier.max_token_bytes)
-                await _verify_with_any(token, [provider], trace)
+                await _judge(found, [provider], trace)
         return True
     found, finders = _find_token(request, candidates)
     if found is None:
@@ -73,14 +99,24 @@ async def identify(
             return False
         raise MissingToken("no token in the request")
     if not _from_cache(found, finders, trace):
-        token = parse_token(found, max(p.verifier.max_token_bytes for p in finders))
-        # Route by the (not yet trusted) iss before any key work, among the providers that
-        # look for a token where this one was found; the verifier checks it again.
-        matching = [p for p in finders if p.verifier.issuer == token.claims.get("iss")]
-        if not matching:
-            raise InvalidIssuer("iss matches none of the rule's providers")
-        await _verify_with_any(token, matching, trace)
+        await _judge(found, finders, trace)
     return True
+
+
+async def _judge(found: str, finders: list[ProviderRuntime], trace: Trace) -> None:
+    """A token shaped as a compact JWS goes to the providers that take JWTs, routed by
+    its (not yet trusted) iss before any key work; anything else goes to the
+    introspection providers. Each judge checks the issuer again."""
+    if COMPACT_JWS.fullmatch(found) is None:
+        introspecting = [p for p in finders if p.introspector is not None]
+        if introspecting:
+            await _verify_with_any(found, None, introspecting, trace)
+            return
+    token = parse_token(found, max(p.max_token_bytes for p in finders))
+    matching = [p for p in finders if p.takes_jwts() and p.issuer == token.claims.get("iss")]
+    if not matching:
+        raise InvalidIssuer("iss matches none of the rule's providers")
+    await _verify_with_any(found, token, matching, trace)
 
 
 def _find_token(
@@ -97,7 +133,7 @@ def _find_token(
 def _from_cache(raw: str, providers: list[ProviderRuntime], trace: Trace) -> bool:
     """Use a cached verification by one of ``providers``; its time checks run again."""
     for provider in providers:
-        identity = provider.verifier.cached(raw)
+        identity = provider.cached(raw)
         if identity is not None:
             trace.routed.append(provider.name)
             trace.identities.append((provider, identity))
@@ -106,14 +142,20 @@ def _from_cache(raw: str, providers: list[ProviderRuntime], trace: Trace) -> boo
 
 
 async def _verify_with_any(
-    token: ParsedToken, providers: list[ProviderRuntime], trace: Trace
+    raw: str, token: ParsedToken | None, providers: list[ProviderRuntime], trace: Trace
 ) -> None:
-    """Verify with the first provider that accepts; providers rarely share an issuer."""
+    """Verify with the first provider that accepts; providers rarely share an issuer.
+    ``token``: ``raw`` parsed as a JWS, for the providers that verify JWTs themselves."""
     first_error: CheckError | None = None
     for provider in providers:
         trace.routed.append(provider.name)
         try:
-            trace.identities.append((provider, await provider.verifier.verify(token)))
+            if provider.introspector is not None:
+                identity = await provider.introspector.verify(raw)
+            else:
+                assert provider.verifier is not None and token is not None
+                identity = await provider.verifier.verify(token)
+            trace.identities.append((provider, identity))
             trace.verified += 1
             return
         except CheckError as exc:

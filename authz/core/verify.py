@@ -66,7 +66,7 @@ MAX_NUMERIC_DATE = 253_402_300_799
 STRING_CLAIMS = ("sub", "jti", "client_id")
 
 
-def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+def numeric_date(claims: dict[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     value = claims[name]
@@ -152,29 +152,38 @@ class Verifier:
 
     def _check_registered(self, claims: dict[str, Any]) -> tuple[float | None, float | None]:
         now = self.clock()
-        exp = _numeric_date(claims, "exp")
-        nbf = _numeric_date(claims, "nbf")
-        _numeric_date(claims, "iat")
+        exp = numeric_date(claims, "exp")
+        nbf = numeric_date(claims, "nbf")
+        numeric_date(claims, "iat")
         if exp is None and self.require_expiration:
             raise MissingExpiration("exp is required")
         self._check_time(exp, nbf)
         if self.max_lifetime is not None and exp is not None:
-            iat = _numeric_date(claims, "iat")
+            iat = numeric_date(claims, "iat")
             # An iat in the future must not stretch the lifetime: count from now at most.
             if exp - min(iat if iat is not None else now, now) > self.max_lifetime:
                 raise InvalidClaims("the token lives longer than max_lifetime")
 
-        for name in STRING_CLAIMS:
-            if name in claims and not isinstance(claims[name], str):
-                raise InvalidClaims(f"{name} is not a string")
+        check_string_claims(claims)
         if claims.get("iss") != self.issuer:
             raise InvalidIssuer("iss does not match the provider")
-        # audiences is never empty: the config requires at least one.
-        aud = claims.get("aud")
-        if isinstance(aud, str):
-            aud = [aud]
-        if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
-            raise InvalidAudience("aud is missing or not a string or list of strings")
-        if self.audiences.isdisjoint(aud):
-            raise InvalidAudience("aud does not contain an accepted audience")
+        check_audience(claims, self.audiences)
         return exp, nbf
+
+
+def check_audience(claims: dict[str, Any], audiences: frozenset[str]) -> None:
+    """InvalidAudience unless ``aud`` (a string or a list of strings) names one of
+    ``audiences`` (never empty: the config requires at least one)."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        aud = [aud]
+    if not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
+        raise InvalidAudience("aud is missing or not a string or list of strings")
+    if audiences.isdisjoint(aud):
+        raise InvalidAudience("aud does not contain an accepted audience")
+
+
+def check_string_claims(claims: dict[str, Any]) -> None:
+    for name in STRING_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidClaims(f"{name} is not a string")

@@ -1,8 +1,9 @@
-"""OIDC discovery: the issuer's /.well-known/openid-configuration names its jwks_uri.
+"""OIDC discovery: the issuer's /.well-known/openid-configuration names its jwks_uri (and
+its introspection_endpoint).
 
 A document that names another issuer is ignored (it could point at anyone's keys), and the
-jwks_uri must be fetchable under the same rules as a configured one. When discovery fails
-after it once worked, the last jwks_uri stays in use.
+URL must be fetchable under the same rules as a configured one. When discovery fails
+after it once worked, the last URL stays in use.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ log = logging.getLogger(__name__)
 
 
 class Discovery:
-    def __init__(self, url: str, issuer: str, *, allow_insecure: bool, provider: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        issuer: str,
+        *,
+        allow_insecure: bool,
+        provider: str,
+        member: str = "jwks_uri",
+    ) -> None:
+        """``member``: the document's member that names the URL wanted."""
         self.document_url = url.rstrip("/") + "/.well-known/openid-configuration"
         self.issuer = issuer
         self.allow_insecure = allow_insecure
         self.provider = provider
-        self.jwks_uri: str | None = None  # the last one discovered
+        self.member = member
+        self.jwks_uri: str | None = None  # the last one discovered (of ``member``)
 
     async def discover(self, fetch: Fetcher) -> str:
         """The jwks_uri, fresh, or the last one when discovery fails now; JwksError when it
@@ -33,7 +44,9 @@ class Discovery:
             if self.jwks_uri is None:
                 raise
             log.warning(
-                "OIDC discovery for provider %s failed; keeping the last jwks_uri", self.provider
+                "OIDC discovery for provider %s failed; keeping the last %s",
+                self.provider,
+                self.member,
             )
         return self.jwks_uri
 
@@ -46,10 +59,10 @@ class Discovery:
             raise JwksError("the discovery document is not a JSON object")
         if document.get("issuer") != self.issuer:
             raise JwksError("the discovery document names another issuer")
-        jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str):
-            raise JwksError("the discovery document has no jwks_uri")
+        url = document.get(self.member)
+        if not isinstance(url, str):
+            raise JwksError(f"the discovery document has no {self.member}")
         try:
-            return check_fetch_uri(jwks_uri, allow_insecure=self.allow_insecure)
+            return check_fetch_uri(url, allow_insecure=self.allow_insecure)
         except ValueError as exc:
-            raise JwksError(f"discovery jwks_uri refused: {exc}") from exc
+            raise JwksError(f"discovery {self.member} refused: {exc}") from exc

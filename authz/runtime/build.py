@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiohttp
 
@@ -23,7 +23,7 @@ from authz.config import (
     Limits,
     Provider,
     RemoteJwks,
-    SharedSecret,
+    SecretSource,
     Tls,
     split_address,
 )
@@ -43,8 +43,30 @@ from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check
 from authz.runtime.lint import shadowed_rules
 
-# A fetcher for a remote key set's settings, trusting the given CA bundle (None: the system's).
-FetcherFor = Callable[[RemoteJwks, ssl.SSLContext | None], Fetcher]
+if TYPE_CHECKING:  # loaded only when a provider introspects
+    from authz.core.introspect import Introspector
+
+
+class FetcherFor(Protocol):
+    """HTTP clients for the providers, sharing one aiohttp session."""
+
+    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
+        """A fetcher for a remote key set's settings, trusting the given CA bundle (None:
+        the system's)."""
+        ...
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session (for introspection), made when first asked for."""
+        ...
+
+
+class Events(KeyEvents, Protocol):
+    """What key sources, introspection clients (the keys layer's IntrospectionEvents)
+    and introspectors report."""
+
+    def introspection(self, provider: str, result: str, seconds: float) -> None: ...
+
+    def introspection_cache(self, provider: str, result: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +87,7 @@ def validate(config: Config) -> tuple[str, ...]:
 def build(
     config: Config,
     *,
-    events: KeyEvents,
+    events: Events,
     fetcher_for: FetcherFor,
     observe: Observer | None,
     clock: Clock = time.time,
@@ -79,8 +101,14 @@ def build(
         name: (keep or {}).get(name)
         or build_key_source(name, provider, events, fetcher_for, monotonic)
         for name, provider in config.providers.items()
+        if provider.introspection is None
     }
-    authorizer = build_authorizer(config, sources, clock, observe)
+    introspectors = {
+        name: build_introspector(name, provider, events, fetcher_for, clock)
+        for name, provider in config.providers.items()
+        if provider.introspection is not None
+    }
+    authorizer = build_authorizer(config, sources, clock, observe, introspectors)
     return Built(authorizer, sources, warnings)
 
 
@@ -89,12 +117,17 @@ def build_authorizer(
     keys: Mapping[str, KeyLookup],
     clock: Clock,
     observe: Observer | None,
+    introspectors: Mapping[str, Introspector] | None = None,
 ) -> Authorizer:
+    """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
+    each introspection provider."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
     providers = {
-        name: build_provider(name, provider, config, keys[name], clock, cache)
+        name: build_provider(
+            name, provider, config, keys.get(name), clock, cache, (introspectors or {}).get(name)
+        )
         for name, provider in config.providers.items()
     }
     limits = config.limits
@@ -123,11 +156,34 @@ def build_provider(
     name: str,
     provider: Provider,
     config: Config,
-    keys: KeyLookup,
+    keys: KeyLookup | None,
     clock: Clock,
     cache: TokenCache | None,
+    introspector: Introspector | None = None,
 ) -> ProviderRuntime:
     delimiter = config.nested_claim_delimiter
+    sources = TokenSources(
+        headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
+        params=tuple(provider.from_params),
+        cookies=tuple(provider.from_cookies),
+    )
+    headers = tuple(
+        HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+        for m in provider.claim_to_headers
+    )
+    if provider.introspection is not None:
+        assert introspector is not None  # build() makes one for each such provider
+        return ProviderRuntime(
+            name=name,
+            verifier=None,
+            sources=sources,
+            headers=headers,
+            payload_header=provider.forward_payload_header,
+            forward=provider.forward,
+            introspector=introspector,
+            introspect_jwts=provider.introspection.introspect_jwts,
+        )
+    assert keys is not None
     verifier = Verifier(
         provider=name,
         issuer=provider.issuer,
@@ -143,21 +199,79 @@ def build_provider(
         max_token_bytes=provider.max_token_bytes,
         cache=cache,
     )
-    sources = TokenSources(
-        headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
-        params=tuple(provider.from_params),
-        cookies=tuple(provider.from_cookies),
-    )
     return ProviderRuntime(
         name=name,
         verifier=verifier,
         sources=sources,
-        headers=tuple(
-            HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
-            for m in provider.claim_to_headers
-        ),
+        headers=headers,
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
+    )
+
+
+def build_introspector(
+    name: str,
+    provider: Provider,
+    events: Events,
+    fetcher_for: FetcherFor,
+    clock: Clock,
+) -> Introspector:
+    """The judge of an introspection provider and its HTTP client (loaded only here, so
+    a config without introspection never imports it). Nothing is fetched yet."""
+    from authz.core.introspect import IntrospectionSettings, Introspector
+    from authz.keys.introspection import EndpointSettings, HttpIntrospectionClient
+
+    settings = provider.introspection
+    assert settings is not None
+    where = f"providers.{name}.introspection"
+    try:
+        trust = ssl_context_for(str(settings.ca_file) if settings.ca_file else None)
+    except JwksError as exc:
+        raise ConfigError(f"{where}.ca_file: {exc}") from exc
+    secret = read_secret(settings.client_secret, f"{where}.client_secret")
+    try:
+        secret_text = secret.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}.client_secret: not UTF-8 text") from exc
+    # Discovery documents are read with the JWKS defaults (a small JSON document).
+    discovery = RemoteJwks(discovery=provider.issuer, allow_insecure=settings.allow_insecure)
+    client = HttpIntrospectionClient(
+        name,
+        provider.issuer,
+        EndpointSettings(
+            endpoint=settings.endpoint,
+            discovery=provider.issuer if settings.discovery else None,
+            client_id=settings.client_id,
+            client_secret=secret_text,
+            auth_method=settings.auth_method,
+            timeout_s=settings.timeout,
+            connect_timeout_s=settings.connect_timeout,
+            max_bytes=settings.max_answer_bytes,
+            allow_insecure=settings.allow_insecure,
+        ),
+        session=fetcher_for.session,
+        fetcher=fetcher_for(discovery, trust),
+        events=events,
+        ssl_context=trust,
+    )
+    cache = settings.cache
+    return Introspector(
+        name,
+        client,
+        IntrospectionSettings(
+            issuer=provider.issuer,
+            audiences=frozenset(provider.audiences),
+            token_types=frozenset({"bearer"}),  # RFC 6750 tokens are all authz reads
+            clock_skew=provider.clock_skew,
+            max_token_bytes=provider.max_token_bytes,
+            max_ttl_s=cache.max_ttl,
+            negative_ttl_s=cache.negative_ttl,
+            max_entries=cache.max_entries,
+            max_bytes=cache.max_bytes,
+            max_in_flight=settings.max_in_flight,
+        ),
+        clock,
+        on_cache=events.introspection_cache,
     )
 
 
@@ -175,7 +289,8 @@ def build_key_source(
     try:
         if provider.shared_secret is not None:
             secret = provider.shared_secret
-            keys = hmac_key_set(read_secret(secret, where), algorithms, secret.kid)
+            secret_bytes = read_secret(secret, f"{where}.shared_secret")
+            keys = hmac_key_set(secret_bytes, algorithms, secret.kid)
             return StaticKeySource(name, algorithms, events, keys, monotonic)
         jwks = provider.jwks
         assert jwks is not None  # the schema: exactly one of jwks and shared_secret
@@ -334,22 +449,19 @@ def same_keys(old: Provider, new: Provider) -> bool:
     return all(getattr(old, f) == getattr(new, f) for f in fields)
 
 
-def read_secret(secret: SharedSecret, where: str) -> bytes:
-    """A shared secret's bytes (a trailing newline in a file is not part of it)."""
+def read_secret(secret: SecretSource, where: str) -> bytes:
+    """A secret's bytes (a trailing newline in a file is not part of it); ``where``: the
+    key that names it, for errors."""
     if secret.env is not None:
         value = os.environ.get(secret.env)
         if not value:
-            raise ConfigError(
-                f"{where}.shared_secret: environment variable {secret.env} is not set"
-            )
+            raise ConfigError(f"{where}: environment variable {secret.env} is not set")
         return value.encode()
     assert secret.file is not None
     try:
         return secret.file.read_bytes().rstrip(b"\r\n")
     except OSError as exc:
-        raise ConfigError(
-            f"{where}.shared_secret: cannot read {secret.file}: {exc.strerror}"
-        ) from exc
+        raise ConfigError(f"{where}: cannot read {secret.file}: {exc.strerror}") from exc
 
 
 def tls_material(tls: Tls, where: str) -> tuple[bytes, bytes, bytes | None]:
@@ -384,11 +496,14 @@ class Fetchers:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
-    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        return self._session
+
+    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return AiohttpFetcher(
-            self._session,
+            self.session(),
             timeout_s=settings.timeout,
             connect_timeout_s=settings.connect_timeout,
             max_bytes=settings.max_bytes,

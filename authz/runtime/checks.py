@@ -39,6 +39,7 @@ def _provider_problems(config: Config) -> Iterator[str]:
 
 
 def _url_problems(where: str, provider: Provider) -> Iterator[str]:
+    yield from _introspection_problems(where, provider)
     jwks = provider.jwks
     if jwks is None:
         return
@@ -57,6 +58,24 @@ def _url_problems(where: str, provider: Provider) -> Iterator[str]:
                 check_fetch_uri(value, allow_insecure=remote.allow_insecure)
             except ValueError as exc:
                 yield f"{where}.jwks.remote.{key}: {exc}"
+
+
+def _introspection_problems(where: str, provider: Provider) -> Iterator[str]:
+    introspection = provider.introspection
+    if introspection is None:
+        return
+    where = f"{where}.introspection"
+    insecure = introspection.allow_insecure
+    if introspection.endpoint is not None:
+        try:
+            check_fetch_uri(introspection.endpoint, allow_insecure=insecure)
+        except ValueError as exc:
+            yield f"{where}.endpoint: {exc}"
+    if introspection.discovery:
+        try:
+            check_fetch_uri(provider.issuer, allow_insecure=insecure)
+        except ValueError as exc:
+            yield f"{where}.discovery: true needs an https issuer: {exc}"
 
 
 def _rule_problems(config: Config) -> Iterator[str]:

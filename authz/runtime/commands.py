@@ -9,6 +9,8 @@ import ssl
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from authz.config import Config, ConfigError, RemoteJwks, load_config, read_config_text
 from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
@@ -20,7 +22,7 @@ log = logging.getLogger("authz")
 
 
 class _Offline:
-    """KeyEvents and a fetcher for a build that must not fetch or report anything."""
+    """Events and HTTP clients for a build that must not fetch or report anything."""
 
     async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
         return None
@@ -28,8 +30,17 @@ class _Offline:
     def unknown_kid(self, provider: str, result: str) -> None:
         return None
 
-    def fetcher_for(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
+    def introspection(self, provider: str, result: str, seconds: float) -> None:
+        return None
+
+    def introspection_cache(self, provider: str, result: str) -> None:
+        return None
+
+    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return self._never_fetch
+
+    def session(self) -> aiohttp.ClientSession:
+        raise AssertionError("check-config never sends a request")
 
     async def _never_fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:
         raise AssertionError("check-config never fetches")  # sources are built, not started
@@ -41,7 +52,7 @@ def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tup
     ConfigError when it cannot serve; the warnings otherwise."""
     config = load_config(path, text)
     offline = _Offline()
-    built = build(config, events=offline, fetcher_for=offline.fetcher_for, observe=None)
+    built = build(config, events=offline, fetcher_for=offline, observe=None)
     build_listeners(config)
     return config, built.warnings
 

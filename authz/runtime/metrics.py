@@ -11,6 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CHECK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+INTROSPECTION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -98,6 +99,27 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.introspection_requests = Counter(
+            "authz_introspection_requests",
+            "Requests to a provider's introspection endpoint, by result (active, inactive, "
+            "http_error, network_error, timeout, invalid, discovery_error).",
+            ("provider", "result"),
+            registry=self.registry,
+        )
+        self.introspection_duration = Histogram(
+            "authz_introspection_duration_seconds",
+            "How long the provider's introspection endpoint took to answer (or fail).",
+            ("provider",),
+            buckets=INTROSPECTION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.introspection_cache = Counter(
+            "authz_introspection_cache",
+            "Introspected tokens by whether a kept answer judged them: hit (active), "
+            "negative_hit (inactive or refused), miss (the endpoint was asked).",
+            ("provider", "result"),
+            registry=self.registry,
+        )
         self.dry_run = Counter(
             "authz_dry_run",
             "Checks of dry-run rules: the decision enforcement would have made, and why.",
@@ -129,6 +151,13 @@ class Metrics:
     def observe_token_cache_size(self, entries: int, size: int) -> None:
         self.token_cache_entries.set(entries)
         self.token_cache_bytes.set(size)
+
+    def observe_introspection(self, provider: str, result: str, seconds: float) -> None:
+        self.introspection_requests.labels(provider, result).inc()
+        self.introspection_duration.labels(provider).observe(seconds)
+
+    def observe_introspection_cache(self, provider: str, result: str) -> None:
+        self.introspection_cache.labels(provider, result).inc()
 
     def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
         self.dry_run.labels(rule, decision, reason).inc()

@@ -14,7 +14,8 @@ from authz.runtime.metrics import Metrics
 
 
 class Telemetry:
-    """The core's Observer and the keys layer's KeyEvents, for one running authz."""
+    """The core's Observer and the keys layer's KeyEvents and IntrospectionEvents, for one
+    running authz."""
 
     def __init__(
         self,
@@ -57,3 +58,10 @@ class Telemetry:
 
     def unknown_kid(self, provider: str, result: str) -> None:
         self.metrics.observe_unknown_kid(provider, result)
+
+    # IntrospectionEvents, and the core Introspector's cache events
+    def introspection(self, provider: str, result: str, seconds: float) -> None:
+        self.metrics.observe_introspection(provider, result, seconds)
+
+    def introspection_cache(self, provider: str, result: str) -> None:
+        self.metrics.observe_introspection_cache(provider, result)

@@ -260,7 +260,7 @@ async def test_hs256_with_an_explicit_shared_secret(
         ({"shared_secret": {"env": "X"}, "algorithms": ["RS256"]}, "accepts only HS256"),
         (
             {"shared_secret": {"env": "X"}, "algorithms": ["HS256"], "jwks": {"discovery": True}},
-            "exactly one of jwks or shared_secret",
+            "exactly one of jwks, shared_secret or introspection",
         ),
     ],
 )

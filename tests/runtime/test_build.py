@@ -189,12 +189,35 @@ def test_the_examples_build(folder: Path) -> None:
     assert config.rules and warnings == ()
 
 
+INTROSPECTION = {
+    "endpoint": "https://idp.example.com/introspect",
+    "client_id": "authz",
+    "client_secret": {"env": "HOME"},
+}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"algorithms": ["RS1"]}, "providers.corp.algorithms: unsupported algorithm"),
         ({"jwks": {"inline": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}}, "no usable signing"),
         ({"jwks": {"remote": {"uri": "http://idp.example/certs"}}}, "must use https"),
+        (
+            {"jwks": None, "introspection": {**INTROSPECTION, "endpoint": "http://idp.example/i"}},
+            "providers.corp.introspection.endpoint: must use https",
+        ),
+        (
+            {"jwks": None, "introspection": {**INTROSPECTION, "client_secret": {"env": "NO_ENV"}}},
+            "providers.corp.introspection.client_secret: environment variable NO_ENV is not set",
+        ),
+        (
+            {"introspection": INTROSPECTION},
+            "exactly one of jwks, shared_secret or introspection",
+        ),
+        (
+            {"jwks": None, "introspection": {**INTROSPECTION, "discovery": True}},
+            "exactly one of endpoint or discovery: true",
+        ),
     ],
 )
 def test_what_check_config_rejects_never_serves(
@@ -250,20 +273,36 @@ def test_connection_maxima_fit_the_descriptor_limit() -> None:
             },
             ["cel"],
         ),
+        (
+            {"match": {"prefix": "/"}, "requires": {"provider": "opaque"}},
+            ["authz.core.introspect", "authz.keys.introspection"],
+        ),
     ],
 )
 def test_large_libraries_load_only_for_configs_using_them(
     tmp_path: Path, jwks: dict[str, Any], rule: dict[str, Any], loaded: list[str]
 ) -> None:
-    """CEL (~13 MB resident) and RE2 are imported only when a rule needs them."""
+    """CEL (~13 MB resident) and RE2 are imported only when a rule needs them, and the
+    introspection client only when a provider introspects."""
     path = tmp_path / "authz.yaml"
+    (tmp_path / "secret").write_text("s3cret\n")
     corp = provider(jwks={"inline": jwks})
-    path.write_text(json.dumps({"providers": {"corp": corp}, "rules": [rule]}))
+    opaque = provider(
+        jwks=None,
+        introspection={
+            "endpoint": "https://idp.example.com/introspect",
+            "client_id": "authz",
+            "client_secret": {"file": "secret"},
+        },
+    )
+    providers = {"corp": corp, **({"opaque": opaque} if "opaque" in str(rule) else {})}
+    path.write_text(json.dumps({"providers": providers, "rules": [rule]}))
+    modules = ("cel", "re2", "authz.core.introspect", "authz.keys.introspection")
     program = (
         "import sys\n"
         "from authz.runtime.commands import check_config\n"
         f"check_config({str(path)!r})\n"
-        "print(' '.join(m for m in ('cel', 're2') if m in sys.modules))\n"
+        f"print(' '.join(m for m in {modules!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -101,15 +101,17 @@ def authorizer(
     *,
     clock: Callable[[], float] | None = None,
     observe: Recorder | None = None,
+    introspectors: Mapping[str, Any] | None = None,
 ) -> Authorizer:
     """The Authorizer the build step makes of ``config``. ``keys``: one KeyLookup for every
-    provider, or one per provider name; none: no keys at all. ``clock``: NOW by default."""
+    provider, or one per provider name; none: no keys at all. ``clock``: NOW by default.
+    ``introspectors``: the judge of each introspection provider."""
     if keys is None or isinstance(keys, FixedKeys):
         shared = keys or FixedKeys(None)
         lookups: Mapping[str, Any] = {name: shared for name in config.providers}
     else:
         lookups = keys
-    return build_authorizer(config, lookups, clock or fixed_clock(), observe)
+    return build_authorizer(config, lookups, clock or fixed_clock(), observe, introspectors)
 
 
 def verifier(

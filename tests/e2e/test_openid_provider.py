@@ -16,7 +16,9 @@ from dev.stack import Ports, Stack
 from tests.support import call, scrape
 from tests.support.openid import (
     ALGORITHMS,
+    INTROSPECTOR,
     JWT_RESOURCES,
+    OPAQUE_RESOURCE,
     OTHER_CLIENT,
     OpenIdProvider,
 )
@@ -171,3 +173,68 @@ def test_key_rotation_at_the_op_without_restarting_authz(tmp_path: Path) -> None
     finally:
         stack.stop()
         op.stop()
+
+
+@pytest.fixture(scope="module")
+def opaque_stack(tmp_path_factory: pytest.TempPathFactory, op: OpenIdProvider) -> Iterator[Stack]:
+    """One rule, two providers: the OP's JWT access tokens by their keys, its opaque ones
+    by its introspection endpoint (found by discovery), kept for at most a second."""
+    workdir = tmp_path_factory.mktemp("opaque")
+    (workdir / "introspection-secret").write_text(INTROSPECTOR[1] + "\n")
+    ports = Ports()
+    config = stack_config(op, ports, {"discovery": True})
+    config["providers"]["opaque"] = {
+        "issuer": op.issuer(),
+        "audiences": [OPAQUE_RESOURCE],
+        "introspection": {
+            "discovery": True,
+            "client_id": INTROSPECTOR[0],
+            "client_secret": {"file": "introspection-secret"},
+            "cache": {"max_ttl": 1, "negative_ttl": 1},
+        },
+        "claim_to_headers": [
+            {"header": "x-client-id", "claim": "client_id"},
+            {"header": "x-scope", "claim": "scope"},
+        ],
+    }
+    config["rules"] = [
+        {"name": "any", "match": {"prefix": "/"}, "requires": {"any": ["op", "opaque"]}}
+    ]
+    running = Stack(workdir, config, ports)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_an_opaque_token_is_introspected_and_its_revocation_shows_within_max_ttl(
+    opaque_stack: Stack, op: OpenIdProvider
+) -> None:
+    token = op.token(OPAQUE_RESOURCE, scope="read")
+    assert token.count(".") == 0  # opaque: nothing in it to verify locally
+    status, _, echo = call(opaque_stack, "/hello", authorization=bearer(token))
+    assert status == 200, echo
+    assert echo["headers"]["x-client-id"] == "app" and echo["headers"]["x-scope"] == "read"
+    assert "authorization" not in echo["headers"]
+    jwt = op.token(JWT_RESOURCES["ES256"])  # the same rule still takes the OP's JWTs
+    assert call(opaque_stack, "/hello", authorization=bearer(jwt))[0] == 200
+    op.revoke(token)
+    assert op.introspect(token) == {"active": False}
+    deadline = time.monotonic() + 5
+    while (answer := call(opaque_stack, "/hello", authorization=bearer(token)))[0] == 200:
+        assert time.monotonic() < deadline, "a revoked token outlived cache.max_ttl"
+        time.sleep(0.1)
+    status, headers, body = answer
+    assert status == 401, body
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    metrics = scrape(opaque_stack.ports.authz_http)
+    assert 'authz_introspection_requests_total{provider="opaque",result="active"}' in metrics
+    assert 'authz_introspection_requests_total{provider="opaque",result="inactive"}' in metrics
+    assert 'authz_checks_total{decision="deny",provider="opaque",reason="token_inactive"' in (
+        metrics
+    )
+
+
+def test_a_token_the_op_never_issued_is_inactive(opaque_stack: Stack) -> None:
+    status, headers, _ = call(opaque_stack, "/hello", authorization=bearer("NotIssued123"))
+    assert status == 401
+    assert 'error_description="the token is not active"' in headers["www-authenticate"]

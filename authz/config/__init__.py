@@ -7,6 +7,7 @@ fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/che
 from authz.config.base import ConfigError, split_address
 from authz.config.load import Config, load_config, parse_config, read_config_text
 from authz.config.providers import (
+    AnyTenant,
     FileJwks,
     Introspection,
     Jwks,
@@ -27,6 +28,7 @@ from authz.config.server import (
 )
 
 __all__ = [
+    "AnyTenant",
     "ClaimCondition",
     "Config",
     "ConfigError",

@@ -7,8 +7,10 @@ build step (authz/runtime/checks.py) checks ``algorithms`` and the JWKS URLs aga
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -118,6 +120,20 @@ class HeaderSource(Model):
     _name = field_validator("name")(header_name)
 
 
+def check_issuer_template(issuer: str) -> None:
+    """ValueError unless ``{tenant}`` is exactly one whole path segment of an http(s) URL,
+    so a token's tenant can select that segment and nothing else."""
+    parts = urlsplit(issuer)
+    if issuer.count(TENANT_PLACEHOLDER) != 1:
+        raise ValueError("issuer: {tenant} must appear exactly once")
+    if parts.scheme not in ("https", "http") or "{" in parts.netloc or "}" in parts.netloc:
+        raise ValueError("issuer: {tenant} must be in the path, after a fixed scheme and host")
+    if parts.query or parts.fragment:
+        raise ValueError("issuer: a template has no query or fragment")
+    if TENANT_PLACEHOLDER not in parts.path.split("/"):
+        raise ValueError("issuer: {tenant} must be a whole path segment (/.../{tenant}/...)")
+
+
 class SecretSource(Model):
     """A secret read (by the build step) from a file or an environment variable."""
 
@@ -172,9 +188,24 @@ class Introspection(Model):
         return self
 
 
+TENANT_PLACEHOLDER = "{tenant}"
+TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class AnyTenant(Model):
+    """Every tenant whose tokens carry the provider's audience, bounded."""
+
+    any: Literal[True]
+    max: int = Field(default=1000, gt=0)  # tenants with key sources at once (LRU)
+    create_rate: float = Field(default=5.0, gt=0)  # new tenants' key sources per second
+    burst: int = Field(default=20, gt=0)
+
+
 class Provider(Model):
     issuer: str = Field(min_length=1)
     audiences: list[str] = Field(min_length=1)
+    # With "{tenant}" as one path segment of the issuer: the tenants it may name.
+    tenants: list[str] | AnyTenant | None = None
     jwks: Jwks | None = None
     shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
     introspection: Introspection | None = None  # instead of jwks: opaque tokens (RFC 7662)
@@ -204,6 +235,28 @@ class Provider(Model):
         kinds = [self.jwks, self.shared_secret, self.introspection]
         if sum(kind is not None for kind in kinds) != 1:
             raise ValueError("exactly one of jwks, shared_secret or introspection is required")
+        return self
+
+    @model_validator(mode="after")
+    def _tenants(self) -> Provider:
+        templated = TENANT_PLACEHOLDER in self.issuer
+        if templated != (self.tenants is not None):
+            raise ValueError(
+                "tenants and an issuer with {tenant} go together: "
+                "issuer: https://idp.example.com/{tenant}/v2.0 with tenants: [...] or "
+                "{any: true}"
+            )
+        if not templated:
+            return self
+        check_issuer_template(self.issuer)
+        if isinstance(self.tenants, list):
+            if not self.tenants:
+                raise ValueError("tenants: list at least one, or {any: true}")
+            for tenant in self.tenants:
+                if not TENANT_NAME.fullmatch(tenant) or tenant in (".", ".."):
+                    raise ValueError(f"tenants: {tenant!r} is not a tenant name ([A-Za-z0-9._-])")
+        if self.introspection is not None:
+            raise ValueError("tenants are for jwks providers, not introspection")
         return self
 
     @model_validator(mode="after")

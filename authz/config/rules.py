@@ -149,6 +149,7 @@ class ClaimCondition(Model):
     claim: str | None = Field(default=None, min_length=1)
     claim_path: list[str] | None = Field(default=None, min_length=1)
     request: str | None = None
+    issuer_param: Literal["tenant"] | None = None  # a multi-tenant provider's tenant
     provider: str | None = None  # with requires.all: whose token's claims (default: the first)
 
     equals: Any = None
@@ -223,7 +224,7 @@ class ClaimCondition(Model):
     def _shape(self) -> ClaimCondition:
         fields = self.model_fields_set
         blocks = [b for b in BLOCKS if (b if b != "not" else "not_") in fields]
-        subjects = [s for s in ("claim", "claim_path", "request") if s in fields]
+        subjects = [s for s in ("claim", "claim_path", "request", "issuer_param") if s in fields]
         operators = [op for op in CLAIM_OPERATORS if op in fields]
         if blocks:
             if len(blocks) > 1 or subjects or operators or self.provider is not None:
@@ -233,7 +234,9 @@ class ClaimCondition(Model):
                 )
             return self
         if len(subjects) != 1:
-            raise ValueError("a condition needs exactly one of claim, claim_path or request")
+            raise ValueError(
+                "a condition needs exactly one of claim, claim_path, request or issuer_param"
+            )
         if len(operators) != 1:
             raise ValueError(
                 f"exactly one operator is required, one of: {', '.join(CLAIM_OPERATORS)}"
@@ -292,10 +295,19 @@ class Requires(Model):
 
 
 class ClaimToHeader(Model):
+    """A header for the upstream from a claim, or from the issuer's ``tenant``."""
+
     header: str
-    claim: str = Field(min_length=1)
+    claim: str | None = Field(default=None, min_length=1)
+    issuer_param: Literal["tenant"] | None = None
 
     _name = field_validator("header")(header_name)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClaimToHeader:
+        if (self.claim is None) == (self.issuer_param is None):
+            raise ValueError("exactly one of claim or issuer_param is required")
+        return self
 
 
 class Rule(Model):

@@ -241,6 +241,7 @@ class Authorizer:
             request=request,
             path=path,
             params=params,
+            tenants={p.name: i.tenant for p, i in trace.identities if i.tenant is not None},
         )
         failure = rule.conditions.check(context)
         if failure is not None:
@@ -282,7 +283,7 @@ class Authorizer:
         cap = self._settings.max_header_value_bytes
         pairs = []
         for mapping in provider.headers:
-            value = mapping.render(identity.claims, cap)
+            value = mapping.render(identity.claims, cap, identity.tenant)
             if value is not None:
                 pairs.append((mapping.header, value))
         if provider.payload_header:
@@ -301,11 +302,11 @@ class Authorizer:
     ) -> Decision:
         cap = self._settings.max_header_value_bytes
         upstream: dict[str, str] = {}
-        primary_claims = identities[0][1].claims
+        primary = identities[0][1]
         for provider, identity in identities:
             upstream.update(self._identity_headers_of(provider, identity))
         for mapping in rule.claim_headers:
-            value = mapping.render(primary_claims, cap)
+            value = mapping.render(primary.claims, cap, primary.tenant)
             if value is not None:
                 upstream[mapping.header] = value
         upstream.update(rule.static_headers)

@@ -38,6 +38,7 @@ class EvalContext:
     request: RequestAttributes
     path: str  # as check_path accepted it: the request path, without the query
     params: Mapping[str, str] = field(default_factory=dict)  # from a path template
+    tenants: Mapping[str, str] = field(default_factory=dict)  # by provider, multi-tenant ones
 
     def cel_activation(self, variables: frozenset[str], *, headers: bool) -> dict[str, Any]:
         """Only the variables an expression uses: converting them to CEL is most of its cost."""
@@ -46,6 +47,8 @@ class EvalContext:
             activation["jwt"] = self.claims.get(self.primary, {})
         if "claims" in variables:
             activation["claims"] = self.claims
+        if "tenant" in variables:
+            activation["tenant"] = self.tenants.get(self.primary)
         if "request" in variables:
             activation["request"] = {
                 "method": self.request.method,
@@ -72,6 +75,12 @@ def claim_subject(path: tuple[str, ...], provider: str | None) -> Getter:
         return get_claim(ctx.claims.get(provider or ctx.primary, {}), path)
 
     return claim
+
+
+def tenant_subject(provider: str | None) -> Getter:
+    """The tenant of ``provider``'s token (default: the primary one); missing when the
+    provider is not multi-tenant."""
+    return lambda ctx: ctx.tenants.get(provider or ctx.primary, MISSING)
 
 
 def request_subject(attribute: str) -> Getter:

@@ -31,11 +31,12 @@ class ProviderRuntime:
     introspector: Introspector | None = None
     introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
 
-    @property
-    def issuer(self) -> str:
-        judge = self.verifier or self.introspector
-        assert judge is not None
-        return judge.issuer
+    def accepts_issuer(self, iss: object) -> bool:
+        """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
+        if self.verifier is not None:
+            return self.verifier.accepts_issuer(iss)
+        assert self.introspector is not None
+        return iss == self.introspector.issuer
 
     @property
     def max_token_bytes(self) -> int:
@@ -113,7 +114,8 @@ async def _judge(found: str, finders: list[ProviderRuntime], trace: Trace) -> No
             await _verify_with_any(found, None, introspecting, trace)
             return
     token = parse_token(found, max(p.max_token_bytes for p in finders))
-    matching = [p for p in finders if p.takes_jwts() and p.issuer == token.claims.get("iss")]
+    iss = token.claims.get("iss")
+    matching = [p for p in finders if p.takes_jwts() and p.accepts_issuer(iss)]
     if not matching:
         raise InvalidIssuer("iss matches none of the rule's providers")
     await _verify_with_any(found, token, matching, trace)

@@ -79,6 +79,7 @@ class Identity:
     provider: str
     claims: Claims
     raw_payload: str  # the token's base64url payload segment, exactly as signed
+    tenant: str | None = None  # a multi-tenant provider's tenant, from the issuer
     # The identity headers rendered for it, and for which provider settings: an Identity
     # the token cache keeps is rendered once, and the memo goes when the Identity does.
     rendered: list[Any] = field(default_factory=list, compare=False, repr=False)

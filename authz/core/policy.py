@@ -149,10 +149,10 @@ def host_test(hosts: Sequence[str]) -> Callable[[str], bool] | None:
 @dataclass(frozen=True, slots=True)
 class HeaderFromClaim:
     header: str
-    path: tuple[str, ...]
+    path: tuple[str, ...]  # empty: the identity's tenant (issuer_param: tenant)
 
-    def render(self, claims: Claims, max_bytes: int) -> str | None:
-        value = render_header_value(get_claim(claims, self.path))
+    def render(self, claims: Claims, max_bytes: int, tenant: str | None = None) -> str | None:
+        value = render_header_value(get_claim(claims, self.path) if self.path else tenant)
         if value is None or len(value.encode()) > max_bytes:
             return None  # an oversized header is dropped, never truncated into a new meaning
         return value

@@ -40,13 +40,21 @@ HOT_ENTRIES = 4096
 
 
 class CachedToken:
-    __slots__ = ("exp", "keys", "nbf", "payload")
+    __slots__ = ("exp", "keys", "nbf", "payload", "tenant")
 
-    def __init__(self, payload: bytes, keys: Any, exp: float | None, nbf: float | None) -> None:
+    def __init__(
+        self,
+        payload: bytes,
+        keys: Any,
+        exp: float | None,
+        nbf: float | None,
+        tenant: str | None = None,
+    ) -> None:
         self.payload = payload  # the JSON text of the payload, as signed
         self.keys = keys  # the KeySet that verified it: valid only while it is current
         self.exp = exp
         self.nbf = nbf
+        self.tenant = tenant  # a multi-tenant provider's tenant (whose keys those are)
 
 
 def cache_key(provider: str, token: str) -> bytes:
@@ -114,13 +122,19 @@ class TokenCache:
         # the same, and the canonical base64url of it is the payload as signed.
         claims = json.loads(entry.payload)
         raw = base64.urlsafe_b64encode(entry.payload).rstrip(b"=").decode("ascii")
-        identity = Identity(provider, claims, raw)
+        identity = Identity(provider, claims, raw, entry.tenant)
         self._make_hot(key, identity)
         self._evict()
         return identity
 
     def put(
-        self, key: bytes, identity: Identity, keys: Any, exp: float | None, nbf: float | None
+        self,
+        key: bytes,
+        identity: Identity,
+        keys: Any,
+        exp: float | None,
+        nbf: float | None,
+        tenant: str | None = None,
     ) -> None:
         if self.max_entries <= 0:
             return
@@ -128,7 +142,7 @@ class TokenCache:
         payload = base64.urlsafe_b64decode(
             identity.raw_payload + "=" * (-len(identity.raw_payload) % 4)
         )
-        self._entries[key] = CachedToken(payload, keys, exp, nbf)
+        self._entries[key] = CachedToken(payload, keys, exp, nbf, tenant)
         self.bytes += _entry_bytes(payload)
         self._make_hot(key, identity)
         self._evict()

@@ -28,6 +28,7 @@ from authz.core.errors import (
 )
 from authz.core.jws import ParsedToken, media_type
 from authz.core.model import Identity
+from authz.core.tenants import IssuerTemplate, TenantKeys
 from authz.core.token_cache import TokenCache, cache_key
 
 Clock = Callable[[], float]
@@ -95,6 +96,16 @@ class Verifier:
     require_kid: bool
     max_token_bytes: int
     cache: TokenCache | None
+    # A multi-tenant provider: ``issuer`` is a template, and each tenant may have keys of
+    # its own (tenant_keys; None: ``keys`` serve every tenant).
+    tenants: IssuerTemplate | None = None
+    tenant_keys: TenantKeys | None = None
+
+    def accepts_issuer(self, iss: object) -> bool:
+        """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
+        if self.tenants is not None:
+            return self.tenants.tenant_of(iss) is not None
+        return iss == self.issuer
 
     def cached(self, raw: str) -> Identity | None:
         """A token this provider verified before, if its keys are still current.
@@ -107,7 +118,10 @@ class Verifier:
         entry = self.cache.get(key)
         if entry is None:
             return None
-        if entry.keys is not self.keys.keys:
+        lookup: KeyLookup | None = self.keys
+        if entry.tenant is not None and self.tenant_keys is not None:
+            lookup = self.tenant_keys.current(entry.tenant)
+        if lookup is None or entry.keys is not lookup.keys:
             self.cache.drop(key)  # its key may have left the key set
             return None
         try:
@@ -129,19 +143,35 @@ class Verifier:
         kid = token.kid
         if kid is None and self.require_kid:
             raise UnknownKey("the token has no kid")
-        keys = self.keys.keys or await self.keys.first_keys()
+        issuer, tenant, lookup = self._issuer_of(token.claims.get("iss"))
+        keys = lookup.keys or await lookup.first_keys()
         if keys is None:
             raise NoKeys(f"provider {self.provider} has no key set")
-        if kid is not None and keys.lacks(kid) and (await self.keys.refetch_for_unknown_kid()):
-            keys = self.keys.keys or keys
+        if kid is not None and keys.lacks(kid) and (await lookup.refetch_for_unknown_kid()):
+            keys = lookup.keys or keys
         key = keys.find(kid, alg)
         if not key.verify(token.signing_input, token.signature):
             raise InvalidSignature("signature does not verify")
-        exp, nbf = self._check_registered(token.claims)
-        identity = Identity(self.provider, token.claims, token.payload_b64)
+        exp, nbf = self._check_registered(token.claims, issuer)
+        identity = Identity(self.provider, token.claims, token.payload_b64, tenant)
         if self.cache is not None:
-            self.cache.put(cache_key(self.provider, token.raw), identity, keys, exp, nbf)
+            key_of = cache_key(self.provider, token.raw)
+            self.cache.put(key_of, identity, keys, exp, nbf, tenant)
         return identity
+
+    def _issuer_of(self, iss: object) -> tuple[str, str | None, KeyLookup]:
+        """The issuer a token must name, its tenant, and the keys to verify it with. For a
+        multi-tenant provider, a tenant outside the template or the allowlist is refused
+        here, before any key is fetched for it."""
+        if self.tenants is None:
+            return self.issuer, None, self.keys
+        tenant = self.tenants.tenant_of(iss)
+        if tenant is None:
+            raise InvalidIssuer("iss does not have the provider's issuer shape")
+        if not self.tenants.allows(tenant):
+            raise InvalidIssuer("the tenant is not one the provider accepts")
+        lookup = self.keys if self.tenant_keys is None else self.tenant_keys.keys_for(tenant)
+        return self.tenants.issuer(tenant), tenant, lookup
 
     def _check_time(self, exp: float | None, nbf: float | None) -> None:
         now = self.clock()
@@ -150,7 +180,9 @@ class Verifier:
         if nbf is not None and now + self.clock_skew < nbf:
             raise TokenNotYetValid("nbf is in the future")
 
-    def _check_registered(self, claims: dict[str, Any]) -> tuple[float | None, float | None]:
+    def _check_registered(
+        self, claims: dict[str, Any], issuer: str
+    ) -> tuple[float | None, float | None]:
         now = self.clock()
         exp = numeric_date(claims, "exp")
         nbf = numeric_date(claims, "nbf")
@@ -165,7 +197,7 @@ class Verifier:
                 raise InvalidClaims("the token lives longer than max_lifetime")
 
         check_string_claims(claims)
-        if claims.get("iss") != self.issuer:
+        if claims.get("iss") != issuer:
             raise InvalidIssuer("iss does not match the provider")
         check_audience(claims, self.audiences)
         return exp, nbf

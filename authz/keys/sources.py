@@ -49,6 +49,11 @@ class KeySource:
         self._loaded = asyncio.Event()
         self._wait_until = 0.0  # monotonic time until which checks wait for the first set
 
+    @property
+    def usable(self) -> bool:
+        """Whether checks can be answered (readiness): a key set is loaded."""
+        return self.keys is not None
+
     async def wait_loaded(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the first key set; whether there is one."""
         with contextlib.suppress(TimeoutError):

@@ -103,7 +103,7 @@ class App:
 
     @property
     def ready(self) -> bool:
-        return not self._draining and all(s.keys is not None for s in self.sources.values())
+        return not self._draining and all(s.usable for s in self.sources.values())
 
     async def start(self) -> None:
         try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import aiohttp
 
 from authz.config import (
+    AnyTenant,
     Config,
     ConfigError,
     Limits,
@@ -32,6 +33,7 @@ from authz.core.errors import JwksError
 from authz.core.identify import ProviderRuntime
 from authz.core.jws import media_type
 from authz.core.policy import HeaderFromClaim
+from authz.core.tenants import PLACEHOLDER, IssuerTemplate
 from authz.core.token_cache import TokenCache
 from authz.core.tokens import HeaderSource, TokenSources
 from authz.core.verify import Clock, KeyLookup, Verifier
@@ -39,9 +41,10 @@ from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.keys.jwks import INLINE_MAX_KEYS, hmac_key_set, parse_jwks
 from authz.keys.remote import RemoteKeySource, RemoteSettings
 from authz.keys.sources import FileKeySource, KeyEvents, KeySource, Monotonic, StaticKeySource
+from authz.keys.tenants import TenantKeySources
 from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check
-from authz.runtime.lint import shadowed_rules
+from authz.runtime.lint import open_tenants, shadowed_rules
 
 if TYPE_CHECKING:  # loaded only when a provider introspects
     from authz.core.introspect import Introspector
@@ -81,7 +84,7 @@ class Built:
 def validate(config: Config) -> tuple[str, ...]:
     """ConfigError for what cannot be built; warnings for what surely is not meant."""
     check(config)
-    return tuple(shadowed_rules(config))
+    return (*shadowed_rules(config), *open_tenants(config))
 
 
 def build(
@@ -168,7 +171,7 @@ def build_provider(
         cookies=tuple(provider.from_cookies),
     )
     headers = tuple(
-        HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+        HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)) if m.claim else ())
         for m in provider.claim_to_headers
     )
     if provider.introspection is not None:
@@ -184,6 +187,10 @@ def build_provider(
             introspect_jwts=provider.introspection.introspect_jwts,
         )
     assert keys is not None
+    tenants = None
+    if provider.tenants is not None:
+        allowed = None if isinstance(provider.tenants, AnyTenant) else frozenset(provider.tenants)
+        tenants = IssuerTemplate.parse(provider.issuer, allowed)
     verifier = Verifier(
         provider=name,
         issuer=provider.issuer,
@@ -198,6 +205,8 @@ def build_provider(
         require_kid=provider.require_kid,
         max_token_bytes=provider.max_token_bytes,
         cache=cache,
+        tenants=tenants,
+        tenant_keys=keys if isinstance(keys, TenantKeySources) else None,
     )
     return ProviderRuntime(
         name=name,
@@ -316,22 +325,45 @@ def build_key_source(
         trust = ssl_context_for(str(remote.ca_file) if remote.ca_file else None)
     except JwksError as exc:
         raise ConfigError(f"{where}.jwks.remote.ca_file: {exc}") from exc
-    return RemoteKeySource(
+    fetcher = fetcher_for(remote, trust)
+
+    def remote_source(tenant: str | None) -> RemoteKeySource:
+        def at(url: str | None) -> str | None:
+            return url if url is None or tenant is None else url.replace(PLACEHOLDER, tenant)
+
+        issuer = provider.issuer if tenant is None else provider.issuer.replace(PLACEHOLDER, tenant)
+        return RemoteKeySource(
+            name,
+            algorithms,
+            events,
+            RemoteSettings(
+                uri=at(remote.uri),
+                discovery=at(remote.discovery),
+                refresh_interval_s=remote.refresh_interval,
+                min_refresh_interval_s=remote.min_refresh_interval,
+                max_refresh_interval_s=remote.max_refresh_interval,
+                unknown_kid_wait_s=remote.unknown_kid_wait,
+                max_keys=remote.max_keys,
+                allow_insecure=remote.allow_insecure,
+            ),
+            issuer=issuer,
+            fetcher=fetcher,
+            monotonic=monotonic,
+        )
+
+    if provider.tenants is None or PLACEHOLDER not in (remote.uri or remote.discovery or ""):
+        return remote_source(None)  # one key set, whichever tenant
+    every = provider.tenants if isinstance(provider.tenants, AnyTenant) else None
+    listed = len(provider.tenants) if isinstance(provider.tenants, list) else 0
+    return TenantKeySources(
         name,
         algorithms,
         events,
-        RemoteSettings(
-            uri=remote.uri,
-            discovery=remote.discovery,
-            refresh_interval_s=remote.refresh_interval,
-            min_refresh_interval_s=remote.min_refresh_interval,
-            max_refresh_interval_s=remote.max_refresh_interval,
-            unknown_kid_wait_s=remote.unknown_kid_wait,
-            max_keys=remote.max_keys,
-            allow_insecure=remote.allow_insecure,
-        ),
-        issuer=provider.issuer,
-        fetcher=fetcher_for(remote, trust),
+        remote_source,
+        max_tenants=every.max if every else listed,
+        create_per_s=every.create_rate if every else float(listed),
+        burst=every.burst if every else listed,
+        first_wait_s=remote.unknown_kid_wait,
         monotonic=monotonic,
     )
 
@@ -445,7 +477,7 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
 
 def same_keys(old: Provider, new: Provider) -> bool:
     """Whether two provider configs describe the same keys (so a reload keeps the source)."""
-    fields = ("issuer", "jwks", "shared_secret", "algorithms")
+    fields = ("issuer", "tenants", "jwks", "shared_secret", "algorithms")
     return all(getattr(old, f) == getattr(new, f) for f in fields)
 
 

@@ -50,7 +50,7 @@ def build_rule(name: str, rule: Rule, config: Config) -> CompiledRule:
         conditions=build_conditions(rule.claims, delimiter),
         mode=rule.mode or config.mode,
         claim_headers=tuple(
-            HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)))
+            HeaderFromClaim(m.header, tuple(m.claim.split(delimiter)) if m.claim else ())
             for m in rule.claim_to_headers
         ),
         static_headers=tuple(rule.headers.items()),
@@ -86,6 +86,9 @@ def _node(condition: ClaimCondition, where: str, delimiter: str) -> Node:
     if condition.request is not None:
         read = conditions.request_subject(condition.request)
         return Leaf(where, f"{op} on request.{condition.request}", False, read, test)
+    if condition.issuer_param is not None:
+        read = conditions.tenant_subject(condition.provider)
+        return Leaf(where, f"{op} on issuer_param.tenant", False, read, test)
     path = tuple(condition.claim_path or (condition.claim or "").split(delimiter))
     label = condition.claim if condition.claim is not None else str(list(path))
     read = conditions.claim_subject(path, condition.provider)

@@ -12,12 +12,13 @@ import re
 from collections.abc import Iterator
 
 from authz.config import ClaimCondition, Config, ConfigError, Provider, Rule
+from authz.config.providers import TENANT_PLACEHOLDER, check_issuer_template
 from authz.config.rules import PATH_KINDS, TEMPLATE_PARAM
 from authz.core.paths import check_rule_path
 from authz.keys.algorithms import check_algorithms
 from authz.keys.fetch import check_fetch_uri
 
-CEL_VARIABLES = frozenset({"jwt", "claims", "request"})
+CEL_VARIABLES = frozenset({"jwt", "claims", "request", "tenant"})
 _LOWER_HEX_ESCAPE = re.compile(r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-Fa-f])")
 
 
@@ -54,6 +55,18 @@ def _url_problems(where: str, provider: Provider) -> Iterator[str]:
             value = getattr(remote, key)
             if value is None:
                 continue
+            if TENANT_PLACEHOLDER in value:
+                if provider.tenants is None:
+                    yield (
+                        f"{where}.jwks.remote.{key}: {{tenant}} needs tenants and an "
+                        "issuer with {tenant}"
+                    )
+                    continue
+                try:
+                    check_issuer_template(value)
+                except ValueError as exc:
+                    yield f"{where}.jwks.remote.{key}: {str(exc).removeprefix('issuer: ')}"
+                    continue
             try:
                 check_fetch_uri(value, allow_insecure=remote.allow_insecure)
             except ValueError as exc:

@@ -1,9 +1,10 @@
 """Warnings about a config that is valid but surely not what was meant: rules that can never
-apply because an earlier rule matches every request they would."""
+apply because an earlier rule matches every request they would, and multi-tenant
+providers open to any tenant that no rule narrows."""
 
 from __future__ import annotations
 
-from authz.config import Config, Match
+from authz.config import AnyTenant, ClaimCondition, Config, Match
 from authz.core.policy import literal_prefix
 
 
@@ -66,3 +67,32 @@ def _guaranteed_prefix(match: Match) -> str:
     if match.regex is not None:
         return literal_prefix(match.regex)
     return ""
+
+
+def open_tenants(config: Config) -> list[str]:
+    """Warnings for providers with ``tenants: {any: true}`` that no rule requiring them
+    conditions on the tenant: any organisation able to get a token for the audience (a
+    multi-tenant app registration) would be let in."""
+    warnings = []
+    for name, provider in config.providers.items():
+        if not isinstance(provider.tenants, AnyTenant):
+            continue
+        using = [rule for rule in config.rules if rule.requires and name in rule.requires.providers]
+        if any(not any(_names_tenant(c) for c in rule.claims) for rule in using):
+            warnings.append(
+                f"providers.{name}: tenants: {{any: true}} accepts every tenant that can get a "
+                "token for its audiences, and a rule requiring it does not condition the "
+                "tenant (issuer_param: tenant, or tenant in CEL); list the tenant IDs instead"
+            )
+    return warnings
+
+
+def _names_tenant(condition: ClaimCondition) -> bool:
+    if condition.issuer_param is not None:
+        return True
+    if condition.expr is not None:
+        return "tenant" in condition.expr
+    children = [*(condition.all or []), *(condition.any or [])]
+    if condition.not_ is not None:
+        children.append(condition.not_)
+    return any(_names_tenant(child) for child in children)

@@ -210,7 +210,7 @@ def test_get_claim() -> None:
         ({"claim": "sub"}, "exactly one operator"),
         ({"claim": "sub", "equals": 1, "one_of": [1]}, "exactly one operator"),
         ({"claim": "sub", "startswith": "a"}, "startswith"),
-        ({"equals": "a"}, "exactly one of claim, claim_path or request"),
+        ({"equals": "a"}, "exactly one of claim, claim_path, request or issuer_param"),
         ({"claim": "a", "request": "method", "equals": "GET"}, "exactly one of claim"),
         ({"any": []}, "at least 1"),
         ({"all": [{"claim": "a", "exists": True}], "claim": "a"}, "a block is exactly one"),

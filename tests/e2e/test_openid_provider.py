@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dev.stack import Ports, Stack
-from tests.support import call, scrape
+from tests.support import call, scrape, wall_clock_claims
 from tests.support.openid import (
     ALGORITHMS,
     INTROSPECTOR,
@@ -238,3 +240,127 @@ def test_a_token_the_op_never_issued_is_inactive(opaque_stack: Stack) -> None:
     status, headers, _ = call(opaque_stack, "/hello", authorization=bearer("NotIssued123"))
     assert status == 401
     assert 'error_description="the token is not active"' in headers["www-authenticate"]
+
+
+TENANTS = ("/tenants/a", "/tenants/b", "/tenants/c")
+
+
+@pytest.fixture(scope="module")
+def tenant_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
+    """One OP host serving three tenants, each its own issuer and keys."""
+    provider = OpenIdProvider(tmp_path_factory.mktemp("tenant-op"), tenants=TENANTS)
+    provider.start()
+    yield provider
+    provider.stop()
+
+
+def tenant_stack(
+    tmp_path: Path, op: OpenIdProvider, tenants: Any, rules: list[dict[str, Any]]
+) -> Stack:
+    ports = Ports()
+    config = stack_config(op, ports, {"discovery": True})
+    config["providers"] = {
+        "mt": {
+            "issuer": op.issuer("/tenants/{tenant}"),
+            "tenants": tenants,
+            "audiences": list(JWT_RESOURCES.values()),
+            "algorithms": list(ALGORITHMS),
+            "typ": "at+jwt",
+            "jwks": {"discovery": True},
+            "claim_to_headers": [
+                {"header": "x-tenant", "issuer_param": "tenant"},
+                {"header": "x-client-id", "claim": "client_id"},
+            ],
+        }
+    }
+    config["rules"] = rules
+    stack = Stack(tmp_path, config, ports)
+    stack.start()
+    return stack
+
+
+def test_one_provider_for_the_tenants_of_one_op(tmp_path: Path, tenant_op: OpenIdProvider) -> None:
+    """Each listed tenant's tokens are verified with that tenant's own keys (discovered
+    per tenant), the tenant reaches headers and rules, and an unlisted tenant of the
+    same OP is refused before any of its keys are fetched."""
+    rules = [
+        {
+            "name": "only-a",
+            "match": {"prefix": "/only-a"},
+            "requires": {"provider": "mt"},
+            "claims": [{"issuer_param": "tenant", "equals": "a"}],
+        },
+        {"name": "default", "match": {"prefix": "/"}, "requires": {"provider": "mt"}},
+    ]
+    stack = tenant_stack(tmp_path, tenant_op, ["a", "b"], rules)
+    try:
+        tokens = {
+            tenant: tenant_op.token(JWT_RESOURCES["ES256"], tenant=f"/tenants/{tenant}")
+            for tenant in ("a", "b", "c")
+        }
+        for tenant in ("a", "b"):
+            status, _, echo = call(stack, "/hello", authorization=bearer(tokens[tenant]))
+            assert status == 200, echo
+            assert echo["headers"]["x-tenant"] == tenant
+        assert call(stack, "/only-a", authorization=bearer(tokens["a"]))[0] == 200
+        assert call(stack, "/only-a", authorization=bearer(tokens["b"]))[0] == 403
+        status, headers, _ = call(stack, "/hello", authorization=bearer(tokens["c"]))
+        assert status == 401 and "issuer is not accepted" in headers["www-authenticate"]
+        refreshes = re.findall(
+            r'^authz_jwks_refresh_total\{provider="mt",result="ok"\} (\S+)$',
+            scrape(stack.ports.authz_http),
+            re.M,
+        )
+        assert refreshes == ["2.0"]  # a and b; never c
+    finally:
+        stack.stop()
+
+
+def test_a_flood_of_random_tenants_is_bounded(
+    tmp_path: Path, tenant_op: OpenIdProvider, rsa_signer: Any
+) -> None:
+    """tenants: {any: true}: tokens naming 300 made-up tenants create key sources at the
+    configured rate only, and a real tenant is served again within seconds."""
+    rules = [
+        {
+            "match": {"prefix": "/"},
+            "requires": {"provider": "mt"},
+            "claims": [{"issuer_param": "tenant", "one_of": ["a", "b"]}],
+        }
+    ]
+    tenants = {"any": True, "max": 3, "create_rate": 2, "burst": 2}
+    stack = tenant_stack(tmp_path, tenant_op, tenants, rules)
+    try:
+        forged = [
+            rsa_signer.token(
+                iss=tenant_op.issuer(f"/tenants/made-up-{index}"),
+                aud=JWT_RESOURCES["RS256"],
+                header={"typ": "at+jwt"},
+                **wall_clock_claims(),
+            )
+            for index in range(300)
+        ]
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(
+                pool.map(lambda t: call(stack, "/hello", authorization=bearer(t))[0], forged)
+            )
+        elapsed = time.monotonic() - started
+        assert set(statuses) <= {401, 503}, statuses
+        page = scrape(stack.ports.authz_http)
+        loads = sum(
+            float(n)
+            for n in re.findall(
+                r'^authz_jwks_refresh_total\{provider="mt",\S*\} (\S+)$', page, re.M
+            )
+        )
+        # each created source fetches (and retries) on its own; creation is 2 + 2/s
+        assert loads <= 4 * (2 + 2 * elapsed), (loads, elapsed)
+        real = tenant_op.token(JWT_RESOURCES["ES256"], tenant="/tenants/a")
+        deadline = time.monotonic() + 10
+        while (status := call(stack, "/hello", authorization=bearer(real))[0]) != 200:
+            assert status == 503, status  # rate-limited or the first keys still loading
+            assert time.monotonic() < deadline, "a real tenant stayed locked out"
+            time.sleep(0.2)
+    finally:
+        stack.stop()

@@ -235,6 +235,13 @@ class Provider(Model):
         kinds = [self.jwks, self.shared_secret, self.introspection]
         if sum(kind is not None for kind in kinds) != 1:
             raise ValueError("exactly one of jwks, shared_secret or introspection is required")
+        if self.introspection is not None:
+            jwt_only = {"algorithms", "typ", "require_kid"} & self.model_fields_set
+            if jwt_only:
+                raise ValueError(
+                    f"{', '.join(sorted(jwt_only))}: for JWT providers; an introspection "
+                    "provider's tokens are judged by their issuer's endpoint"
+                )
         return self
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from authz.core.errors import (
     InvalidClaims,
     InvalidIssuer,
     MalformedToken,
+    MissingExpiration,
     Overloaded,
     TokenExpired,
     TokenInactive,
@@ -67,13 +68,17 @@ class IntrospectionSettings:
     max_entries: int  # 0 keeps nothing
     max_bytes: int
     max_in_flight: int  # requests to the endpoint at once; beyond it: 503 overloaded
+    require_expiration: bool = True  # an answer without exp: missing_exp
+    max_lifetime_s: float | None = None
 
 
 @dataclass(slots=True)
 class _Entry:
     expires: float  # wall-clock time after which it is not used
     identity: Identity | None  # None: a negative answer
-    error: CheckError | None
+    # A negative answer's error class and detail (a fixed sentence): never the exception
+    # itself, whose traceback holds the token and the whole answer.
+    error: tuple[type[CheckError], str] | None
     size: int
 
 
@@ -130,7 +135,8 @@ class Introspector:
                 return entry.identity
             self._report("negative_hit")
             assert entry.error is not None
-            raise type(entry.error)(entry.error.detail)
+            error, detail = entry.error
+            raise error(detail)
         self._report("miss")
         return await self._ask(key, token)
 
@@ -155,7 +161,8 @@ class Introspector:
         except (TokenExpired, TokenNotYetValid):
             raise  # a matter of time, not of the token: not kept
         except CheckError as exc:
-            self._keep(key, _Entry(now + self._settings.negative_ttl_s, None, exc, 0))
+            refused = (type(exc), exc.detail)
+            self._keep(key, _Entry(now + self._settings.negative_ttl_s, None, refused, 0))
             raise
         self._keep(key, _Entry(expires, identity, None, 0))
         return identity
@@ -179,9 +186,18 @@ class Introspector:
             not isinstance(token_type, str) or token_type.lower() not in self._settings.token_types
         ):
             raise InvalidClaims("token_type is not one the provider accepts")
+        if "cnf" in answer:
+            # Sender-constrained (RFC 8705, RFC 9449): only the key holder may use it, and
+            # authz does not check the binding yet; as a bearer token it would be stolen.
+            raise InvalidClaims("the token is bound to a key (cnf)")
         exp = numeric_date(answer, "exp")
         nbf = numeric_date(answer, "nbf")
-        numeric_date(answer, "iat")
+        iat = numeric_date(answer, "iat")
+        if exp is None and self._settings.require_expiration:
+            raise MissingExpiration("the introspection answer has no exp")
+        lifetime = self._settings.max_lifetime_s
+        if lifetime is not None and exp is not None and exp - min(iat or now, now) > lifetime:
+            raise InvalidClaims("the token lives longer than max_lifetime")
         if exp is not None and now >= exp + skew:
             raise TokenExpired("exp is in the past")
         if nbf is not None and now + skew < nbf:
@@ -189,7 +205,8 @@ class Introspector:
         expires = now + self._settings.max_ttl_s
         if exp is not None:
             expires = min(expires, exp)
-        payload = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+        # ASCII escapes: a lone surrogate (JSON allows "\ud800") cannot break encoding.
+        payload = json.dumps(answer, separators=(",", ":")).encode()
         raw = base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
         return Identity(self.provider, answer, raw), expires
 

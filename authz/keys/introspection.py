@@ -9,6 +9,7 @@ client secret goes into the request and nowhere else: not into errors, logs or m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -26,6 +27,8 @@ from authz.keys.discovery import Discovery
 from authz.keys.fetch import Fetcher
 
 log = logging.getLogger(__name__)
+
+REDISCOVER_AFTER_S = 1.0  # after a failed discovery, checks fail at once for this long
 
 
 class IntrospectionEvents(Protocol):
@@ -82,6 +85,8 @@ class HttpIntrospectionClient:
             total=settings.timeout_s, sock_connect=settings.connect_timeout_s
         )
         self._endpoint = settings.endpoint
+        self._discovering = asyncio.Lock()
+        self._rediscover_at = 0.0
         self._discovery = (
             Discovery(
                 settings.discovery,
@@ -158,12 +163,22 @@ class HttpIntrospectionClient:
         if self._endpoint is not None:
             return self._endpoint
         assert self._discovery is not None  # the config names one or the other
-        try:
-            self._endpoint = await self._discovery.discover(self._fetch)
-        except JwksError as exc:
-            raise IntrospectionUnavailable(
-                f"discovery of the introspection endpoint failed: {exc}", result="discovery_error"
-            ) from exc
+        async with self._discovering:  # one discovery at a time, however many checks wait
+            if self._endpoint is not None:
+                return self._endpoint
+            if self._monotonic() < self._rediscover_at:  # it just failed: fail fast
+                raise IntrospectionUnavailable(
+                    "discovery of the introspection endpoint failed recently",
+                    result="discovery_error",
+                )
+            try:
+                self._endpoint = await self._discovery.discover(self._fetch)
+            except JwksError as exc:
+                self._rediscover_at = self._monotonic() + REDISCOVER_AFTER_S
+                raise IntrospectionUnavailable(
+                    f"discovery of the introspection endpoint failed: {exc}",
+                    result="discovery_error",
+                ) from exc
         return self._endpoint
 
     async def _read_capped(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:

@@ -126,7 +126,7 @@ class App:
         for warning in built.warnings:
             log.warning("%s", warning)
         authorizer = CurrentAuthorizer(built.authorizer)
-        self.running = Running(config, authorizer, dict(built.sources))
+        self.running = Running(config, authorizer, dict(built.sources), built.introspectors)
         plan = build_listeners(config, descriptor_limit())
         bounds = plan.connections
         if bounds.fitted:

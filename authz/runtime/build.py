@@ -11,7 +11,7 @@ import os
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -58,8 +58,9 @@ class FetcherFor(Protocol):
         the system's)."""
         ...
 
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session (for introspection), made when first asked for."""
+    def session(self, limit: int) -> aiohttp.ClientSession:
+        """A session for introspection requests, at most ``limit`` connections at once,
+        made when first asked for."""
         ...
 
 
@@ -79,6 +80,7 @@ class Built:
     authorizer: Authorizer
     sources: Mapping[str, KeySource]
     warnings: tuple[str, ...]
+    introspectors: Mapping[str, Introspector] = field(default_factory=dict)
 
 
 def validate(config: Config) -> tuple[str, ...]:
@@ -96,9 +98,11 @@ def build(
     clock: Clock = time.time,
     monotonic: Monotonic = time.monotonic,
     keep: Mapping[str, KeySource] | None = None,
+    keep_introspectors: Mapping[str, Introspector] | None = None,
 ) -> Built:
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
-    to reuse by provider name (a reload keeps those whose keys are configured as before)."""
+    to reuse by provider name (a reload keeps those whose keys are configured as before);
+    ``keep_introspectors`` likewise, with their kept answers."""
     warnings = validate(config)
     sources = {
         name: (keep or {}).get(name)
@@ -107,12 +111,13 @@ def build(
         if provider.introspection is None
     }
     introspectors = {
-        name: build_introspector(name, provider, events, fetcher_for, clock)
+        name: (keep_introspectors or {}).get(name)
+        or build_introspector(name, provider, events, fetcher_for, clock)
         for name, provider in config.providers.items()
         if provider.introspection is not None
     }
     authorizer = build_authorizer(config, sources, clock, observe, introspectors)
-    return Built(authorizer, sources, warnings)
+    return Built(authorizer, sources, warnings, introspectors)
 
 
 def build_authorizer(
@@ -242,8 +247,13 @@ def build_introspector(
         secret_text = secret.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}.client_secret: not UTF-8 text") from exc
-    # Discovery documents are read with the JWKS defaults (a small JSON document).
-    discovery = RemoteJwks(discovery=provider.issuer, allow_insecure=settings.allow_insecure)
+    # The discovery document is read within the introspection timeouts.
+    discovery = RemoteJwks(
+        discovery=provider.issuer,
+        allow_insecure=settings.allow_insecure,
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+    )
     client = HttpIntrospectionClient(
         name,
         provider.issuer,
@@ -258,7 +268,9 @@ def build_introspector(
             max_bytes=settings.max_answer_bytes,
             allow_insecure=settings.allow_insecure,
         ),
-        session=fetcher_for.session,
+        # Its own connections, as many as requests may be in flight: the key fetches'
+        # session (aiohttp's default of 100) would queue them into timeouts.
+        session=lambda: fetcher_for.session(settings.max_in_flight),
         fetcher=fetcher_for(discovery, trust),
         events=events,
         ssl_context=trust,
@@ -278,6 +290,8 @@ def build_introspector(
             max_entries=cache.max_entries,
             max_bytes=cache.max_bytes,
             max_in_flight=settings.max_in_flight,
+            require_expiration=provider.require_expiration,
+            max_lifetime_s=provider.max_lifetime,
         ),
         clock,
         on_cache=events.introspection_cache,
@@ -475,6 +489,23 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
     )
 
 
+INTROSPECTOR_FIELDS = (
+    "issuer",
+    "audiences",
+    "introspection",
+    "clock_skew",
+    "max_token_bytes",
+    "require_expiration",
+    "max_lifetime",
+)
+
+
+def same_introspection(old: Provider, new: Provider) -> bool:
+    """Whether an introspection provider judges as before (so a reload keeps its
+    introspector and the answers it holds)."""
+    return all(getattr(old, f) == getattr(new, f) for f in INTROSPECTOR_FIELDS)
+
+
 def same_keys(old: Provider, new: Provider) -> bool:
     """Whether two provider configs describe the same keys (so a reload keeps the source)."""
     fields = ("issuer", "tenants", "jwks", "shared_secret", "algorithms")
@@ -527,15 +558,23 @@ class Fetchers:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        # Introspection sessions by connection limit: reloads reuse them.
+        self._limited: dict[int, aiohttp.ClientSession] = {}
 
-    def session(self) -> aiohttp.ClientSession:
+    def session(self, limit: int) -> aiohttp.ClientSession:
+        if limit not in self._limited:
+            connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+            self._limited[limit] = aiohttp.ClientSession(connector=connector)
+        return self._limited[limit]
+
+    def _shared(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
 
     def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return AiohttpFetcher(
-            self.session(),
+            self._shared(),
             timeout_s=settings.timeout,
             connect_timeout_s=settings.connect_timeout,
             max_bytes=settings.max_bytes,
@@ -543,6 +582,8 @@ class Fetchers:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions = [*self._limited.values(), *([self._session] if self._session else [])]
+        self._session = None
+        self._limited.clear()
+        for session in sessions:
+            await session.close()

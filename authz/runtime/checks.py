@@ -95,6 +95,15 @@ def _rule_problems(config: Config) -> Iterator[str]:
     literal = config.paths.semicolons == "literal"
     for index, rule in enumerate(config.rules):
         where = f"rules.{index} ({config.rule_name(index)})"
+        providers = rule.requires.providers if rule.requires else ()
+        introspecting = [n for n in providers if config.providers[n].introspection is not None]
+        if len(introspecting) > 1:
+            # An opaque token names no issuer: it would be sent to each endpoint in turn,
+            # handing one IdP's bearer token to another.
+            yield (
+                f"{where}.requires: at most one introspection provider per rule "
+                f"({', '.join(introspecting)}): an opaque token does not say whose it is"
+            )
         yield from _path_problems(where, rule, literal)
         for position, condition in enumerate(rule.claims):
             yield from _cel_problems(

@@ -39,7 +39,7 @@ class _Offline:
     def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return self._never_fetch
 
-    def session(self) -> aiohttp.ClientSession:
+    def session(self, limit: int) -> aiohttp.ClientSession:
         raise AssertionError("check-config never sends a request")
 
     async def _never_fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:

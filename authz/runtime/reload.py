@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
 from authz.core.errors import AuthzError, JwksError
 from authz.core.verify import Clock
 from authz.keys.sources import KeySource
-from authz.runtime.build import FetcherFor, build, same_keys
+from authz.runtime.build import FetcherFor, build, same_introspection, same_keys
 from authz.runtime.observe import Telemetry
 from authz.support.files import file_signature, watch_file
 from authz.support.tasks import OwnedTasks
@@ -43,11 +44,12 @@ RESTART_ONLY_LIMITS = (
 
 @dataclass(slots=True)
 class Running:
-    """What is serving now; a reload replaces all three together."""
+    """What is serving now; a reload replaces them together."""
 
     config: Config
     authorizer: CurrentAuthorizer | None
     sources: dict[str, KeySource]
+    introspectors: Mapping[str, Any] = field(default_factory=dict)  # the answers they hold
 
 
 class Reloader:
@@ -109,7 +111,7 @@ class Reloader:
                     log.info("config reload: %s is what is running; nothing to do", self._path)
                     return True
                 config = _keep_listener_limits(load_config(self._path, text), running.config)
-                built, started = await self._build(config)
+                built, started, introspectors = await self._build(config)
             except (AuthzError, ConfigError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)
                 self._observer.observe_reload("failed")
@@ -127,6 +129,7 @@ class Reloader:
             self._observer.use_decision_log(config.decision_log)
             running.authorizer.current = built
             running.sources, running.config = started, config
+            running.introspectors = introspectors
             for source in retired:
                 await source.stop()
             self._loaded_text = text
@@ -135,7 +138,9 @@ class Reloader:
             log.info("config reloaded from %s", self._path)
             return True
 
-    async def _build(self, config: Config) -> tuple[Authorizer, dict[str, KeySource]]:
+    async def _build(
+        self, config: Config
+    ) -> tuple[Authorizer, dict[str, KeySource], Mapping[str, Any]]:
         """The new authorizer and key sources. A provider whose keys are configured as
         before keeps its source, and its keys; a new source must load its first key set
         before the reload goes ahead, so a reload never leaves a provider without keys."""
@@ -147,6 +152,13 @@ class Reloader:
             and name in running.config.providers
             and same_keys(running.config.providers[name], provider)
         }
+        keep_introspectors = {
+            name: running.introspectors[name]
+            for name, provider in config.providers.items()
+            if name in running.introspectors
+            and name in running.config.providers
+            and same_introspection(running.config.providers[name], provider)
+        }
         built = build(
             config,
             events=self._observer,
@@ -155,6 +167,7 @@ class Reloader:
             clock=self._clock,
             monotonic=self._monotonic,
             keep=keep,
+            keep_introspectors=keep_introspectors,
         )
         for warning in built.warnings:
             log.warning("%s", warning)
@@ -170,7 +183,7 @@ class Reloader:
             for source in fresh:
                 await source.stop()
             raise
-        return built.authorizer, dict(built.sources)
+        return built.authorizer, dict(built.sources), built.introspectors
 
 
 def _keep_listener_limits(config: Config, running: Config) -> Config:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
+import types
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +21,7 @@ from authz.core.errors import (
     InvalidClaims,
     InvalidIssuer,
     MalformedToken,
+    MissingExpiration,
     Overloaded,
     TokenExpired,
     TokenInactive,
@@ -40,6 +43,8 @@ SETTINGS = IntrospectionSettings(
     max_entries=100,
     max_bytes=1 << 20,
     max_in_flight=4,
+    require_expiration=True,
+    max_lifetime_s=3600,
 )
 
 
@@ -110,6 +115,10 @@ async def test_an_active_answer_is_an_identity_with_its_members_as_claims() -> N
         (active(exp="soon"), InvalidClaims),
         (active(exp=NOW - 6), TokenExpired),
         (active(nbf=NOW + 6), TokenNotYetValid),
+        (active(exp=None), MissingExpiration),  # require_expiration, as for JWTs
+        (active(iat=NOW, exp=NOW + 7200), InvalidClaims),  # max_lifetime 3600
+        (active(cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}), InvalidClaims),
+        (active(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}), InvalidClaims),
     ],
 )
 async def test_answers_that_do_not_vouch_for_the_token(
@@ -126,13 +135,46 @@ async def test_answers_that_do_not_vouch_for_the_token(
         active(iss=None),  # optional in RFC 7662
         active(aud=["other", "api"]),
         active(token_type="bearer"),
-        active(exp=None),
         active(exp=NOW - 4, nbf=NOW + 4),  # within the skew
+        active(name="\ud800"),  # a lone surrogate, as JSON may carry
     ],
 )
 async def test_answers_that_do(answer: dict[str, Any]) -> None:
     introspector, _, _, _ = judge({"tok": answer})
     assert (await introspector.verify("tok")).claims == answer
+
+
+async def test_without_require_expiration_an_answer_needs_no_exp() -> None:
+    introspector, _, _, _ = judge({"tok": active(exp=None)}, require_expiration=False)
+    assert "exp" not in (await introspector.verify("tok")).claims
+
+
+async def test_a_kept_refusal_holds_neither_the_token_nor_the_answer() -> None:
+    """The exception of a refusal holds, through its traceback, the token and the
+    answer: a flood of made-up tokens would keep them all, uncounted."""
+    token = "x" * 400
+    introspector, _, _, _ = judge({token: {"active": False, "pad": "p" * 5000}})
+    with pytest.raises(TokenInactive):
+        await introspector.verify(token)
+    (entry,) = introspector._entries.values()
+    reachable = texts_held_by(entry)
+    assert not any(token in text or "p" * 5000 in text for text in reachable)
+
+
+def texts_held_by(root: object) -> list[str]:
+    seen: set[int] = set()
+    pending: list[object] = [root]
+    texts = []
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            texts.append(obj)
+        else:
+            pending.extend(gc.get_referents(obj))
+    return texts
 
 
 async def test_an_active_answer_is_kept_until_exp_or_max_ttl() -> None:

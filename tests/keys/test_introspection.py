@@ -8,7 +8,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 import aiohttp
 import pytest
@@ -186,5 +186,26 @@ async def test_the_endpoint_by_discovery(
         await client.introspect("tok")
     assert caught.value.result == "discovery_error"
     endpoint.discovery = {"issuer": issuer, "introspection_endpoint": endpoint.url("/introspect")}
+    with pytest.raises(IntrospectionUnavailable):
+        await client.introspect("tok")  # within a second of the failure: not asked again
+    await asyncio.sleep(1.0)
     assert (await client.introspect("tok"))["active"] is True
-    assert events.seen == [("opaque", "discovery_error"), ("opaque", "active")]
+    assert events.seen == [
+        ("opaque", "discovery_error"),
+        ("opaque", "discovery_error"),
+        ("opaque", "active"),
+    ]
+
+
+async def test_neither_the_secret_nor_the_token_is_logged(
+    endpoint: Endpoint, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint.status = 500
+    token = "opaque-token-value-1234567890"
+    client = client_for(endpoint, session, Events())
+    with pytest.raises(IntrospectionUnavailable):
+        await client.introspect(token)
+    basic = base64.b64encode(f"authz+client:{quote_plus(SECRET)}".encode()).decode()
+    assert "introspection for provider opaque failed (http_error)" in caplog.text
+    for secret in (SECRET, quote_plus(SECRET), basic, token):
+        assert secret not in caplog.text

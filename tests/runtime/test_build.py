@@ -21,7 +21,7 @@ from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.keys.remote import RemoteKeySource
 from authz.keys.sources import FileKeySource, KeySource, StaticKeySource
-from authz.runtime.build import RESERVED_DESCRIPTORS, build, build_listeners
+from authz.runtime.build import RESERVED_DESCRIPTORS, build, build_listeners, validate
 from authz.runtime.commands import check_config
 from dev.stack import ROOT, free_port
 from tests.support import AUDIENCE, LISTEN_ANYWHERE, config, provider, rsa_signer
@@ -218,6 +218,10 @@ INTROSPECTION = {
             {"jwks": None, "introspection": {**INTROSPECTION, "discovery": True}},
             "exactly one of endpoint or discovery: true",
         ),
+        (
+            {"jwks": None, "introspection": INTROSPECTION, "typ": "at+jwt"},
+            "typ: for JWT providers",
+        ),
     ],
 )
 def test_what_check_config_rejects_never_serves(
@@ -307,3 +311,16 @@ def test_large_libraries_load_only_for_configs_using_them(
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == loaded
+
+
+def test_a_rule_offers_an_opaque_token_to_one_introspection_provider_at_most() -> None:
+    """An opaque token names no issuer: with two such providers it would be posted to
+    one IdP's endpoint though it is another's."""
+    opaque = provider(jwks=None, introspection=INTROSPECTION)
+    partner = provider(jwks=None, introspection=INTROSPECTION, issuer="https://partner.example")
+    both = config(
+        providers={"corp": opaque, "partner": partner},
+        rules=[{"match": {"prefix": "/"}, "requires": {"any": ["partner", "corp"]}}],
+    )
+    with pytest.raises(ConfigError, match="at most one introspection provider per rule"):
+        validate(both)

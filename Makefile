@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Provider the end-to-end tests get real tokens from (oidc-provider, npm).
 IDP_STAMP := tests/idp/node_modules/.installed
 
-.PHONY: install idp run test test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
+.PHONY: install idp run test bench-introspection test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ soak: install
 ## make bench-jwks: random-kid flood and check latency while the IdP is down.
 bench-jwks: install
 	$(PY) -m bench.jwks_outage
+
+## make bench-introspection: opaque tokens against the real OP: hit, miss, hit rate.
+bench-introspection: install idp bench-tools
+	$(PY) -m bench.introspection
 
 ## make bench-policy: policy evaluation cost per check (20 rules) and one CEL expression.
 bench-policy: install

@@ -62,6 +62,7 @@ class Metrics:
         )
 
         self._check_children: dict[tuple[str, str, str, str], Any] = {}
+        self._introspection_cache_children: dict[tuple[str, str], Any] = {}
         self.token_cache = Counter(
             "authz_token_cache",
             "Allowed token checks by whether the token cache answered (hit) or not (miss).",
@@ -157,7 +158,14 @@ class Metrics:
         self.introspection_duration.labels(provider).observe(seconds)
 
     def observe_introspection_cache(self, provider: str, result: str) -> None:
-        self.introspection_cache.labels(provider, result).inc()
+        # Once per introspected check: the children are looked up once (see observe_check).
+        key = (provider, result)
+        child = self._introspection_cache_children.get(key)
+        if child is None:
+            child = self._introspection_cache_children[key] = self.introspection_cache.labels(
+                provider, result
+            )
+        child.inc()
 
     def observe_dry_run(self, rule: str, decision: str, reason: str) -> None:
         self.dry_run.labels(rule, decision, reason).inc()

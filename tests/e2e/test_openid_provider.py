@@ -26,7 +26,7 @@ from tests.support.openid import (
     OpenIdProvider,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.openid]
 
 
 def stack_config(op: OpenIdProvider, ports: Ports, jwks: dict[str, Any]) -> dict[str, Any]:

@@ -262,8 +262,15 @@ class Provider(Model):
             for tenant in self.tenants:
                 if not TENANT_NAME.fullmatch(tenant) or tenant in (".", ".."):
                     raise ValueError(f"tenants: {tenant!r} is not a tenant name ([A-Za-z0-9._-])")
-        if self.introspection is not None:
-            raise ValueError("tenants are for jwks providers, not introspection")
+        if self.introspection is not None or self.shared_secret is not None:
+            # A shared secret signs for every tenant alike: whoever holds it is any tenant.
+            raise ValueError("tenants are for jwks providers")
+        return self
+
+    @model_validator(mode="after")
+    def _tenant_headers(self) -> Provider:
+        if self.tenants is None and any(m.issuer_param for m in self.claim_to_headers):
+            raise ValueError("claim_to_headers: issuer_param needs a provider with tenants")
         return self
 
     @model_validator(mode="after")

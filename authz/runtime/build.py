@@ -72,6 +72,8 @@ class Events(KeyEvents, Protocol):
 
     def introspection_cache(self, provider: str, result: str) -> None: ...
 
+    def tenant_source(self, provider: str, event: str, tenants: int) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Built:
@@ -301,7 +303,7 @@ def build_introspector(
 def build_key_source(
     name: str,
     provider: Provider,
-    events: KeyEvents,
+    events: Events,
     fetcher_for: FetcherFor,
     monotonic: Monotonic,
 ) -> KeySource:
@@ -368,16 +370,18 @@ def build_key_source(
     if provider.tenants is None or PLACEHOLDER not in (remote.uri or remote.discovery or ""):
         return remote_source(None)  # one key set, whichever tenant
     every = provider.tenants if isinstance(provider.tenants, AnyTenant) else None
-    listed = len(provider.tenants) if isinstance(provider.tenants, list) else 0
+    listed = tuple(provider.tenants) if isinstance(provider.tenants, list) else ()
     return TenantKeySources(
         name,
         algorithms,
         events,
         remote_source,
-        max_tenants=every.max if every else listed,
-        create_per_s=every.create_rate if every else float(listed),
-        burst=every.burst if every else listed,
+        listed=listed,
+        max_tenants=every.max if every else len(listed),
+        create_per_s=every.create_rate if every else 1.0,  # listed ones are made at start
+        burst=every.burst if every else 1,
         first_wait_s=remote.unknown_kid_wait,
+        on_event=events.tenant_source,
         monotonic=monotonic,
     )
 

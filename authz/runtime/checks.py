@@ -55,6 +55,18 @@ def _url_problems(where: str, provider: Provider) -> Iterator[str]:
             value = getattr(remote, key)
             if value is None:
                 continue
+            if (
+                key == "discovery"
+                and provider.tenants is not None
+                and (TENANT_PLACEHOLDER not in value)
+            ):
+                # Discovery checks the document's issuer: one document cannot name every
+                # tenant's issuer. A uri without {tenant} is one key set for all tenants.
+                yield (
+                    f"{where}.jwks.remote.discovery: a multi-tenant provider discovers per "
+                    "tenant: put {tenant} in it (or use jwks.remote.uri for shared keys)"
+                )
+                continue
             if TENANT_PLACEHOLDER in value:
                 if provider.tenants is None:
                     yield (
@@ -96,6 +108,12 @@ def _rule_problems(config: Config) -> Iterator[str]:
     for index, rule in enumerate(config.rules):
         where = f"rules.{index} ({config.rule_name(index)})"
         providers = rule.requires.providers if rule.requires else ()
+        tenanted = {n for n in providers if config.providers[n].tenants is not None}
+        if not tenanted and (
+            any(m.issuer_param for m in rule.claim_to_headers)
+            or any(_uses_issuer_param(c) for c in rule.claims)
+        ):
+            yield f"{where}: issuer_param needs a provider with tenants among the rule's"
         introspecting = [n for n in providers if config.providers[n].introspection is not None]
         if len(introspecting) > 1:
             # An opaque token names no issuer: it would be sent to each endpoint in turn,
@@ -160,3 +178,10 @@ def _cel_problems(where: str, condition: ClaimCondition, *, http: bool) -> Itera
     for position, child in enumerate(children):
         suffix = f".{block}.{position}" if block != "not" else ".not"
         yield from _cel_problems(where + suffix, child, http=http)
+
+
+def _uses_issuer_param(condition: ClaimCondition) -> bool:
+    children = [*(condition.all or []), *(condition.any or [])]
+    if condition.not_ is not None:
+        children.append(condition.not_)
+    return condition.issuer_param is not None or any(_uses_issuer_param(c) for c in children)

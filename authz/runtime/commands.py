@@ -36,6 +36,9 @@ class _Offline:
     def introspection_cache(self, provider: str, result: str) -> None:
         return None
 
+    def tenant_source(self, provider: str, event: str, tenants: int) -> None:
+        return None
+
     def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
         return self._never_fetch
 

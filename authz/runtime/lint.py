@@ -4,6 +4,8 @@ providers open to any tenant that no rule narrows."""
 
 from __future__ import annotations
 
+import re
+
 from authz.config import AnyTenant, ClaimCondition, Config, Match
 from authz.core.policy import literal_prefix
 
@@ -70,29 +72,49 @@ def _guaranteed_prefix(match: Match) -> str:
 
 
 def open_tenants(config: Config) -> list[str]:
-    """Warnings for providers with ``tenants: {any: true}`` that no rule requiring them
-    conditions on the tenant: any organisation able to get a token for the audience (a
-    multi-tenant app registration) would be let in."""
+    """Warnings for providers with ``tenants: {any: true}`` that a rule requires without
+    pinning the tenant: any organisation able to get a token for the audience (a
+    multi-tenant app registration) would be let in there."""
     warnings = []
     for name, provider in config.providers.items():
         if not isinstance(provider.tenants, AnyTenant):
             continue
-        using = [rule for rule in config.rules if rule.requires and name in rule.requires.providers]
-        if any(not any(_names_tenant(c) for c in rule.claims) for rule in using):
-            warnings.append(
-                f"providers.{name}: tenants: {{any: true}} accepts every tenant that can get a "
-                "token for its audiences, and a rule requiring it does not condition the "
-                "tenant (issuer_param: tenant, or tenant in CEL); list the tenant IDs instead"
-            )
+        for index, rule in enumerate(config.rules):
+            if rule.requires is None or name not in rule.requires.providers:
+                continue
+            first = rule.requires.providers[0]
+            if not any(_pins_tenant(c, name, first) for c in rule.claims):
+                warnings.append(
+                    f"providers.{name}: tenants: {{any: true}} accepts every tenant that can "
+                    f"get a token for its audiences, and rules.{index} "
+                    f"({config.rule_name(index)}) does not pin the tenant (issuer_param: "
+                    "tenant with equals or one_of, or tenant == / in in CEL); list the "
+                    "tenant IDs instead"
+                )
     return warnings
 
 
-def _names_tenant(condition: ClaimCondition) -> bool:
-    if condition.issuer_param is not None:
-        return True
-    if condition.expr is not None:
-        return "tenant" in condition.expr
-    children = [*(condition.all or []), *(condition.any or [])]
-    if condition.not_ is not None:
-        children.append(condition.not_)
-    return any(_names_tenant(child) for child in children)
+# CEL comparing the variable tenant itself (not jwt.tenant, not tenant_id).
+_CEL_TENANT = re.compile(r"(?<![\w.])tenant\s*(?:==|\bin\b)")
+
+
+def _pins_tenant(condition: ClaimCondition, provider: str, first: str) -> bool:
+    """Whether ``condition`` (one of a rule's claims, all of which must hold) can only
+    hold for chosen tenants of ``provider``; ``first``: whose token a condition without
+    ``provider`` reads."""
+    block = condition.block
+    if block == "all":
+        return any(_pins_tenant(c, provider, first) for c in condition.all or [])
+    if block == "any":
+        return all(_pins_tenant(c, provider, first) for c in condition.any or [])
+    if block == "expr":
+        # CEL's tenant is the first provider's; "||" could let another branch through.
+        expr = condition.expr or ""
+        return first == provider and "||" not in expr and bool(_CEL_TENANT.search(expr))
+    if block == "not":
+        return False
+    return (
+        condition.issuer_param is not None
+        and (condition.provider or first) == provider
+        and condition.operator in ("equals", "one_of")
+    )

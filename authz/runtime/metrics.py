@@ -100,6 +100,20 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.jwks_tenant_sources = Counter(
+            "authz_jwks_tenant_sources",
+            "A multi-tenant provider's per-tenant key sources by event (created, evicted, "
+            "rate_limited: a new tenant refused because they arrive too fast).",
+            ("provider", "event"),
+            registry=self.registry,
+        )
+        self.jwks_tenants = Gauge(
+            "authz_jwks_tenants",
+            "Tenants of a multi-tenant provider that have a key source now.",
+            ("provider",),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.introspection_requests = Counter(
             "authz_introspection_requests",
             "Requests to a provider's introspection endpoint, by result (active, inactive, "
@@ -152,6 +166,10 @@ class Metrics:
     def observe_token_cache_size(self, entries: int, size: int) -> None:
         self.token_cache_entries.set(entries)
         self.token_cache_bytes.set(size)
+
+    def observe_tenant_source(self, provider: str, event: str, tenants: int) -> None:
+        self.jwks_tenant_sources.labels(provider, event).inc()
+        self.jwks_tenants.labels(provider).set(tenants)
 
     def observe_introspection(self, provider: str, result: str, seconds: float) -> None:
         self.introspection_requests.labels(provider, result).inc()

@@ -65,3 +65,6 @@ class Telemetry:
 
     def introspection_cache(self, provider: str, result: str) -> None:
         self.metrics.observe_introspection_cache(provider, result)
+
+    def tenant_source(self, provider: str, event: str, tenants: int) -> None:
+        self.metrics.observe_tenant_source(provider, event, tenants)

@@ -354,14 +354,20 @@ def test_a_flood_of_random_tenants_is_bounded(
         elapsed = time.monotonic() - started
         assert set(statuses) <= {401, 503}, statuses
         page = scrape(stack.ports.authz_http)
-        loads = sum(
-            float(n)
-            for n in re.findall(
-                r'^authz_jwks_refresh_total\{provider="mt",\S*\} (\S+)$', page, re.M
-            )
+
+        def sample(pattern: str) -> float:
+            found = re.search(pattern, page, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        created = sample(
+            r'^authz_jwks_tenant_sources_total\{event="created",provider="mt"\} (\S+)$'
         )
-        # each created source fetches (and retries) on its own; creation is 2 + 2/s
-        assert loads <= 4 * (2 + 2 * elapsed), (loads, elapsed)
+        limited = sample(
+            r'^authz_jwks_tenant_sources_total\{event="rate_limited",provider="mt"\} (\S+)$'
+        )
+        assert 1 <= created <= 2 + 2 * elapsed + 1, (created, elapsed)  # burst 2, then 2/s
+        assert created + limited == 300  # every made-up tenant was one or the other
+        assert sample(r'^authz_jwks_tenants\{provider="mt"\} (\S+)$') <= 3  # max
         real = tenant_op.token(JWT_RESOURCES["ES256"], tenant="/tenants/a")
         deadline = time.monotonic() + 10
         while (status := call(stack, "/hello", authorization=bearer(real))[0]) != 200:

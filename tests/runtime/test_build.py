@@ -52,6 +52,12 @@ class Recording:
         self.fetches.append(uri)
         raise AssertionError("a build fetched")
 
+    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
+        return self.fetcher_for(settings, trust)
+
+    def tenant_source(self, provider: str, event: str, tenants: int) -> None:
+        self.events.append(event)
+
 
 def key_settings(kind: str, folder: Path) -> dict[str, Any]:
     if kind == "inline":
@@ -324,3 +330,58 @@ def test_a_rule_offers_an_opaque_token_to_one_introspection_provider_at_most() -
     )
     with pytest.raises(ConfigError, match="at most one introspection provider per rule"):
         validate(both)
+
+
+MT_RULES = [{"match": {"prefix": "/"}, "requires": {"provider": "mt"}}]
+
+
+@pytest.mark.parametrize(
+    ("jwks", "uri", "discovery"),
+    [
+        ({"discovery": True}, None, "https://login.example.com/a/v2.0"),
+        (
+            {"remote": {"uri": "https://login.example.com/{tenant}/keys"}},
+            "https://login.example.com/a/keys",
+            None,
+        ),
+        (
+            {"remote": {"discovery": "https://login.example.com/{tenant}/v2.0"}},
+            None,
+            "https://login.example.com/a/v2.0",
+        ),
+    ],
+)
+def test_each_tenant_gets_its_own_key_location(
+    jwks: dict[str, Any], uri: str | None, discovery: str | None
+) -> None:
+    from authz.keys.tenants import TenantKeySources
+
+    mt = provider(issuer="https://login.example.com/{tenant}/v2.0", tenants=["a"], jwks=jwks)
+    recording = Recording()
+    built = build(
+        config(providers={"mt": mt}, rules=MT_RULES),
+        events=recording,
+        fetcher_for=recording,
+        observe=None,
+    )
+    tenants = built.sources["mt"]
+    assert isinstance(tenants, TenantKeySources)
+    source = tenants._make_source("a")
+    assert isinstance(source, RemoteKeySource)
+    assert (source.settings.uri, source.settings.discovery) == (uri, discovery)
+    assert source._discovery is None or source._discovery.issuer == (
+        "https://login.example.com/a/v2.0"
+    )
+
+
+def test_keys_shared_by_every_tenant_are_one_source() -> None:
+    shared = {"remote": {"uri": "https://login.example.com/common/keys"}}
+    mt = provider(issuer="https://login.example.com/{tenant}/v2.0", tenants=["a"], jwks=shared)
+    recording = Recording()
+    built = build(
+        config(providers={"mt": mt}, rules=MT_RULES),
+        events=recording,
+        fetcher_for=recording,
+        observe=None,
+    )
+    assert isinstance(built.sources["mt"], RemoteKeySource)

@@ -332,6 +332,7 @@ async def test_opaque_tokens_go_to_the_endpoint_and_jwts_to_their_keys(
     assert decision.allowed and decision.provider == "opaque"
     assert dict(decision.upstream_headers)["x-user-id"] == "bob"
     assert "authorization" in decision.remove_headers  # the token never reaches the upstream
+    assert decision.metadata["opaque"]["sub"] == "bob"  # the answer is Envoy's dynamic metadata
     jwt = rsa_signer.token(sub="carol")
     decision = await checker.check(support.req(authorization=f"Bearer {jwt}"))
     assert decision.allowed and decision.provider == "corp"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from authz.config import Config, FileJwks, Introspection, Provider, RemoteJwks
+from authz.config import Config, Dpop, FileJwks, Introspection, Provider, RemoteJwks
 from authz.core.errors import ALLOW_REASONS, DENY_REASONS
 from authz.runtime.metrics import Metrics
 
@@ -80,6 +80,7 @@ def test_every_metric_is_documented() -> None:
         *RemoteJwks.model_fields,
         *FileJwks.model_fields,
         *Introspection.model_fields,
+        *Dpop.model_fields,
     ],
 )
 def test_every_config_key_is_documented(key: str) -> None:

@@ -89,6 +89,7 @@ def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
         context=dict(attributes.context_extensions) if attributes.context_extensions else {},
         header_count=entries,
         size=size,
+        scheme=http.scheme.lower(),
     )
 
 

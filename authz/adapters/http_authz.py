@@ -64,6 +64,9 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
         original_path = headers.get("x-forwarded-uri")
         method = headers.get("x-forwarded-method")
         host = headers.get("x-forwarded-host", request.host)
+    # Traefik sets X-Forwarded-Proto itself (the client's copy is replaced); nginx's
+    # recipe does not send one.
+    scheme = headers.get("x-forwarded-proto", "").lower() if style == "traefik" else ""
     if not original_path or not method:
         raise InvalidPath(f"the {style} headers naming the original request are missing")
     for name in FORWARDING[style]:
@@ -76,6 +79,7 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
         header_count=count,
         query_removable=False,
         cookie_rewritable=False,
+        scheme=scheme,
     )
 
 

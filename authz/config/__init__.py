@@ -8,6 +8,7 @@ from authz.config.base import ConfigError, split_address
 from authz.config.load import Config, load_config, parse_config, read_config_text
 from authz.config.providers import (
     AnyTenant,
+    Dpop,
     FileJwks,
     Introspection,
     Jwks,
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DecisionLogSettings",
+    "Dpop",
     "FileJwks",
     "HeaderMatch",
     "HttpAuthz",

@@ -188,6 +188,33 @@ class Introspection(Model):
         return self
 
 
+class Dpop(Model):
+    """DPoP (RFC 9449) proofs of possession for tokens bound to a key (cnf.jkt)."""
+
+    # required: every token must be DPoP-bound and come with a proof; when_bound: those
+    # that are bound (cnf.jkt) must; off: no DPoP (a bound token is taken as a bearer one)
+    mode: Literal["required", "when_bound", "off"] = "when_bound"
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["ES256", "EdDSA", "PS256", "RS256"], min_length=1
+    )
+    max_age: PositiveSeconds = 60.0  # how old a proof's iat may be
+    clock_skew: float = Field(default=5.0, ge=0, le=300)
+    # scheme://authority clients use, when authz's proxy sits behind another one that
+    # changes them (the request's own scheme and Host are used otherwise)
+    external_origin: str | None = None
+    max_replay_entries: int = Field(default=100_000, gt=0)  # the in-memory jti store
+
+    @field_validator("external_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError("an origin: scheme://host[:port], nothing after")
+        return value.rstrip("/")
+
+
 TENANT_PLACEHOLDER = "{tenant}"
 TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
@@ -209,6 +236,7 @@ class Provider(Model):
     jwks: Jwks | None = None
     shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
     introspection: Introspection | None = None  # instead of jwks: opaque tokens (RFC 7662)
+    dpop: Dpop = Field(default_factory=Dpop)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
     require_expiration: bool = True

@@ -125,6 +125,8 @@ class Authorizer:
             p.sources for p in providers.values() if not p.forward
         )
         self._identity_headers = identity_headers(policy, providers.values())
+        # A DPoP proof is for authz: the upstream never receives it.
+        self._proof_header = any(p.dpop is not None for p in providers.values())
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
@@ -169,6 +171,8 @@ class Authorizer:
 
     def _strip_plan(self, request: RequestAttributes) -> StripPlan:
         plan = self._strip_sources.strip_plan(request)
+        if self._proof_header and "dpop" in request.headers:
+            plan = replace(plan, headers=(*plan.headers, "dpop"))
         if plan.params_unremovable:
             raise TokenNotStrippable("a token parameter follows a ';' inside another parameter")
         if plan.params and not request.query_removable:

@@ -10,7 +10,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from authz.core.errors import CheckError, ClaimMismatch, InternalError, MissingToken, Outcome
+from authz.core.errors import (
+    CheckError,
+    ClaimMismatch,
+    DpopError,
+    DpopInvalid,
+    DpopReplayed,
+    InternalError,
+    MissingToken,
+    Outcome,
+)
 from authz.core.model import Decision, RequestAttributes
 from authz.core.tokens import StripPlan
 
@@ -32,7 +41,14 @@ def deny(
     """
     realm = _realm(host)
     challenge: str | None
-    if isinstance(error, MissingToken):
+    if isinstance(error, DpopError):
+        # RFC 9449 7.1: a DPoP challenge naming the proof algorithms
+        proof = isinstance(error, DpopInvalid | DpopReplayed)
+        code = "invalid_dpop_proof" if proof else "invalid_token"
+        challenge = (
+            f'DPoP algs="{error.algs}", error="{code}", error_description="{error.description}"'
+        )
+    elif isinstance(error, MissingToken):
         code, challenge = "unauthorized", f'Bearer realm="{realm}"'
     elif error.outcome is Outcome.UNAUTHENTICATED:
         code = "invalid_token"

@@ -223,6 +223,33 @@ class TokenInactive(InvalidToken):
     description = "the token is not active"
 
 
+class DpopError(InvalidToken):
+    """A DPoP (RFC 9449) failure: answered with a DPoP challenge (error invalid_dpop_proof
+    for the proof's own failures, invalid_token otherwise)."""
+
+    algs = ""  # the algorithms the provider accepts for proofs, for the challenge
+
+
+class DpopMissing(DpopError):
+    reason = "dpop_missing"
+    description = "a DPoP proof of possession is required"
+
+
+class DpopInvalid(DpopError):
+    reason = "dpop_invalid"
+    description = "the DPoP proof is invalid"
+
+
+class DpopReplayed(DpopError):
+    reason = "dpop_replayed"
+    description = "the DPoP proof was used before"
+
+
+class DpopBindingMismatch(DpopError):
+    reason = "dpop_binding_mismatch"
+    description = "the DPoP proof's key is not the one the token is bound to"
+
+
 # --- 403: authenticated, but not allowed ----------------------------------------
 
 

@@ -13,7 +13,8 @@ from authz.core.policy import CompiledRule, HeaderFromClaim
 from authz.core.tokens import TokenSources
 from authz.core.verify import Verifier
 
-if TYPE_CHECKING:  # loaded only by configs with an introspection provider
+if TYPE_CHECKING:  # types only: identify itself needs neither module
+    from authz.core.dpop import DpopVerifier
     from authz.core.introspect import Introspector
 
 
@@ -30,6 +31,7 @@ class ProviderRuntime:
     forward: bool
     introspector: Introspector | None = None
     introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
+    dpop: DpopVerifier | None = None  # proofs of possession for DPoP-bound tokens
 
     def accepts_issuer(self, iss: object) -> bool:
         """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
@@ -93,6 +95,7 @@ async def identify(
                 raise MissingToken(f"no token for provider {provider.name}")
             if not _from_cache(found, [provider], trace):
                 await _judge(found, [provider], trace)
+            await _prove(request, found, trace)
         return True
     found, finders = _find_token(request, candidates)
     if found is None:
@@ -101,7 +104,16 @@ async def identify(
         raise MissingToken("no token in the request")
     if not _from_cache(found, finders, trace):
         await _judge(found, finders, trace)
+    await _prove(request, found, trace)
     return True
+
+
+async def _prove(request: RequestAttributes, token: str, trace: Trace) -> None:
+    """The holder-of-key checks for the identity just found, cached or not: a cache hit
+    never skips them."""
+    provider, identity = trace.identities[-1]
+    if provider.dpop is not None:
+        await provider.dpop.prove(request, token, identity.claims)
 
 
 async def _judge(found: str, finders: list[ProviderRuntime], trace: Trace) -> None:

@@ -29,6 +29,9 @@ class RequestAttributes:
     query_removable: bool = True
     cookie_rewritable: bool = True
     size: int = 0  # bytes of the request as the proxy sent it; 0: not measured
+    # The scheme the client used, as the proxy knows it (Envoy's; Traefik's forwarded
+    # one); "": unknown (nginx and Envoy over HTTP do not say it in a trusted way).
+    scheme: str = ""
 
     @property
     def query(self) -> str:

@@ -20,10 +20,11 @@ from authz.adapters.listener import ConnectionBounds
 from authz.adapters.ops_server import OpsServer
 from authz.config import Config
 from authz.core.authorizer import CurrentAuthorizer
+from authz.core.dpop import MemoryReplayStore
 from authz.core.verify import Clock
 from authz.keys.crypto import assert_cryptography_backend
 from authz.keys.sources import KeySource
-from authz.runtime.build import Fetchers, build, build_listeners
+from authz.runtime.build import Fetchers, build, build_listeners, replay_entries
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
@@ -82,6 +83,8 @@ class App:
         self._stack = contextlib.AsyncExitStack()
         self._draining = False
         self._fetchers = Fetchers()
+        # DPoP proofs seen, kept across reloads (a reload must not reopen the window).
+        self._replay = MemoryReplayStore(replay_entries(config))
         self._tasks = OwnedTasks()
         self.observer = Telemetry(self.metrics, config.decision_log, self._update_health)
         self.running = Running(config, None, {})
@@ -122,6 +125,7 @@ class App:
             observe=self.observer,
             clock=self._clock,
             monotonic=self._monotonic,
+            replay=self._replay,
         )
         for warning in built.warnings:
             log.warning("%s", warning)
@@ -191,6 +195,7 @@ class App:
             swapped=self._update_health,
             keys_wait_s=self._reload_keys_wait_s,
             loaded_text=self._config_text,
+            replay=self._replay,
         )
         if self._config_path is not None:
             self.reloader.watch(self._watch_interval_s)

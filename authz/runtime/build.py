@@ -21,6 +21,7 @@ from authz.config import (
     AnyTenant,
     Config,
     ConfigError,
+    Dpop,
     Limits,
     Provider,
     RemoteJwks,
@@ -29,6 +30,7 @@ from authz.config import (
     split_address,
 )
 from authz.core.authorizer import Authorizer, CheckLimits, Observer, Settings
+from authz.core.dpop import DpopSettings, DpopVerifier, MemoryReplayStore, ReplayStore
 from authz.core.errors import JwksError
 from authz.core.identify import ProviderRuntime
 from authz.core.jws import media_type
@@ -37,6 +39,7 @@ from authz.core.tenants import PLACEHOLDER, IssuerTemplate
 from authz.core.token_cache import TokenCache
 from authz.core.tokens import HeaderSource, TokenSources
 from authz.core.verify import Clock, KeyLookup, Verifier
+from authz.keys.crypto import construct_key
 from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
 from authz.keys.jwks import INLINE_MAX_KEYS, hmac_key_set, parse_jwks
 from authz.keys.remote import RemoteKeySource, RemoteSettings
@@ -101,10 +104,12 @@ def build(
     monotonic: Monotonic = time.monotonic,
     keep: Mapping[str, KeySource] | None = None,
     keep_introspectors: Mapping[str, Introspector] | None = None,
+    replay: ReplayStore | None = None,
 ) -> Built:
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
     to reuse by provider name (a reload keeps those whose keys are configured as before);
-    ``keep_introspectors`` likewise, with their kept answers."""
+    ``keep_introspectors`` likewise, with their kept answers; ``replay``: the DPoP proofs
+    seen (the App keeps one across reloads; None: a new one)."""
     warnings = validate(config)
     sources = {
         name: (keep or {}).get(name)
@@ -118,7 +123,7 @@ def build(
         for name, provider in config.providers.items()
         if provider.introspection is not None
     }
-    authorizer = build_authorizer(config, sources, clock, observe, introspectors)
+    authorizer = build_authorizer(config, sources, clock, observe, introspectors, replay)
     return Built(authorizer, sources, warnings, introspectors)
 
 
@@ -128,15 +133,24 @@ def build_authorizer(
     clock: Clock,
     observe: Observer | None,
     introspectors: Mapping[str, Introspector] | None = None,
+    replay: ReplayStore | None = None,
 ) -> Authorizer:
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
-    each introspection provider."""
+    each introspection provider; ``replay``: where DPoP proofs are remembered."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
+    seen = replay or MemoryReplayStore(replay_entries(config))
     providers = {
         name: build_provider(
-            name, provider, config, keys.get(name), clock, cache, (introspectors or {}).get(name)
+            name,
+            provider,
+            config,
+            keys.get(name),
+            clock,
+            cache,
+            (introspectors or {}).get(name),
+            seen,
         )
         for name, provider in config.providers.items()
     }
@@ -170,10 +184,21 @@ def build_provider(
     clock: Clock,
     cache: TokenCache | None,
     introspector: Introspector | None = None,
+    replay: ReplayStore | None = None,
 ) -> ProviderRuntime:
     delimiter = config.nested_claim_delimiter
+    dpop = provider.dpop if provider.introspection is None and provider.dpop.mode != "off" else None
+    header_sources: list[HeaderSource] = []
+    for source in provider.from_headers:
+        header_sources.append(HeaderSource(source.name, source.value_prefix))
+        if (
+            dpop
+            and source.name == "authorization"
+            and source.value_prefix.strip().lower() == "bearer"
+        ):
+            header_sources.append(HeaderSource("authorization", "DPoP "))  # RFC 9449 7.1
     sources = TokenSources(
-        headers=tuple(HeaderSource(h.name, h.value_prefix) for h in provider.from_headers),
+        headers=tuple(header_sources),
         params=tuple(provider.from_params),
         cookies=tuple(provider.from_cookies),
     )
@@ -222,7 +247,28 @@ def build_provider(
         headers=headers,
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
+        dpop=dpop_verifier(dpop, clock, replay) if dpop else None,
     )
+
+
+def dpop_verifier(settings: Dpop, clock: Clock, replay: ReplayStore | None) -> DpopVerifier:
+    return DpopVerifier(
+        DpopSettings(
+            mode=settings.mode,
+            algorithms=frozenset(settings.algorithms),
+            max_age_s=settings.max_age,
+            clock_skew_s=settings.clock_skew,
+            external_origin=settings.external_origin,
+        ),
+        construct_key,
+        replay or MemoryReplayStore(settings.max_replay_entries),
+        clock,
+    )
+
+
+def replay_entries(config: Config) -> int:
+    """How many DPoP proofs the in-memory store keeps: the largest any provider asks."""
+    return max((p.dpop.max_replay_entries for p in config.providers.values()), default=1)
 
 
 def build_introspector(

@@ -37,6 +37,11 @@ def _provider_problems(config: Config) -> Iterator[str]:
         except ValueError as exc:
             yield f"{where}.algorithms: {exc}"
         yield from _url_problems(where, provider)
+        if provider.dpop.mode != "off":
+            try:
+                check_algorithms(provider.dpop.algorithms, shared_secret=False)
+            except ValueError as exc:
+                yield f"{where}.dpop.algorithms: {exc}"
 
 
 def _url_problems(where: str, provider: Provider) -> Iterator[str]:

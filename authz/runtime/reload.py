@@ -12,6 +12,7 @@ from typing import Any
 
 from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
+from authz.core.dpop import ReplayStore
 from authz.core.errors import AuthzError, JwksError
 from authz.core.verify import Clock
 from authz.keys.sources import KeySource
@@ -65,11 +66,13 @@ class Reloader:
         swapped: Callable[[], Awaitable[None]],
         keys_wait_s: float,
         loaded_text: str | None = None,
+        replay: ReplayStore | None = None,
     ) -> None:
         """``keys_wait_s``: how long a new key source may take to load its first key set
         before the reload gives up; ``loaded_text``: the text the running config was
         loaded from (None: unknown), so that a reload of the same text does nothing."""
         self._loaded_text = loaded_text
+        self._replay = replay
         self._running = running
         self._keys_wait_s = keys_wait_s
         self._path = path
@@ -168,6 +171,7 @@ class Reloader:
             monotonic=self._monotonic,
             keep=keep,
             keep_introspectors=keep_introspectors,
+            replay=self._replay,
         )
         for warning in built.warnings:
             log.warning("%s", warning)

@@ -1,0 +1,312 @@
+"""DPoP proofs (RFC 9449): the caller shows it holds the key a token is bound to.
+
+A proof is a JWT the client signs, per request, with the private key whose public half it
+carries in the header (``jwk``). The resource server checks, in this order (RFC 9449 4.3
+and 7.1): one well-formed JWS; ``typ: dpop+jwt``; an asymmetric algorithm from the
+allowlist; a public ``jwk`` (a private member is an error) that verifies the signature;
+``htm`` is the request method; ``htu`` is the request URI without query and fragment,
+compared after RFC 3986 normalization; ``iat`` within ``max_age`` and the skew; ``ath`` is
+base64url(SHA-256(access token)); the JWK's thumbprint (RFC 7638) is the token's
+``cnf.jkt``; ``jti`` was not seen before within the window (replay).
+
+Keys from the proof are built by the keys layer (``KeyFromJwk``); the replay store is a
+``ReplayStore`` (in memory here, Redis in the keys layer). Nothing in a proof is trusted
+before its signature verifies, and the token's binding is checked after the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from authz.core.errors import (
+    DpopBindingMismatch,
+    DpopError,
+    DpopInvalid,
+    DpopMissing,
+    DpopReplayed,
+    KeyRejected,
+    MalformedToken,
+)
+from authz.core.jws import media_type, parse_token
+from authz.core.model import RequestAttributes
+from authz.core.verify import VerificationKey
+
+Mode = Literal["required", "when_bound", "off"]
+MAX_PROOF_BYTES = 8192
+# RFC 7638 3.2: the members of each key type a thumbprint hashes, in lexicographic order.
+THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%(.{0,2})")
+
+# Builds a verification key for an algorithm from a public JWK; KeyRejected when it can't.
+KeyFromJwk = Callable[[Mapping[str, Any], str], VerificationKey]
+
+
+class ReplayStore(Protocol):
+    async def first_use(self, key: bytes, ttl_s: float) -> bool:
+        """Record ``key`` for ``ttl_s`` seconds; False when it was already recorded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DpopSettings:
+    mode: Mode
+    algorithms: frozenset[str]  # asymmetric only (the config refuses others)
+    max_age_s: float
+    clock_skew_s: float
+    external_origin: str | None  # scheme://authority the client used, when not the request's
+
+    @property
+    def replay_window_s(self) -> float:
+        return self.max_age_s + 2 * self.clock_skew_s
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638: SHA-256 of the required members' JSON, no whitespace, sorted keys."""
+    members = THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if members is None or not all(isinstance(jwk.get(m), str) for m in members):
+        raise DpopInvalid("the proof's jwk is not an RSA, EC or OKP public key")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def access_token_hash(token: str) -> str:
+    return b64url(hashlib.sha256(token.encode("ascii", "surrogateescape")).digest())
+
+
+def normalize_escapes(path: str) -> str | None:
+    """RFC 3986 6.2.2.1 and 6.2.2.2: upper-case hex digits, unreserved characters decoded;
+    None for a malformed escape."""
+    result = []
+    position = 0
+    for match in _ESCAPE.finditer(path):
+        digits = match.group(1)
+        if len(digits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            return None
+        byte = int(digits, 16)
+        result.append(path[position : match.start()])
+        result.append(chr(byte) if byte in UNRESERVED else f"%{digits.upper()}")
+        position = match.end()
+    result.append(path[position:])
+    return "".join(result)
+
+
+def normalized_uri(uri: str) -> str | None:
+    """scheme://host[:port]/path of ``uri`` after RFC 3986 6.2.2 and 6.2.3 normalization
+    (case, default port, percent-encoding, empty path), without query and fragment;
+    None when it is no absolute http(s) URI."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    authority = f"[{host}]" if ":" in host else host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        authority = f"{authority}:{port}"
+    path = normalize_escapes(parts.path) if parts.path else "/"
+    if path is None:
+        return None
+    return f"{scheme}://{authority}{path}"
+
+
+def request_url(request: RequestAttributes, external_origin: str | None) -> str | None:
+    """The URI a proof's htu must name: the origin the client used and the path, without
+    the query; None when the scheme is unknown and no external_origin is configured."""
+    path = request.path.split("?", 1)[0].split("#", 1)[0] or "/"
+    if external_origin is not None:
+        return external_origin + path
+    if request.scheme not in DEFAULT_PORTS or not request.host:
+        return None
+    return f"{request.scheme}://{request.host}{path}"
+
+
+def presented_as_dpop(request: RequestAttributes, token: str) -> bool:
+    """Whether ``token`` came in ``Authorization: DPoP <token>``."""
+    value = request.headers.get("authorization", "")
+    return value[:5].lower() == "dpop " and value[5:].strip() == token
+
+
+class MemoryReplayStore:
+    """The jti of every accepted proof, for the window; bounded (oldest first out). Each
+    process (each worker) sees only its own requests: replicas need a shared store."""
+
+    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic):
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._max_entries = max_entries
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    async def first_use(self, key: bytes, ttl_s: float) -> bool:
+        now = self._clock()
+        while self._seen:  # entries are in expiry order (one window for all)
+            oldest, expires = next(iter(self._seen.items()))
+            if expires > now:
+                break
+            del self._seen[oldest]
+        if key in self._seen:
+            return False
+        self._seen[key] = now + ttl_s
+        if len(self._seen) > self._max_entries:
+            # Full within the window: a replay of the oldest would pass unnoticed, but its
+            # iat is also the oldest, so it is the first to age out of max_age anyway.
+            self._seen.popitem(last=False)
+        return True
+
+
+class DpopVerifier:
+    """Checks one provider's DPoP proofs."""
+
+    def __init__(
+        self,
+        settings: DpopSettings,
+        key_from_jwk: KeyFromJwk,
+        replay: ReplayStore,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.algs = " ".join(sorted(settings.algorithms))  # for the DPoP challenge
+        self._key_from_jwk = key_from_jwk
+        self._replay = replay
+        self._clock = clock
+
+    def wanted(self, jkt: object, scheme_dpop: bool) -> bool:
+        """Whether this check needs a proof: the token is bound, the client said DPoP,
+        or the provider requires DPoP."""
+        if self.settings.mode == "off":
+            return False
+        return self.settings.mode == "required" or jkt is not None or scheme_dpop
+
+    async def prove(
+        self, request: RequestAttributes, token: str, claims: Mapping[str, Any]
+    ) -> None:
+        """The DPoP checks ``request`` needs for ``token`` (none for a plain bearer token
+        when the mode is when_bound); the DpopError that denies otherwise, carrying the
+        algorithms for the challenge."""
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        scheme_dpop = presented_as_dpop(request, token)
+        if not self.wanted(jkt, scheme_dpop):
+            return
+        try:
+            url = request_url(request, self.settings.external_origin)
+            await self.check(
+                request.headers.get("dpop"),
+                scheme_dpop=scheme_dpop,
+                method=request.method,
+                url=url,
+                token=token,
+                claims=claims,
+            )
+        except DpopError as exc:
+            exc.algs = self.algs
+            raise
+
+    async def check(
+        self,
+        proofs: str | None,
+        *,
+        scheme_dpop: bool,
+        method: str,
+        url: str | None,
+        token: str,
+        claims: Mapping[str, Any],
+    ) -> None:
+        """DpopMissing, DpopInvalid, DpopReplayed or DpopBindingMismatch unless ``proofs``
+        (the DPoP header, as the proxy joined it) proves possession of the key ``claims``
+        bind the token to. ``scheme_dpop``: the token came as ``Authorization: DPoP``."""
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if jkt is not None and not isinstance(jkt, str):
+            raise DpopBindingMismatch("cnf.jkt is not a string")
+        if not scheme_dpop:
+            # RFC 9449 7.2: a bound token sent as Bearer is a downgrade.
+            raise DpopMissing("a DPoP-bound token or provider needs Authorization: DPoP")
+        if jkt is None:
+            raise DpopBindingMismatch("the token is not bound to a DPoP key (no cnf.jkt)")
+        if not proofs:
+            raise DpopMissing("no DPoP proof")
+        if "," in proofs:
+            raise DpopInvalid("more than one DPoP proof")  # Envoy joins repeated headers
+        proof = self._parse(proofs)
+        header, claims_of_proof = proof.header, proof.claims
+        key = self._key(header)
+        if not key.verify(proof.signing_input, proof.signature):
+            raise DpopInvalid("the proof's signature does not verify")
+        self._check_request(claims_of_proof, method, url)
+        self._check_time(claims_of_proof)
+        if claims_of_proof.get("ath") != access_token_hash(token):
+            raise DpopInvalid("ath is not the hash of the access token")
+        jti = claims_of_proof.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise DpopInvalid("jti is missing")
+        thumbprint = jwk_thumbprint(header["jwk"])
+        if not hmac.compare_digest(thumbprint.encode(), jkt.encode()):
+            raise DpopBindingMismatch("the proof's key is not the one the token is bound to")
+        replay_key = hashlib.sha256(f"{thumbprint}\0{jti}".encode()).digest()
+        if not await self._replay.first_use(replay_key, self.settings.replay_window_s):
+            raise DpopReplayed("this proof was used before")
+
+    def _parse(self, proof: str) -> Any:
+        try:
+            parsed = parse_token(proof.strip(), MAX_PROOF_BYTES)
+        except MalformedToken as exc:
+            raise DpopInvalid(f"the proof is malformed: {exc.detail}") from exc
+        if media_type(parsed.header.get("typ")) != "dpop+jwt":
+            raise DpopInvalid("the proof's typ is not dpop+jwt")
+        if parsed.alg not in self.settings.algorithms:
+            raise DpopInvalid("the proof's alg is not allowed")
+        if not isinstance(parsed.header.get("jwk"), dict):
+            raise DpopInvalid("the proof carries no jwk")
+        return parsed
+
+    def _key(self, header: Mapping[str, Any]) -> VerificationKey:
+        try:
+            return self._key_from_jwk(header["jwk"], header["alg"])
+        except KeyRejected as exc:
+            raise DpopInvalid(f"the proof's jwk is not usable: {exc}") from exc
+
+    def _check_request(self, claims: Mapping[str, Any], method: str, url: str | None) -> None:
+        if claims.get("htm") != method.upper():
+            raise DpopInvalid("htm is not the request method")
+        if url is None:
+            raise DpopInvalid("the request's scheme is unknown: set dpop.external_origin")
+        htu = claims.get("htu")
+        expected = normalized_uri(url)
+        if not isinstance(htu, str) or expected is None or normalized_uri(htu) != expected:
+            raise DpopInvalid("htu is not the request URI")
+
+    def _check_time(self, claims: Mapping[str, Any]) -> None:
+        iat = claims.get("iat")
+        if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+            raise DpopInvalid("iat is missing or not a number")
+        now, settings = self._clock(), self.settings
+        if iat > now + settings.clock_skew_s:
+            raise DpopInvalid("the proof was issued in the future")
+        if iat < now - settings.max_age_s - settings.clock_skew_s:
+            raise DpopInvalid("the proof is too old")

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from dev.stack import Ports, Stack
-from tests.support import call, scrape, wall_clock_claims
+from tests.support import call, ec_signer, scrape, wall_clock_claims
+from tests.support.dpop import make_proof, thumbprint
 from tests.support.openid import (
     ALGORITHMS,
     INTROSPECTOR,
@@ -405,3 +406,37 @@ def test_a_reload_keeps_the_introspection_answers(tmp_path: Path, op: OpenIdProv
         assert 'authz_introspection_cache_total{provider="opaque",result="hit"} 1.0' in page
     finally:
         stack.stop()
+
+
+def test_dpop_bound_tokens_through_envoy(stack: Stack, op: OpenIdProvider, rsa_signer: Any) -> None:
+    """The OP binds a token to the client's key (the client proved it at the token
+    endpoint); every request then needs a fresh proof by that key, for that method and
+    URL. Envoy over gRPC tells authz the scheme and Host the client used."""
+    key = ec_signer()
+    token = op.token(JWT_RESOURCES["ES256"], dpop=key)
+    assert segments(token)[1]["cnf"] == {"jkt": thumbprint(key)}
+    url = f"http://127.0.0.1:{stack.ports.envoy}/hello"
+
+    def send(proof: str | None, scheme: str = "DPoP", method: str = "GET") -> Any:
+        headers = {"authorization": f"{scheme} {token}", **({"dpop": proof} if proof else {})}
+        return call(stack, "/hello", method, **headers)
+
+    once = make_proof(key, "GET", url, token)
+    status, _, echo = send(once)
+    assert status == 200, echo
+    assert "dpop" not in echo["headers"] and "authorization" not in echo["headers"]
+    status, headers, body = send(once)  # the same proof again
+    assert status == 401 and body["error"] == "invalid_dpop_proof"
+    assert headers["www-authenticate"].startswith(
+        'DPoP algs="ES256 EdDSA PS256 RS256", error="invalid_dpop_proof"'
+    )
+    assert send(make_proof(key, "POST", url, token))[0] == 401  # another method
+    assert send(make_proof(key, "GET", url + "x", token))[0] == 401  # another URL
+    assert send(make_proof(key, "GET", url, "another-token"))[0] == 401  # another token
+    assert send(make_proof(ec_signer(), "GET", url, token))[0] == 401  # another key
+    assert send(make_proof(key, "GET", url, token), scheme="Bearer")[0] == 401  # downgrade
+    assert send(None)[0] == 401
+    assert send(make_proof(key, "GET", url, token))[0] == 200  # a fresh one works again
+    page = scrape(stack.ports.authz_http)
+    for reason in ("dpop_replayed", "dpop_invalid", "dpop_binding_mismatch", "dpop_missing"):
+        assert f'reason="{reason}"' in page, reason

@@ -64,6 +64,8 @@ function provider(prefix, keys) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // DPoP-bound access tokens (cnf.jkt) for a client that sends a proof
+      dPoP: { enabled: true },
       introspection: {
         enabled: true,
         // only the introspecting client may ask, about any token

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from dev.stack import free_port
+from tests.support.dpop import make_proof
 from tests.support.tokens import Signer, make_signer
 
 IDP_FOLDER = Path(__file__).resolve().parent.parent / "idp"
@@ -114,13 +115,19 @@ class OpenIdProvider:
         *,
         client: tuple[str, str] = CLIENT,
         tenant: str = "",
+        dpop: Signer | None = None,
     ) -> str:
-        """An access token from the token endpoint (client_credentials, client_secret_basic)."""
+        """An access token from the token endpoint (client_credentials, client_secret_basic);
+        with ``dpop``, a proof by that key is sent and the token is bound to it."""
+        url = f"{self.issuer(tenant)}/token"
+        headers = {"dpop": make_proof(dpop, "POST", url)} if dpop is not None else {}
         answer = self._post(
-            f"{self.issuer(tenant)}/token",
+            url,
             {"grant_type": "client_credentials", "resource": resource, "scope": scope},
             client,
+            headers,
         )
+        assert answer["token_type"] == ("DPoP" if dpop is not None else "Bearer"), answer
         token: str = answer["access_token"]
         return token
 
@@ -133,12 +140,18 @@ class OpenIdProvider:
             f"{self.issuer(tenant)}/token/introspection", {"token": token}, INTROSPECTOR
         )
 
-    def _post(self, url: str, form: dict[str, str], client: tuple[str, str]) -> dict[str, Any]:
+    def _post(
+        self,
+        url: str,
+        form: dict[str, str],
+        client: tuple[str, str],
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         basic = base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
         request = urllib.request.Request(
             url,
             data=urllib.parse.urlencode(form).encode(),
-            headers={"authorization": f"Basic {basic}"},
+            headers={"authorization": f"Basic {basic}", **(headers or {})},
         )
         deadline = time.monotonic() + 5
         while True:

@@ -188,6 +188,26 @@ class Introspection(Model):
         return self
 
 
+class RedisReplayStore(Model):
+    """DPoP proofs remembered in Redis, so that every replica and worker sees them."""
+
+    url: str = Field(min_length=1)  # redis://host:port/db or rediss:// (TLS)
+    key_prefix: str = "authz:dpop:"
+    password: SecretSource | None = None  # instead of one in the URL
+    timeout: PositiveSeconds = 0.5  # per command; beyond it the check fails closed (503)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class ReplayStoreSettings(Model):
+    redis: RedisReplayStore
+
+
 class Dpop(Model):
     """DPoP (RFC 9449) proofs of possession for tokens bound to a key (cnf.jkt)."""
 
@@ -203,6 +223,8 @@ class Dpop(Model):
     # changes them (the request's own scheme and Host are used otherwise)
     external_origin: str | None = None
     max_replay_entries: int = Field(default=100_000, gt=0)  # the in-memory jti store
+    # memory: each process remembers the proofs it saw; {redis: {...}}: all share them
+    replay_store: Literal["memory"] | ReplayStoreSettings = "memory"
 
     @field_validator("external_origin")
     @classmethod

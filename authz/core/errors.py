@@ -297,6 +297,15 @@ class IntrospectionUnavailable(CheckError):
         self.result = result
 
 
+class ReplayStoreUnavailable(CheckError):
+    """The shared store of DPoP proofs did not answer: a proof cannot be judged fresh, so
+    the check fails closed."""
+
+    reason = "replay_store_unavailable"
+    outcome = Outcome.UNAVAILABLE
+    description = "the request cannot be checked right now"
+
+
 class NoKeys(CheckError):
     reason = "no_keys"
     outcome = Outcome.UNAVAILABLE

@@ -20,11 +20,16 @@ from authz.adapters.listener import ConnectionBounds
 from authz.adapters.ops_server import OpsServer
 from authz.config import Config
 from authz.core.authorizer import CurrentAuthorizer
-from authz.core.dpop import MemoryReplayStore
 from authz.core.verify import Clock
 from authz.keys.crypto import assert_cryptography_backend
 from authz.keys.sources import KeySource
-from authz.runtime.build import Fetchers, build, build_listeners, replay_entries
+from authz.runtime.build import (
+    Fetchers,
+    ReplayStores,
+    build,
+    build_listeners,
+    replay_entries,
+)
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
@@ -84,7 +89,7 @@ class App:
         self._draining = False
         self._fetchers = Fetchers()
         # DPoP proofs seen, kept across reloads (a reload must not reopen the window).
-        self._replay = MemoryReplayStore(replay_entries(config))
+        self._replay = ReplayStores(replay_entries(config))
         self._tasks = OwnedTasks()
         self.observer = Telemetry(self.metrics, config.decision_log, self._update_health)
         self.running = Running(config, None, {})
@@ -118,6 +123,7 @@ class App:
     async def _start(self) -> None:
         config = self.config
         self._stack.push_async_callback(self._fetchers.close)
+        self._stack.push_async_callback(self._replay.close)
         built = build(
             config,
             events=self.observer,

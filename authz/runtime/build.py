@@ -104,7 +104,7 @@ def build(
     monotonic: Monotonic = time.monotonic,
     keep: Mapping[str, KeySource] | None = None,
     keep_introspectors: Mapping[str, Introspector] | None = None,
-    replay: ReplayStore | None = None,
+    replay: ReplayStores | None = None,
 ) -> Built:
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
     to reuse by provider name (a reload keeps those whose keys are configured as before);
@@ -133,14 +133,14 @@ def build_authorizer(
     clock: Clock,
     observe: Observer | None,
     introspectors: Mapping[str, Introspector] | None = None,
-    replay: ReplayStore | None = None,
+    replay: ReplayStores | None = None,
 ) -> Authorizer:
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
     each introspection provider; ``replay``: where DPoP proofs are remembered."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
-    seen = replay or MemoryReplayStore(replay_entries(config))
+    seen = replay or ReplayStores(replay_entries(config))
     providers = {
         name: build_provider(
             name,
@@ -184,7 +184,7 @@ def build_provider(
     clock: Clock,
     cache: TokenCache | None,
     introspector: Introspector | None = None,
-    replay: ReplayStore | None = None,
+    replay: ReplayStores | None = None,
 ) -> ProviderRuntime:
     delimiter = config.nested_claim_delimiter
     dpop = provider.dpop if provider.introspection is None and provider.dpop.mode != "off" else None
@@ -247,11 +247,14 @@ def build_provider(
         headers=headers,
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
-        dpop=dpop_verifier(dpop, clock, replay) if dpop else None,
+        dpop=dpop_verifier(name, dpop, clock, replay) if dpop else None,
     )
 
 
-def dpop_verifier(settings: Dpop, clock: Clock, replay: ReplayStore | None) -> DpopVerifier:
+def dpop_verifier(
+    name: str, settings: Dpop, clock: Clock, replay: ReplayStores | None
+) -> DpopVerifier:
+    stores = replay or ReplayStores(settings.max_replay_entries)
     return DpopVerifier(
         DpopSettings(
             mode=settings.mode,
@@ -261,9 +264,45 @@ def dpop_verifier(settings: Dpop, clock: Clock, replay: ReplayStore | None) -> D
             external_origin=settings.external_origin,
         ),
         construct_key,
-        replay or MemoryReplayStore(settings.max_replay_entries),
+        stores.store(settings, f"providers.{name}.dpop.replay_store"),
         clock,
     )
+
+
+class ReplayStores:
+    """The DPoP replay stores, owned by the App so that they outlive reloads: one in
+    memory shared by every provider that asks for memory, one Redis client per URL and
+    prefix."""
+
+    def __init__(self, memory_entries: int) -> None:
+        self._memory = MemoryReplayStore(memory_entries)
+        self._redis: dict[tuple[str, str, str | None], ReplayStore] = {}
+
+    def store(self, settings: Dpop, where: str) -> ReplayStore:
+        if settings.replay_store == "memory":
+            return self._memory
+        redis = settings.replay_store.redis
+        password = None
+        if redis.password is not None:
+            try:
+                password = read_secret(redis.password, f"{where}.redis.password").decode()
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{where}.redis.password: not UTF-8 text") from exc
+        key = (redis.url, redis.key_prefix, password)
+        if key not in self._redis:
+            from authz.keys.replay import RedisReplayStore
+
+            self._redis[key] = RedisReplayStore(
+                redis.url, redis.key_prefix, timeout_s=redis.timeout, password=password
+            )
+        return self._redis[key]
+
+    async def close(self) -> None:
+        stores, self._redis = list(self._redis.values()), {}
+        for store in stores:
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
 
 
 def replay_entries(config: Config) -> int:

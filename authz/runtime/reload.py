@@ -12,11 +12,16 @@ from typing import Any
 
 from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
-from authz.core.dpop import ReplayStore
 from authz.core.errors import AuthzError, JwksError
 from authz.core.verify import Clock
 from authz.keys.sources import KeySource
-from authz.runtime.build import FetcherFor, build, same_introspection, same_keys
+from authz.runtime.build import (
+    FetcherFor,
+    ReplayStores,
+    build,
+    same_introspection,
+    same_keys,
+)
 from authz.runtime.observe import Telemetry
 from authz.support.files import file_signature, watch_file
 from authz.support.tasks import OwnedTasks
@@ -66,7 +71,7 @@ class Reloader:
         swapped: Callable[[], Awaitable[None]],
         keys_wait_s: float,
         loaded_text: str | None = None,
-        replay: ReplayStore | None = None,
+        replay: ReplayStores | None = None,
     ) -> None:
         """``keys_wait_s``: how long a new key source may take to load its first key set
         before the reload gives up; ``loaded_text``: the text the running config was

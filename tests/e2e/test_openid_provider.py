@@ -26,6 +26,7 @@ from tests.support.openid import (
     OTHER_CLIENT,
     OpenIdProvider,
 )
+from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.openid]
 
@@ -440,3 +441,39 @@ def test_dpop_bound_tokens_through_envoy(stack: Stack, op: OpenIdProvider, rsa_s
     page = scrape(stack.ports.authz_http)
     for reason in ("dpop_replayed", "dpop_invalid", "dpop_binding_mismatch", "dpop_missing"):
         assert f'reason="{reason}"' in page, reason
+
+
+def test_replicas_sharing_redis_refuse_a_proof_another_one_accepted(
+    tmp_path: Path, op: OpenIdProvider
+) -> None:
+    """Two authz replicas (each behind its own Envoy here), one Redis: a proof accepted
+    by one is refused by the other. external_origin gives both the URL clients use."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    stacks: list[Stack] = []
+    try:
+        for name in ("one", "two"):
+            ports = Ports()
+            config = stack_config(op, ports, {"discovery": True})
+            config["providers"]["op"]["dpop"] = {
+                "external_origin": "https://api.example.com",
+                "replay_store": {"redis": {"url": redis.url, "key_prefix": "authz:test:"}},
+            }
+            stack = Stack(tmp_path / name, config, ports)
+            stacks.append(stack)
+            stack.start()
+        key = ec_signer()
+        token = op.token(JWT_RESOURCES["ES256"], dpop=key)
+        proof = make_proof(key, "GET", "https://api.example.com/hello", token)
+        headers = {"authorization": f"DPoP {token}", "dpop": proof}
+        assert call(stacks[0], "/hello", **headers)[0] == 200
+        status, answer_headers, _ = call(stacks[1], "/hello", **headers)
+        assert status == 401 and "proof was used before" in answer_headers["www-authenticate"]
+        redis.stop()  # fail closed: no store, no allow
+        fresh = make_proof(key, "GET", "https://api.example.com/hello", token)
+        status, _, body = call(stacks[1], "/hello", authorization=f"DPoP {token}", dpop=fresh)
+        assert status == 503, body
+    finally:
+        for stack in stacks:
+            stack.stop()
+        redis.stop()

@@ -287,13 +287,15 @@ def test_connection_maxima_fit_the_descriptor_limit() -> None:
             {"match": {"prefix": "/"}, "requires": {"provider": "opaque"}},
             ["authz.core.introspect", "authz.keys.introspection"],
         ),
+        ({"match": {"prefix": "/"}, "requires": {"provider": "shared"}}, ["redis"]),
     ],
 )
 def test_large_libraries_load_only_for_configs_using_them(
     tmp_path: Path, jwks: dict[str, Any], rule: dict[str, Any], loaded: list[str]
 ) -> None:
-    """CEL (~13 MB resident) and RE2 are imported only when a rule needs them, and the
-    introspection client only when a provider introspects."""
+    """CEL (~13 MB resident) and RE2 are imported only when a rule needs them, the
+    introspection client only when a provider introspects, Redis only for a shared DPoP
+    replay store."""
     path = tmp_path / "authz.yaml"
     (tmp_path / "secret").write_text("s3cret\n")
     corp = provider(jwks={"inline": jwks})
@@ -305,9 +307,17 @@ def test_large_libraries_load_only_for_configs_using_them(
             "client_secret": {"file": "secret"},
         },
     )
-    providers = {"corp": corp, **({"opaque": opaque} if "opaque" in str(rule) else {})}
+    shared = provider(
+        jwks={"inline": jwks},
+        dpop={"replay_store": {"redis": {"url": "redis://127.0.0.1:1/0"}}},
+    )
+    providers = {
+        "corp": corp,
+        **({"opaque": opaque} if "opaque" in str(rule) else {}),
+        **({"shared": shared} if "shared" in str(rule) else {}),
+    }
     path.write_text(json.dumps({"providers": providers, "rules": [rule]}))
-    modules = ("cel", "re2", "authz.core.introspect", "authz.keys.introspection")
+    modules = ("cel", "re2", "authz.core.introspect", "authz.keys.introspection", "redis")
     program = (
         "import sys\n"
         "from authz.runtime.commands import check_config\n"

@@ -125,8 +125,9 @@ class Authorizer:
             p.sources for p in providers.values() if not p.forward
         )
         self._identity_headers = identity_headers(policy, providers.values())
-        # A DPoP proof is for authz: the upstream never receives it.
-        self._proof_header = any(p.dpop is not None for p in providers.values())
+        # A DPoP proof is for authz: the upstream never receives it (unless every DPoP
+        # provider forwards its token, for an upstream that checks proofs itself).
+        self._proof_header = any(p.dpop is not None and not p.forward for p in providers.values())
 
     async def check(self, request: RequestAttributes) -> Decision:
         started = time.perf_counter()
@@ -216,13 +217,13 @@ class Authorizer:
         if overrides:
             if not self._settings.judge_method_overrides or len(overrides) > 1:
                 raise MethodOverride("the request names another method to act as")
-            first = Trace()
+            first = Trace(proofs=trace.proofs)  # one DPoP proof for both judgements
             try:
                 await self._decide(request, first, plan)
             except CheckError:
                 trace.rule, trace.routed = first.rule, first.routed
                 raise
-            request = replace(request, method=overrides[0])
+            request = replace(request, method=overrides[0], sent_method=request.method)
         return await self._decide(request, trace, plan)
 
     async def _decide(self, request: RequestAttributes, trace: Trace, plan: StripPlan) -> Decision:

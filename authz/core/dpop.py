@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import math
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -34,9 +34,11 @@ from authz.core.errors import (
     DpopError,
     DpopInvalid,
     DpopMissing,
+    DpopOriginUnknown,
     DpopReplayed,
     KeyRejected,
     MalformedToken,
+    ReplayStoreUnavailable,
 )
 from authz.core.jws import media_type, parse_token
 from authz.core.model import RequestAttributes
@@ -44,6 +46,7 @@ from authz.core.verify import VerificationKey
 
 Mode = Literal["required", "when_bound", "off"]
 MAX_PROOF_BYTES = 8192
+MAX_IAT = 253_402_300_799  # the end of year 9999, as for tokens
 # RFC 7638 3.2: the members of each key type a thumbprint hashes, in lexicographic order.
 THUMBPRINT_MEMBERS = {
     "RSA": ("e", "kty", "n"),
@@ -151,11 +154,13 @@ def presented_as_dpop(request: RequestAttributes, token: str) -> bool:
 
 
 class MemoryReplayStore:
-    """The jti of every accepted proof, for the window; bounded (oldest first out). Each
-    process (each worker) sees only its own requests: replicas need a shared store."""
+    """The proofs accepted within their window; bounded. Full of live entries, it refuses
+    (503) rather than forget one that could then be replayed. Each process (each worker)
+    sees only its own requests: replicas need a shared store."""
 
     def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic):
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._seen: dict[bytes, float] = {}
+        self._expiries: list[tuple[float, bytes]] = []  # a heap: the next to expire first
         self._max_entries = max_entries
         self._clock = clock
 
@@ -164,18 +169,16 @@ class MemoryReplayStore:
 
     async def first_use(self, key: bytes, ttl_s: float) -> bool:
         now = self._clock()
-        while self._seen:  # entries are in expiry order (one window for all)
-            oldest, expires = next(iter(self._seen.items()))
-            if expires > now:
-                break
-            del self._seen[oldest]
+        while self._expiries and self._expiries[0][0] <= now:
+            _, expired = heapq.heappop(self._expiries)
+            if self._seen.get(expired, now + 1) <= now:
+                del self._seen[expired]
         if key in self._seen:
             return False
+        if len(self._seen) >= self._max_entries:
+            raise ReplayStoreUnavailable("the in-memory DPoP replay store is full")
         self._seen[key] = now + ttl_s
-        if len(self._seen) > self._max_entries:
-            # Full within the window: a replay of the oldest would pass unnoticed, but its
-            # iat is also the oldest, so it is the first to age out of max_age anyway.
-            self._seen.popitem(last=False)
+        heapq.heappush(self._expiries, (now + ttl_s, key))
         return True
 
 
@@ -203,11 +206,16 @@ class DpopVerifier:
         return self.settings.mode == "required" or jkt is not None or scheme_dpop
 
     async def prove(
-        self, request: RequestAttributes, token: str, claims: Mapping[str, Any]
+        self,
+        request: RequestAttributes,
+        token: str,
+        claims: Mapping[str, Any],
+        recorded: set[bytes] | None = None,
     ) -> None:
         """The DPoP checks ``request`` needs for ``token`` (none for a plain bearer token
         when the mode is when_bound); the DpopError that denies otherwise, carrying the
-        algorithms for the challenge."""
+        algorithms for the challenge. ``recorded``: the proofs this same check already
+        recorded (several providers, or a method override judged twice, see one proof)."""
         cnf = claims.get("cnf")
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         scheme_dpop = presented_as_dpop(request, token)
@@ -218,10 +226,11 @@ class DpopVerifier:
             await self.check(
                 request.headers.get("dpop"),
                 scheme_dpop=scheme_dpop,
-                method=request.method,
+                method=request.sent_method or request.method,  # the proof names the real one
                 url=url,
                 token=token,
                 claims=claims,
+                recorded=recorded,
             )
         except DpopError as exc:
             exc.algs = self.algs
@@ -236,6 +245,7 @@ class DpopVerifier:
         url: str | None,
         token: str,
         claims: Mapping[str, Any],
+        recorded: set[bytes] | None = None,
     ) -> None:
         """DpopMissing, DpopInvalid, DpopReplayed or DpopBindingMismatch unless ``proofs``
         (the DPoP header, as the proxy joined it) proves possession of the key ``claims``
@@ -269,8 +279,12 @@ class DpopVerifier:
         if not hmac.compare_digest(thumbprint.encode(), jkt.encode()):
             raise DpopBindingMismatch("the proof's key is not the one the token is bound to")
         replay_key = hashlib.sha256(f"{thumbprint}\0{jti}".encode()).digest()
+        if recorded is not None and replay_key in recorded:
+            return  # recorded earlier in this very check
         if not await self._replay.first_use(replay_key, self.settings.replay_window_s):
             raise DpopReplayed("this proof was used before")
+        if recorded is not None:
+            recorded.add(replay_key)
 
     def _parse(self, proof: str) -> Any:
         try:
@@ -295,7 +309,8 @@ class DpopVerifier:
         if claims.get("htm") != method.upper():
             raise DpopInvalid("htm is not the request method")
         if url is None:
-            raise DpopInvalid("the request's scheme is unknown: set dpop.external_origin")
+            # A gap in authz's setup, not in the client's proof: 503, not 401.
+            raise DpopOriginUnknown("the request's scheme is unknown: set dpop.external_origin")
         htu = claims.get("htu")
         expected = normalized_uri(url)
         if not isinstance(htu, str) or expected is None or normalized_uri(htu) != expected:
@@ -303,8 +318,11 @@ class DpopVerifier:
 
     def _check_time(self, claims: Mapping[str, Any]) -> None:
         iat = claims.get("iat")
-        if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+        if isinstance(iat, bool) or not isinstance(iat, int | float):
             raise DpopInvalid("iat is missing or not a number")
+        # Compare before any float conversion: math.isfinite(10**400) overflows.
+        if not (0 <= iat <= MAX_IAT) or not math.isfinite(iat):
+            raise DpopInvalid("iat is out of range")
         now, settings = self._clock(), self.settings
         if iat > now + settings.clock_skew_s:
             raise DpopInvalid("the proof was issued in the future")

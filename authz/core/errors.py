@@ -297,6 +297,15 @@ class IntrospectionUnavailable(CheckError):
         self.result = result
 
 
+class DpopOriginUnknown(CheckError):
+    """A DPoP proof cannot be checked: the proxy does not say the scheme the client used
+    and no dpop.external_origin is configured."""
+
+    reason = "dpop_origin_unknown"
+    outcome = Outcome.UNAVAILABLE
+    description = "the request cannot be checked right now"
+
+
 class ReplayStoreUnavailable(CheckError):
     """The shared store of DPoP proofs did not answer: a proof cannot be judged fresh, so
     the check fails closed."""

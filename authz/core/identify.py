@@ -64,6 +64,7 @@ class Trace:
     routed: list[str] = field(default_factory=list)  # providers a token was routed to
     identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
     verified: int = 0  # identities verified in this check, not taken from the cache
+    proofs: set[bytes] = field(default_factory=set)  # DPoP proofs recorded by this check
 
     @property
     def provider(self) -> str | None:
@@ -113,7 +114,7 @@ async def _prove(request: RequestAttributes, token: str, trace: Trace) -> None:
     never skips them."""
     provider, identity = trace.identities[-1]
     if provider.dpop is not None:
-        await provider.dpop.prove(request, token, identity.claims)
+        await provider.dpop.prove(request, token, identity.claims, trace.proofs)
 
 
 async def _judge(found: str, finders: list[ProviderRuntime], trace: Trace) -> None:

@@ -188,7 +188,8 @@ class Introspector:
             raise InvalidClaims("token_type is not one the provider accepts")
         if "cnf" in answer:
             # Sender-constrained (RFC 8705, RFC 9449): only the key holder may use it, and
-            # authz does not check the binding yet; as a bearer token it would be stolen.
+            # authz checks no binding of an introspected token; as a bearer token it would
+            # be usable by whoever stole it.
             raise InvalidClaims("the token is bound to a key (cnf)")
         exp = numeric_date(answer, "exp")
         nbf = numeric_date(answer, "nbf")

@@ -32,6 +32,8 @@ class RequestAttributes:
     # The scheme the client used, as the proxy knows it (Envoy's; Traefik's forwarded
     # one); "": unknown (nginx and Envoy over HTTP do not say it in a trusted way).
     scheme: str = ""
+    # The method as sent, when ``method`` is an override being judged (judge_both).
+    sent_method: str = ""
 
     @property
     def query(self) -> str:

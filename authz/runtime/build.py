@@ -47,7 +47,7 @@ from authz.keys.sources import FileKeySource, KeyEvents, KeySource, Monotonic, S
 from authz.keys.tenants import TenantKeySources
 from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check
-from authz.runtime.lint import open_tenants, shadowed_rules
+from authz.runtime.lint import dpop_without_origin, open_tenants, shadowed_rules
 
 if TYPE_CHECKING:  # loaded only when a provider introspects
     from authz.core.introspect import Introspector
@@ -91,7 +91,7 @@ class Built:
 def validate(config: Config) -> tuple[str, ...]:
     """ConfigError for what cannot be built; warnings for what surely is not meant."""
     check(config)
-    return (*shadowed_rules(config), *open_tenants(config))
+    return (*shadowed_rules(config), *open_tenants(config), *dpop_without_origin(config))
 
 
 def build(
@@ -140,7 +140,7 @@ def build_authorizer(
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
-    seen = replay or ReplayStores(replay_entries(config))
+    seen = replay if replay is not None else ReplayStores(replay_entries(config))
     providers = {
         name: build_provider(
             name,
@@ -254,7 +254,7 @@ def build_provider(
 def dpop_verifier(
     name: str, settings: Dpop, clock: Clock, replay: ReplayStores | None
 ) -> DpopVerifier:
-    stores = replay or ReplayStores(settings.max_replay_entries)
+    stores = replay if replay is not None else ReplayStores(settings.max_replay_entries)
     return DpopVerifier(
         DpopSettings(
             mode=settings.mode,

@@ -118,3 +118,20 @@ def _pins_tenant(condition: ClaimCondition, provider: str, first: str) -> bool:
         and (condition.provider or first) == provider
         and condition.operator in ("equals", "one_of")
     )
+
+
+def dpop_without_origin(config: Config) -> list[str]:
+    """Warnings for DPoP providers served over HTTP by a proxy that does not tell the
+    scheme (Envoy's http_service, nginx) with no external_origin: their bound tokens
+    cannot be checked there (503 dpop_origin_unknown)."""
+    if config.http_authz is None or config.http_authz.original_request == "traefik":
+        return []
+    return [
+        f"providers.{name}.dpop: http_authz ({config.http_authz.original_request}) does not "
+        "say the scheme clients used: set dpop.external_origin, or DPoP-bound tokens "
+        "get 503 there"
+        for name, provider in config.providers.items()
+        if provider.introspection is None
+        and provider.dpop.mode != "off"
+        and provider.dpop.external_origin is None
+    ]

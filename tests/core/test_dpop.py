@@ -29,6 +29,7 @@ from authz.core.errors import (
     DpopInvalid,
     DpopMissing,
     DpopReplayed,
+    ReplayStoreUnavailable,
 )
 from authz.core.jws import media_type
 from authz.keys.crypto import construct_key
@@ -91,6 +92,13 @@ def proof(
     )
 
 
+def private_d(signer: Signer) -> str:
+    """The real private scalar of an EC key, base64url: a jwk carrying it is refused
+    because it is private, not because it is broken."""
+    number = signer.key.private_numbers().private_value
+    return b64(number.to_bytes(32, "big"))
+
+
 def bound(signer: Any = EC) -> dict[str, Any]:
     return {"sub": "alice", "cnf": {"jkt": jwk_thumbprint(public(signer))}}
 
@@ -151,8 +159,11 @@ async def test_a_valid_proof_passes_once(signer: Any) -> None:
         (lambda: proof(header={"alg": "HS256"}), DpopInvalid),
         (lambda: proof(header={"alg": "none"}), DpopInvalid),
         (lambda: proof(header={"jwk": None}), DpopInvalid),
-        (lambda: proof(header={"jwk": {**public(EC), "d": "AAAA"}}), DpopInvalid),  # private
-        (lambda: proof(header={"jwk": public(RSA)}), DpopInvalid),  # not the signing key
+        (lambda: proof(header={"jwk": {**public(EC), "d": private_d(EC)}}), DpopInvalid),
+        (lambda: proof(header={"jwk": public(RSA)}), DpopInvalid),  # RSA key, ES256 alg
+        (lambda: proof(header={"jwk": public(ec_signer())}), DpopInvalid),  # another EC key
+        (lambda: proof(iat=10**400), DpopInvalid),
+        (lambda: proof(iat=-1), DpopInvalid),
         (lambda: proof(header={"jwk": "x"}), DpopInvalid),
         (lambda: proof(htm="POST"), DpopInvalid),
         (lambda: proof(htm=None), DpopInvalid),
@@ -231,9 +242,23 @@ async def test_replays_are_kept_for_the_window_only() -> None:
     assert not await store.first_use(b"a", 70)
     clock.advance(70)
     assert await store.first_use(b"a", 70)  # the window has passed
-    for key in (b"b", b"c", b"d"):
-        assert await store.first_use(key, 70)
+    assert await store.first_use(b"short", 10)
+    assert await store.first_use(b"b", 70)
     assert len(store) == 3
+
+
+async def test_a_full_store_refuses_rather_than_forget_a_live_proof() -> None:
+    """Dropping the oldest live entry to make room would let its proof be replayed."""
+    clock = FakeClock()
+    store = MemoryReplayStore(max_entries=2, clock=clock)
+    assert await store.first_use(b"long", 70)
+    assert await store.first_use(b"short", 10)
+    with pytest.raises(ReplayStoreUnavailable):
+        await store.first_use(b"c", 70)
+    assert not await store.first_use(b"long", 70)  # still remembered
+    clock.advance(10)  # the short one expires first, whatever the order it came in
+    assert await store.first_use(b"c", 70)
+    assert not await store.first_use(b"long", 70)
 
 
 def mutations() -> st.SearchStrategy[tuple[str, str, Any]]:
@@ -343,8 +368,6 @@ async def test_what_is_refused_around_the_proof(jwks: dict[str, Any], rsa_signer
     assert 'error="invalid_token"' in dict(downgrade.response_headers)["www-authenticate"]
     stolen = await checker.check(dpop_request(token, proof(RSA, token=token)))
     assert stolen.reason == "dpop_binding_mismatch"
-    unknown_scheme = dataclasses.replace(dpop_request(token, proof(token=token)), scheme="")
-    assert (await checker.check(unknown_scheme)).reason == "dpop_invalid"
     plain = rsa_signer.token()
     assert (await checker.check(support.req(authorization=f"Bearer {plain}"))).allowed
     as_dpop = await checker.check(dpop_request(plain, proof(token=plain)))
@@ -365,3 +388,60 @@ async def test_modes_and_the_external_origin(jwks: dict[str, Any], rsa_signer: S
     assert (await behind.check(dpop_request(token, outside))).allowed
     inside = proof(token=token)  # the URL as the inner proxy saw it
     assert (await behind.check(dpop_request(token, inside))).reason == "dpop_invalid"
+
+
+async def test_one_store_across_reloads_and_providers(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """A reload must not reopen the window; two providers reading one token in one check
+    see one proof, which is then spent for both."""
+    from authz.runtime.build import ReplayStores, build_authorizer
+
+    stores = ReplayStores(100)
+    corp = support.provider(jwks={"inline": jwks})
+    partner = support.provider(jwks={"inline": jwks})
+    rules = [{"match": {"prefix": "/"}, "requires": {"all": ["corp", "partner"]}}]
+    config = support.config(providers={"corp": corp, "partner": partner}, rules=rules)
+
+    def reloaded() -> Any:
+        lookups = {"corp": support.fixed_keys(jwks), "partner": support.fixed_keys(jwks)}
+        return build_authorizer(config, lookups, FakeClock(), None, replay=stores)
+
+    token = bound_token(rsa_signer)
+    once = proof(token=token)
+    assert (await reloaded().check(dpop_request(token, once))).allowed  # both providers
+    again = await reloaded().check(dpop_request(token, once))
+    assert again.reason == "dpop_replayed"
+
+
+async def test_a_method_override_judged_both_ways_needs_one_proof_for_the_real_method(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    corp = support.provider(jwks={"inline": jwks})
+    checker = support.authorizer(
+        support.config(providers={"corp": corp}, method_override="judge_both"),
+        support.fixed_keys(jwks),
+        clock=FakeClock(),
+    )
+    token = bound_token(rsa_signer)
+    request = dpop_request(token, proof(token=token), x_http_method_override="DELETE")
+    decision = await checker.check(request)
+    assert decision.allowed, decision.reason
+
+
+async def test_dpop_over_http_without_the_scheme_is_a_503_and_a_warning(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    from authz.runtime.build import validate
+
+    checker = authorizer_for(jwks)
+    token = bound_token(rsa_signer)
+    unknown = dataclasses.replace(dpop_request(token, proof(token=token)), scheme="")
+    decision = await checker.check(unknown)
+    assert (decision.status, decision.reason) == (503, "dpop_origin_unknown")
+    over_nginx = support.config(
+        providers={"corp": support.provider(jwks={"inline": jwks})},
+        listen=support.LISTEN_ANYWHERE,
+        http_authz={"listen": "127.0.0.1:0", "original_request": "nginx"},
+    )
+    assert any("dpop.external_origin" in warning for warning in validate(over_nginx))

@@ -409,7 +409,7 @@ def test_a_reload_keeps_the_introspection_answers(tmp_path: Path, op: OpenIdProv
         stack.stop()
 
 
-def test_dpop_bound_tokens_through_envoy(stack: Stack, op: OpenIdProvider, rsa_signer: Any) -> None:
+def test_dpop_bound_tokens_through_envoy(stack: Stack, op: OpenIdProvider) -> None:
     """The OP binds a token to the client's key (the client proved it at the token
     endpoint); every request then needs a fresh proof by that key, for that method and
     URL. Envoy over gRPC tells authz the scheme and Host the client used."""

@@ -259,6 +259,9 @@ class Provider(Model):
     shared_secret: SharedSecret | None = None  # instead of jwks, for HS* algorithms only
     introspection: Introspection | None = None  # instead of jwks: opaque tokens (RFC 7662)
     dpop: Dpop = Field(default_factory=Dpop)
+    # RFC 8705: a token bound to a client certificate (cnf x5t#S256) is accepted only from
+    # the client that showed it. required: every token must be bound; off: no check.
+    certificate_bound: Literal["required", "when_bound", "off"] = "when_bound"
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     clock_skew: float = Field(default=60.0, ge=0, le=3600)
     require_expiration: bool = True

@@ -215,6 +215,13 @@ class InvalidAudience(InvalidToken):
     description = "the token audience is not accepted"
 
 
+class CertificateBindingMismatch(InvalidToken):
+    """A certificate-bound token (RFC 8705) from a client without that certificate."""
+
+    reason = "certificate_binding_mismatch"
+    description = "the token is bound to another client certificate"
+
+
 class TokenInactive(InvalidToken):
     """The issuer's introspection endpoint (RFC 7662) says the token is not active:
     revoked, expired, or never issued."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from authz.core.certbound import Mode as CertMode
+from authz.core.certbound import check_certificate_binding
 from authz.core.errors import CheckError, InvalidIssuer, MissingToken
 from authz.core.jws import COMPACT_JWS, ParsedToken, parse_token
 from authz.core.model import Identity, RequestAttributes
@@ -32,6 +34,7 @@ class ProviderRuntime:
     introspector: Introspector | None = None
     introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
     dpop: DpopVerifier | None = None  # proofs of possession for DPoP-bound tokens
+    certificate_bound: CertMode = "off"  # RFC 8705 certificate-bound tokens
 
     def accepts_issuer(self, iss: object) -> bool:
         """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
@@ -111,8 +114,11 @@ async def identify(
 
 async def _prove(request: RequestAttributes, token: str, trace: Trace) -> None:
     """The holder-of-key checks for the identity just found, cached or not: a cache hit
-    never skips them."""
+    never skips them. The certificate binding first: it needs no I/O."""
     provider, identity = trace.identities[-1]
+    check_certificate_binding(
+        provider.certificate_bound, identity.claims, request.client_certificate
+    )
     if provider.dpop is not None:
         await provider.dpop.prove(request, token, identity.claims, trace.proofs)
 

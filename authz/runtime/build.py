@@ -248,6 +248,7 @@ def build_provider(
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
         dpop=dpop_verifier(name, dpop, clock, replay) if dpop else None,
+        certificate_bound=provider.certificate_bound,
     )
 
 

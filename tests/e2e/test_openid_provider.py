@@ -4,9 +4,11 @@ its token endpoint as a client gets them, judged by authz behind a real Envoy.""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,18 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from dev.stack import Ports, Stack
+from dev.stack import ROOT, Ports, Stack
 from tests.support import call, ec_signer, scrape, wall_clock_claims
 from tests.support.dpop import make_proof, thumbprint
 from tests.support.openid import (
     ALGORITHMS,
     INTROSPECTOR,
     JWT_RESOURCES,
+    MTLS_CLIENT,
     OPAQUE_RESOURCE,
     OTHER_CLIENT,
     OpenIdProvider,
 )
+from tests.support.pki import Pki, make_pki
 from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.openid]
@@ -477,3 +482,71 @@ def test_replicas_sharing_redis_refuse_a_proof_another_one_accepted(
         for stack in stacks:
             stack.stop()
         redis.stop()
+
+
+def tls_call(
+    stack: Stack, pki: Pki, cert: Path, key: Path, authorization: str
+) -> tuple[int, dict[str, Any]]:
+    """One HTTPS request to the stack's Envoy, showing ``cert`` as the client certificate."""
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(cert, key)
+    connection = http.client.HTTPSConnection(
+        "localhost", stack.ports.envoy, context=context, timeout=10
+    )
+    try:
+        connection.request("GET", "/hello", headers={"authorization": authorization})
+        response = connection.getresponse()
+        body = response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+    parsed = (
+        json.loads(body) if headers.get("content-type", "").startswith("application/json") else {}
+    )
+    return response.status, {"headers": headers, "body": parsed}
+
+
+def test_certificate_bound_tokens_through_envoy_over_mutual_tls(
+    tmp_path: Path, op: OpenIdProvider, stack: Stack
+) -> None:
+    """The OP binds a token to client certificate A (RFC 8705). Envoy requires a client
+    certificate (deploy/envoy-mtls-listener.yaml) and passes it to authz
+    (include_peer_certificate in deploy/envoy.yaml): A's token works with A only."""
+    pki = make_pki(tmp_path / "pki")
+    listener = yaml.safe_load((ROOT / "deploy" / "envoy-mtls-listener.yaml").read_text())
+    tls = listener["typed_config"]["common_tls_context"]
+    tls["tls_certificates"][0]["certificate_chain"]["filename"] = str(pki.server_cert)
+    tls["tls_certificates"][0]["private_key"]["filename"] = str(pki.server_key)
+    tls["validation_context"]["trusted_ca"]["filename"] = str(pki.ca)
+
+    def over_mtls(envoy: dict[str, Any]) -> None:
+        chain = envoy["static_resources"]["listeners"][0]["filter_chains"][0]
+        chain["transport_socket"] = listener
+
+    ports = Ports()
+    mtls = Stack(
+        tmp_path / "mtls",
+        stack_config(op, ports, {"discovery": True}),
+        ports,
+        envoy_patch=over_mtls,
+    )
+    try:
+        mtls.start()
+        token = op.token(
+            JWT_RESOURCES["ES256"], client=MTLS_CLIENT, certificate=pki.client_cert.read_bytes()
+        )
+        assert "x5t#S256" in segments(token)[1]["cnf"]
+        status, answer = tls_call(mtls, pki, pki.client_cert, pki.client_key, f"Bearer {token}")
+        assert status == 200, answer
+        assert answer["body"]["headers"]["x-client-id"] == MTLS_CLIENT[0]
+        status, answer = tls_call(
+            mtls, pki, pki.second_client_cert, pki.second_client_key, f"Bearer {token}"
+        )
+        assert status == 401, answer
+        assert "another client certificate" in answer["headers"]["www-authenticate"]
+        # The token alone, from a client with no certificate (the plain listener):
+        status, headers, _ = call(stack, "/hello", authorization=f"Bearer {token}")
+        assert status == 401 and "another client certificate" in headers["www-authenticate"]
+        assert 'reason="certificate_binding_mismatch"' in scrape(ports.authz_http)
+    finally:
+        mtls.stop()

@@ -6,6 +6,7 @@
 //            "clients": [{"client_id", "client_secret"}],
 //            "introspector": {"client_id", "client_secret"},
 //            "resources": {"<indicator>": {"format": "jwt" | "opaque", "alg": "ES256"}},
+//            "mtls_client": {"client_id", "client_secret"} (optional),
 //            "keys_out": "<file>" (optional)}
 //
 // One Provider per tenant, each mounted under its path prefix, all on one port, each
@@ -52,6 +53,16 @@ function provider(prefix, keys) {
     response_types: [],
     redirect_uris: [],
   }));
+  if (settings.mtls_client) {
+    // Its tokens are bound to the TLS client certificate it shows (RFC 8705 section 3).
+    clients.push({
+      ...settings.mtls_client,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      tls_client_certificate_bound_access_tokens: true,
+    });
+  }
   clients.push({ ...settings.introspector, grant_types: [], response_types: [], redirect_uris: [] });
   const op = new Provider(`${base}${prefix}`, {
     clients,
@@ -66,6 +77,17 @@ function provider(prefix, keys) {
       clientCredentials: { enabled: true },
       // DPoP-bound access tokens (cnf.jkt) for a client that sends a proof
       dPoP: { enabled: true },
+      // Certificate-bound access tokens (cnf["x5t#S256"]). This test OP listens without
+      // TLS: the client's certificate comes URL-encoded in a header, as a TLS-terminating
+      // proxy in front of an OP would pass it.
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate: (ctx) => {
+          const pem = ctx.get('x-client-certificate');
+          return pem ? decodeURIComponent(pem) : undefined;
+        },
+      },
       introspection: {
         enabled: true,
         // only the introspecting client may ask, about any token

@@ -32,6 +32,7 @@ OPAQUE_RESOURCE = f"{RESOURCE}/opaque"
 CLIENT = ("app", "app-secret-9f8e7d6c5b4a39281706f5e4d3c2b1a0")
 OTHER_CLIENT = ("reports", "reports-secret-0a1b2c3d4e5f60718293a4b5c6d7e8f9")
 INTROSPECTOR = ("authz", "authz-secret-11223344556677889900aabbccddeeff")
+MTLS_CLIENT = ("mtls-app", "mtls-app-secret-5f4e3d2c1b0a99887766554433221100")
 
 
 class OpenIdProvider:
@@ -59,6 +60,7 @@ class OpenIdProvider:
             "tenants": list(self.tenants),
             "clients": [{"client_id": c, "client_secret": s} for c, s in (CLIENT, OTHER_CLIENT)],
             "introspector": {"client_id": INTROSPECTOR[0], "client_secret": INTROSPECTOR[1]},
+            "mtls_client": {"client_id": MTLS_CLIENT[0], "client_secret": MTLS_CLIENT[1]},
             "resources": {
                 **{uri: {"format": "jwt", "alg": alg} for alg, uri in JWT_RESOURCES.items()},
                 OPAQUE_RESOURCE: {"format": "opaque"},
@@ -116,11 +118,15 @@ class OpenIdProvider:
         client: tuple[str, str] = CLIENT,
         tenant: str = "",
         dpop: Signer | None = None,
+        certificate: bytes | None = None,
     ) -> str:
         """An access token from the token endpoint (client_credentials, client_secret_basic);
-        with ``dpop``, a proof by that key is sent and the token is bound to it."""
+        with ``dpop``, a proof by that key is sent and the token is bound to it; with
+        ``certificate`` (PEM), the MTLS_CLIENT's token is bound to that certificate."""
         url = f"{self.issuer(tenant)}/token"
         headers = {"dpop": make_proof(dpop, "POST", url)} if dpop is not None else {}
+        if certificate is not None:
+            headers["x-client-certificate"] = urllib.parse.quote(certificate.decode())
         answer = self._post(
             url,
             {"grant_type": "client_credentials", "resource": resource, "scope": scope},

@@ -23,6 +23,8 @@ class Pki:
     client_key: Path
     other_client_cert: Path  # signed by a CA authz does not trust
     other_client_key: Path
+    second_client_cert: Path  # another client of the same CA (trusted, but not the first)
+    second_client_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -97,6 +99,15 @@ def make_pki(folder: Path) -> Pki:
     other = _cert(
         "mallory", other_key, "rogue CA", rogue_key, ca=False, usage=ExtendedKeyUsageOID.CLIENT_AUTH
     )
+    second_key = ec.generate_private_key(ec.SECP256R1())
+    second = _cert(
+        "second client",
+        second_key,
+        "authz test CA",
+        ca_key,
+        ca=False,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
     return Pki(
         ca=pem(ca, "ca.pem"),
         server_cert=pem(server, "server.pem"),
@@ -105,4 +116,6 @@ def make_pki(folder: Path) -> Pki:
         client_key=_write_key(client_key, folder / "client-key.pem"),
         other_client_cert=pem(other, "other.pem"),
         other_client_key=_write_key(other_key, folder / "other-key.pem"),
+        second_client_cert=pem(second, "second.pem"),
+        second_client_key=_write_key(second_key, folder / "second-key.pem"),
     )

@@ -1,0 +1,42 @@
+"""Certificate-bound access tokens (RFC 8705 section 3): a token whose ``cnf`` holds
+``x5t#S256``, the base64url SHA-256 of a client certificate's DER, is accepted only from
+the client that showed that certificate in the TLS handshake (the proxy passes it on).
+
+``mode``: ``when_bound`` checks bound tokens; ``required`` also refuses unbound ones;
+``off`` takes a bound token as a bearer one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from authz.core.errors import CertificateBindingMismatch
+
+Mode = Literal["required", "when_bound", "off"]
+
+
+def certificate_thumbprint(der: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")
+
+
+def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], certificate: bytes) -> None:
+    """CertificateBindingMismatch unless ``certificate`` (DER; empty: none was shown) is
+    the one ``claims`` bind the token to, as ``mode`` asks."""
+    if mode == "off":
+        return
+    cnf = claims.get("cnf")
+    bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    if bound is None:
+        if mode == "required":
+            raise CertificateBindingMismatch("the token is not bound to a certificate")
+        return
+    if not isinstance(bound, str):
+        raise CertificateBindingMismatch("cnf x5t#S256 is not a string")
+    if not certificate:
+        raise CertificateBindingMismatch("no client certificate for a certificate-bound token")
+    if not hmac.compare_digest(certificate_thumbprint(certificate).encode(), bound.encode()):
+        raise CertificateBindingMismatch("the client certificate is not the token's")

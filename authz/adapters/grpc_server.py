@@ -7,14 +7,11 @@ CheckResponse: an escaped exception would become a gRPC error, which Envoy with
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -23,6 +20,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
+from authz.adapters.certificates import certificate_sha256, peer_certificate
 from authz.core.authorizer import Checker
 from authz.core.decisions import deny, internal_error
 from authz.core.errors import MalformedRequest
@@ -93,25 +91,10 @@ def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
         header_count=entries,
         size=size,
         scheme=http.scheme.lower(),
-        client_certificate=peer_certificate(attributes.source.certificate),
+        client_certificate_sha256=certificate_sha256(
+            peer_certificate(attributes.source.certificate)
+        ),
     )
-
-
-_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
-
-
-def peer_certificate(encoded: str) -> bytes:
-    """The DER of the client certificate Envoy passes (include_peer_certificate: the
-    URL-encoded PEM of the leaf); b"" when there is none or it does not decode."""
-    if not encoded:
-        return b""
-    found = _PEM_CERTIFICATE.search(unquote(encoded))
-    if found is None:
-        return b""
-    try:
-        return base64.b64decode("".join(found.group(1).split()), validate=True)
-    except ValueError:  # binascii.Error
-        return b""
 
 
 _MAX_EXACT_INT = 2**53

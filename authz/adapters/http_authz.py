@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from authz.adapters.certificates import Source, forwarded_certificate_sha256
 from authz.adapters.listener import ConnectionBounds, Listener
 from authz.core.authorizer import Checker
 from authz.core.decisions import deny, internal_error
@@ -31,7 +32,9 @@ FORWARDING = {
 }
 
 
-def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> RequestAttributes:
+def to_attributes(
+    request: web.BaseRequest, style: Style, path_prefix: str, certificates: Source = "none"
+) -> RequestAttributes:
     # Repeated headers are joined, as Envoy does for gRPC, and counted as sent: a second
     # copy must never silently replace the first.
     joined: dict[str, list[str]] = {}
@@ -39,6 +42,7 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
         joined.setdefault(key.lower(), []).append(value)
     headers = {key: ",".join(values) for key, values in joined.items()}
     count = len(request.headers)
+    certificate = forwarded_certificate_sha256(certificates, headers)
     if style == "envoy":
         # Envoy sends the original method and headers, and the original path behind its
         # http_service path_prefix.
@@ -55,6 +59,7 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
             # allowed_upstream_headers lets authz's cookie header replace the client's; a
             # Cookie header that is not UTF-8 cannot be written back as it came.
             cookie_rewritable=_utf8(headers.get("cookie", "")),
+            client_certificate_sha256=certificate,
         )
     if style == "nginx":
         original_path = headers.get("x-original-uri")
@@ -80,6 +85,7 @@ def to_attributes(request: web.BaseRequest, style: Style, path_prefix: str) -> R
         query_removable=False,
         cookie_rewritable=False,
         scheme=scheme,
+        client_certificate_sha256=certificate,
     )
 
 
@@ -139,6 +145,7 @@ class HttpAuthzServer:
         connections: ConnectionBounds,
         close_timeout_s: float,
         reuse_port: bool = False,
+        certificate_source: Source = "none",
     ) -> None:
         """``max_headers``, ``max_header_bytes``: authz's own limits (431 beyond them);
         aiohttp's parser is set just above them, so its defaults (8190-byte lines, 128
@@ -147,6 +154,7 @@ class HttpAuthzServer:
         self._authorizer = authorizer
         self._style = style
         self._prefix = path_prefix.rstrip("/")
+        self._certificate_source = certificate_source
         parser_log = _ParserLogger(f"{__name__}.parser")
         parser_log.parent = log
         self._listener = Listener(
@@ -177,7 +185,9 @@ class HttpAuthzServer:
     async def _check(self, request: web.BaseRequest) -> web.Response:
         try:
             try:
-                attributes = to_attributes(request, self._style, self._prefix)
+                attributes = to_attributes(
+                    request, self._style, self._prefix, self._certificate_source
+                )
             except InvalidPath as exc:
                 return to_response(deny(exc, request.host, None, None, expose=False), self._style)
             return to_response(await self._authorizer.check(attributes), self._style)

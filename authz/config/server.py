@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from authz.config.base import Model, address
 
@@ -31,8 +31,24 @@ class HttpAuthz(Model):
     # forwardAuth, Caddy forward_auth).
     original_request: Literal["envoy", "nginx", "traefik"] = "envoy"
     path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
+    # Where the proxy passes the client's TLS certificate, for certificate-bound tokens:
+    # xfcc (Envoy's x-forwarded-client-cert), nginx (X-SSL-Client-Cert), traefik
+    # (X-Forwarded-Tls-Client-Cert); each only with its own original_request, never by
+    # default (a client could send the header itself where no proxy replaces it).
+    certificate_source: Literal["none", "xfcc", "nginx", "traefik"] = "none"
 
     _check = field_validator("listen")(address)
+
+    @model_validator(mode="after")
+    def _certificate_source(self) -> HttpAuthz:
+        proxy = {"xfcc": "envoy", "nginx": "nginx", "traefik": "traefik"}
+        wanted = proxy.get(self.certificate_source)
+        if wanted is not None and wanted != self.original_request:
+            raise ValueError(
+                f"certificate_source: {self.certificate_source} is set by {wanted}, and "
+                f"original_request is {self.original_request}"
+            )
+        return self
 
 
 class Listen(Model):

@@ -20,12 +20,18 @@ Mode = Literal["required", "when_bound", "off"]
 
 
 def certificate_thumbprint(der: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")
+    return thumbprint_of_digest(hashlib.sha256(der).digest())
 
 
-def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], certificate: bytes) -> None:
-    """CertificateBindingMismatch unless ``certificate`` (DER; empty: none was shown) is
-    the one ``claims`` bind the token to, as ``mode`` asks."""
+def thumbprint_of_digest(digest: bytes) -> str:
+    """x5t#S256 is the unpadded base64url of the digest (XFCC's Hash= is its hex)."""
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], digest: bytes) -> None:
+    """CertificateBindingMismatch unless ``digest`` (SHA-256 of the client certificate's
+    DER; empty: none was shown) is the certificate ``claims`` bind the token to, as
+    ``mode`` asks."""
     if mode == "off":
         return
     cnf = claims.get("cnf")
@@ -36,7 +42,7 @@ def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], certificate
         return
     if not isinstance(bound, str):
         raise CertificateBindingMismatch("cnf x5t#S256 is not a string")
-    if not certificate:
+    if not digest:
         raise CertificateBindingMismatch("no client certificate for a certificate-bound token")
-    if not hmac.compare_digest(certificate_thumbprint(certificate).encode(), bound.encode()):
+    if not hmac.compare_digest(thumbprint_of_digest(digest).encode(), bound.encode()):
         raise CertificateBindingMismatch("the client certificate is not the token's")

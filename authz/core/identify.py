@@ -117,7 +117,7 @@ async def _prove(request: RequestAttributes, token: str, trace: Trace) -> None:
     never skips them. The certificate binding first: it needs no I/O."""
     provider, identity = trace.identities[-1]
     check_certificate_binding(
-        provider.certificate_bound, identity.claims, request.client_certificate
+        provider.certificate_bound, identity.claims, request.client_certificate_sha256
     )
     if provider.dpop is not None:
         await provider.dpop.prove(request, token, identity.claims, trace.proofs)

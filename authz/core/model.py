@@ -34,8 +34,8 @@ class RequestAttributes:
     scheme: str = ""
     # The method as sent, when ``method`` is an override being judged (judge_both).
     sent_method: str = ""
-    # The client's TLS certificate (DER) as the proxy passed it on; b"": none.
-    client_certificate: bytes = b""
+    # SHA-256 of the client's TLS certificate (DER), as the proxy passed it on; b"": none.
+    client_certificate_sha256: bytes = b""
 
     @property
     def query(self) -> str:

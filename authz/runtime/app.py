@@ -180,6 +180,7 @@ class App:
                 plan.http_authz.port,
                 style=plan.http_authz.style,
                 path_prefix=plan.http_authz.path_prefix,
+                certificate_source=plan.http_authz.certificate_source,
                 max_headers=plan.max_headers,
                 max_header_bytes=plan.max_header_bytes,
                 connections=http_bounds,

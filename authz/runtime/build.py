@@ -478,6 +478,7 @@ class HttpAuthzPlan:
     port: int
     style: Literal["envoy", "nginx", "traefik"]
     path_prefix: str
+    certificate_source: Literal["none", "xfcc", "nginx", "traefik"] = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +563,11 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
     if config.http_authz is not None:
         host, port = split_address(config.http_authz.listen)
         http_authz = HttpAuthzPlan(
-            host, port, config.http_authz.original_request, config.http_authz.path_prefix
+            host,
+            port,
+            config.http_authz.original_request,
+            config.http_authz.path_prefix,
+            config.http_authz.certificate_source,
         )
     return Listeners(
         grpc_address=listen.grpc,

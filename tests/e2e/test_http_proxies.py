@@ -3,6 +3,9 @@ nginx auth_request (deploy/nginx.conf), each through the real proxy."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -33,12 +36,9 @@ def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> 
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    stack = Stack(
-        workdir,
-        http_dev_config(jwks, ports, "envoy"),
-        ports,
-        envoy_template=ROOT / "deploy" / "envoy-http.yaml",
-    )
+    config = http_dev_config(jwks, ports, "envoy")
+    config["http_authz"]["certificate_source"] = "xfcc"
+    stack = Stack(workdir, config, ports, envoy_template=ROOT / "deploy" / "envoy-http.yaml")
     stack.start()
     yield stack
     stack.stop()
@@ -150,3 +150,31 @@ def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> Non
     )
     public = nginx_call(port, "/healthz", x_user_id="mallory")
     assert public[0] == 200 and "x-user-id" not in json.loads(public[2])["headers"]
+
+
+def test_a_forged_xfcc_never_stands_for_a_client_certificate(
+    envoy_http: Stack, rsa_signer: Signer
+) -> None:
+    """authz trusts x-forwarded-client-cert (certificate_source: xfcc) because Envoy
+    replaces the client's copy (forward_client_cert_details: SANITIZE_SET in
+    deploy/envoy-http.yaml): a client without a certificate cannot claim one."""
+    digest = hashlib.sha256(b"the certificate the token is bound to").digest()
+    x5t = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    token = minted(rsa_signer, cnf={"x5t#S256": x5t})
+    forged = f'Hash={digest.hex()};Subject="CN=alice"'
+    status, headers, _ = call(
+        envoy_http, "/hello", authorization=f"Bearer {token}", x_forwarded_client_cert=forged
+    )
+    assert status == 401 and "another client certificate" in headers["www-authenticate"]
+    # Straight to authz, past Envoy, the same header would be believed: Envoy's
+    # sanitizing is what the 401 above proves.
+    direct = http.client.HTTPConnection("127.0.0.1", envoy_http.ports.authz_http_authz, timeout=5)
+    try:
+        direct.request(
+            "GET",
+            "/authz/hello",
+            headers={"authorization": f"Bearer {token}", "x-forwarded-client-cert": forged},
+        )
+        assert direct.getresponse().status == 200
+    finally:
+        direct.close()

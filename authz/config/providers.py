@@ -208,6 +208,16 @@ class ReplayStoreSettings(Model):
     redis: RedisReplayStore
 
 
+class DpopNonce(Model):
+    """Server nonces (RFC 9449 section 8): proofs must carry a nonce authz handed out,
+    which bounds how early a client can make proofs. Stateless: an HMAC of the current
+    time slot with the secret, so every worker and replica with the secret accepts the
+    others' nonces."""
+
+    secret: SecretSource  # at least 32 bytes
+    rotation: PositiveSeconds = 60.0  # a nonce is accepted in its slot and the next one
+
+
 class Dpop(Model):
     """DPoP (RFC 9449) proofs of possession for tokens bound to a key (cnf.jkt)."""
 
@@ -225,6 +235,7 @@ class Dpop(Model):
     max_replay_entries: int = Field(default=100_000, gt=0)  # the in-memory jti store
     # memory: each process remembers the proofs it saw; {redis: {...}}: all share them
     replay_store: Literal["memory"] | ReplayStoreSettings = "memory"
+    nonce: DpopNonce | None = None
 
     @field_validator("external_origin")
     @classmethod

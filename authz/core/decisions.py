@@ -16,6 +16,7 @@ from authz.core.errors import (
     DpopError,
     DpopInvalid,
     DpopReplayed,
+    DpopUseNonce,
     InternalError,
     MissingToken,
     Outcome,
@@ -41,10 +42,14 @@ def deny(
     """
     realm = _realm(host)
     challenge: str | None
+    extra: list[tuple[str, str]] = []
     if isinstance(error, DpopError):
         # RFC 9449 7.1: a DPoP challenge naming the proof algorithms
         proof = isinstance(error, DpopInvalid | DpopReplayed)
         code = "invalid_dpop_proof" if proof else "invalid_token"
+        if isinstance(error, DpopUseNonce):
+            code = "use_dpop_nonce"  # section 8: the nonce comes in DPoP-Nonce
+            extra.append(("dpop-nonce", error.nonce))
         challenge = (
             f'DPoP algs="{error.algs}", error="{code}", error_description="{error.description}"'
         )
@@ -75,6 +80,7 @@ def deny(
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     if challenge:
         headers.append(("www-authenticate", challenge))
+    headers.extend(extra)
     body: dict[str, str] = {"error": code, "error_description": error.description}
     if expose:
         body["reason"] = error.reason

@@ -25,7 +25,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ from authz.core.errors import (
     DpopMissing,
     DpopOriginUnknown,
     DpopReplayed,
+    DpopUseNonce,
     KeyRejected,
     MalformedToken,
     ReplayStoreUnavailable,
@@ -68,16 +69,29 @@ class ReplayStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class NonceSettings:
+    rotation_s: float  # a nonce is accepted in its time slot and the next one
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class DpopSettings:
     mode: Mode
     algorithms: frozenset[str]  # asymmetric only (the config refuses others)
     max_age_s: float
     clock_skew_s: float
     external_origin: str | None  # scheme://authority the client used, when not the request's
+    nonce: NonceSettings | None = None
 
     @property
     def replay_window_s(self) -> float:
         return self.max_age_s + 2 * self.clock_skew_s
+
+
+def server_nonce(settings: NonceSettings, now: float, slots_back: int = 0) -> str:
+    """The nonce of the time slot ``now`` falls in (or one ``slots_back`` before it)."""
+    slot = int(now // settings.rotation_s) - slots_back
+    return b64url(hmac.new(settings.secret, f"dpop-nonce:{slot}".encode(), "sha256").digest())
 
 
 def b64url(data: bytes) -> str:
@@ -270,6 +284,7 @@ class DpopVerifier:
             raise DpopInvalid("the proof's signature does not verify")
         self._check_request(claims_of_proof, method, url)
         self._check_time(claims_of_proof)
+        self._check_nonce(claims_of_proof)
         if claims_of_proof.get("ath") != access_token_hash(token):
             raise DpopInvalid("ath is not the hash of the access token")
         jti = claims_of_proof.get("jti")
@@ -315,6 +330,21 @@ class DpopVerifier:
         expected = normalized_uri(url)
         if not isinstance(htu, str) or expected is None or normalized_uri(htu) != expected:
             raise DpopInvalid("htu is not the request URI")
+
+    def _check_nonce(self, claims: Mapping[str, Any]) -> None:
+        settings = self.settings.nonce
+        if settings is None:
+            return
+        now = self._clock()
+        nonce = claims.get("nonce")
+        current = server_nonce(settings, now)
+        valid = (current, server_nonce(settings, now, slots_back=1))
+        if not isinstance(nonce, str) or not any(
+            hmac.compare_digest(nonce.encode(), v.encode()) for v in valid
+        ):
+            error = DpopUseNonce("the proof carries no current server nonce")
+            error.nonce = current
+            raise error
 
     def _check_time(self, claims: Mapping[str, Any]) -> None:
         iat = claims.get("iat")

@@ -247,6 +247,15 @@ class DpopInvalid(DpopError):
     description = "the DPoP proof is invalid"
 
 
+class DpopUseNonce(DpopError):
+    """The provider wants proofs to carry a server nonce (RFC 9449 section 8): the answer
+    hands out the current one in a DPoP-Nonce header."""
+
+    reason = "dpop_use_nonce"
+    description = "the DPoP proof must carry the nonce the server provides"
+    nonce = ""
+
+
 class DpopReplayed(DpopError):
     reason = "dpop_replayed"
     description = "the DPoP proof was used before"

@@ -30,7 +30,13 @@ from authz.config import (
     split_address,
 )
 from authz.core.authorizer import Authorizer, CheckLimits, Observer, Settings
-from authz.core.dpop import DpopSettings, DpopVerifier, MemoryReplayStore, ReplayStore
+from authz.core.dpop import (
+    DpopSettings,
+    DpopVerifier,
+    MemoryReplayStore,
+    NonceSettings,
+    ReplayStore,
+)
 from authz.core.errors import JwksError
 from authz.core.identify import ProviderRuntime
 from authz.core.jws import media_type
@@ -263,11 +269,25 @@ def dpop_verifier(
             max_age_s=settings.max_age,
             clock_skew_s=settings.clock_skew,
             external_origin=settings.external_origin,
+            nonce=nonce_settings(name, settings),
         ),
         construct_key,
         stores.store(settings, f"providers.{name}.dpop.replay_store"),
         clock,
     )
+
+
+MIN_NONCE_SECRET_BYTES = 32
+
+
+def nonce_settings(name: str, settings: Dpop) -> NonceSettings | None:
+    if settings.nonce is None:
+        return None
+    where = f"providers.{name}.dpop.nonce.secret"
+    secret = read_secret(settings.nonce.secret, where)
+    if len(secret) < MIN_NONCE_SECRET_BYTES:
+        raise ConfigError(f"{where}: at least {MIN_NONCE_SECRET_BYTES} bytes")
+    return NonceSettings(settings.nonce.rotation, secret)
 
 
 class ReplayStores:

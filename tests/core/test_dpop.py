@@ -19,9 +19,11 @@ from authz.core.dpop import (
     DpopSettings,
     DpopVerifier,
     MemoryReplayStore,
+    NonceSettings,
     access_token_hash,
     jwk_thumbprint,
     normalized_uri,
+    server_nonce,
 )
 from authz.core.errors import (
     DpopBindingMismatch,
@@ -29,6 +31,7 @@ from authz.core.errors import (
     DpopInvalid,
     DpopMissing,
     DpopReplayed,
+    DpopUseNonce,
     ReplayStoreUnavailable,
 )
 from authz.core.jws import media_type
@@ -445,3 +448,60 @@ async def test_dpop_over_http_without_the_scheme_is_a_503_and_a_warning(
         http_authz={"listen": "127.0.0.1:0", "original_request": "nginx"},
     )
     assert any("dpop.external_origin" in warning for warning in validate(over_nginx))
+
+
+NONCE = NonceSettings(rotation_s=60, secret=b"n" * 32)
+
+
+async def test_server_nonces_are_handed_out_then_required() -> None:
+    clock = FakeClock()
+    checker = DpopVerifier(
+        dataclasses.replace(SETTINGS, nonce=NONCE), construct_key, MemoryReplayStore(), clock
+    )
+    with pytest.raises(DpopUseNonce) as asked:
+        await check(checker, proof())
+    nonce = asked.value.nonce
+    assert nonce == server_nonce(NONCE, clock())
+    await check(checker, proof(nonce=nonce))
+    clock.advance(60)  # the next slot: the previous nonce still counts
+    await check(checker, proof(nonce=nonce, iat=int(clock())))
+    clock.advance(60)
+    with pytest.raises(DpopUseNonce):
+        await check(checker, proof(nonce=nonce, iat=int(clock())))
+    with pytest.raises(DpopUseNonce):
+        await check(checker, proof(nonce="made-up", iat=int(clock())))
+
+
+async def test_a_nonce_from_one_worker_is_good_at_another() -> None:
+    """Stateless: the secret, not the process, makes a nonce."""
+    clock = FakeClock()
+    one, two = (
+        DpopVerifier(
+            dataclasses.replace(SETTINGS, nonce=NONCE), construct_key, MemoryReplayStore(), clock
+        )
+        for _ in range(2)
+    )
+    with pytest.raises(DpopUseNonce) as asked:
+        await check(one, proof())
+    await check(two, proof(nonce=asked.value.nonce))
+    other_secret = dataclasses.replace(NONCE, secret=b"o" * 32)
+    three = DpopVerifier(
+        dataclasses.replace(SETTINGS, nonce=other_secret), construct_key, MemoryReplayStore(), clock
+    )
+    with pytest.raises(DpopUseNonce):
+        await check(three, proof(nonce=asked.value.nonce))
+
+
+async def test_the_nonce_reaches_the_client_in_the_denial(
+    jwks: dict[str, Any], rsa_signer: Signer, tmp_path: Any
+) -> None:
+    secret = tmp_path / "nonce"
+    secret.write_bytes(b"s" * 32)
+    checker = authorizer_for(jwks, nonce={"secret": {"file": str(secret)}})
+    token = bound_token(rsa_signer)
+    denied = await checker.check(dpop_request(token, proof(token=token)))
+    assert (denied.status, denied.reason) == (401, "dpop_use_nonce")
+    headers = dict(denied.response_headers)
+    assert 'error="use_dpop_nonce"' in headers["www-authenticate"]
+    retry = proof(token=token, nonce=headers["dpop-nonce"])
+    assert (await checker.check(dpop_request(token, retry))).allowed

@@ -21,7 +21,8 @@ from dev.stack import (
     http_dev_config,
     nginx_binary,
 )
-from tests.support import Signer, call, wall_clock_claims
+from tests.support import Signer, call, ec_signer, wall_clock_claims
+from tests.support.dpop import make_proof, thumbprint
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +93,14 @@ def nginx(
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    stack = Stack(workdir, http_dev_config(jwks, ports, "nginx"), ports, proxy="nginx")
+    config = http_dev_config(jwks, ports, "nginx")
+    # nginx does not tell authz the scheme: DPoP needs the origin clients use.
+    (workdir / "nonce-secret").write_bytes(b"n" * 32)
+    config["providers"]["dev"]["dpop"] = {
+        "external_origin": "https://app.example",
+        "nonce": {"secret": {"file": str(workdir / "nonce-secret")}},
+    }
+    stack = Stack(workdir, config, ports, proxy="nginx")
     stack.start()
     yield ports.envoy, stack
     stack.stop()
@@ -178,3 +186,22 @@ def test_a_forged_xfcc_never_stands_for_a_client_certificate(
         assert direct.getresponse().status == 200
     finally:
         direct.close()
+
+
+def test_nginx_hands_the_dpop_nonce_and_drops_the_proof(
+    nginx: tuple[int, Stack], rsa_signer: Signer
+) -> None:
+    """nginx passes only WWW-Authenticate of a 401 on its own: deploy/nginx.conf copies
+    DPoP-Nonce too, and keeps the proof from the upstream."""
+    port, _ = nginx
+    key = ec_signer()
+    token = minted(rsa_signer, cnf={"jkt": thumbprint(key)})
+    url = "https://app.example/hello"
+    first = make_proof(key, "GET", url, token)
+    status, headers, _ = nginx_call(port, "/hello", authorization=f"DPoP {token}", dpop=first)
+    assert status == 401 and 'error="use_dpop_nonce"' in headers["www-authenticate"]
+    nonce = headers["dpop-nonce"]
+    retry = make_proof(key, "GET", url, token, nonce=nonce)
+    status, _, body = nginx_call(port, "/hello", authorization=f"DPoP {token}", dpop=retry)
+    assert status == 200, body
+    assert "dpop" not in json.loads(body)["headers"]

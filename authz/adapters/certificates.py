@@ -10,8 +10,10 @@ or malformed reads as no certificate, so a certificate-bound token is refused.
   DER, ``Cert=`` the URL-encoded PEM (with ``set_current_client_cert_details: {cert:
   true}``); when both are there they must agree.
 - nginx: ``X-SSL-Client-Cert`` from ``$ssl_client_escaped_cert`` (URL-encoded PEM).
-- Traefik: ``X-Forwarded-Tls-Client-Cert`` from ``passTLSClientCert: {pem: true}``: the
-  URL-escaped base64 DER without PEM armour, the leaf first, a chain joined by ``,``.
+
+Traefik is not a source: its passTLSClientCert middleware sets its header only when the
+client showed a certificate and leaves a client's own copy otherwise (unless the
+entrypoint's forwarded-header handling removes it), so the header cannot be trusted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import unquote
 
-Source = Literal["none", "xfcc", "nginx", "traefik"]
+Source = Literal["none", "xfcc", "nginx"]
 _PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -49,35 +51,48 @@ def peer_certificate(encoded: str) -> bytes:
     return _b64(found.group(1)) if found else b""
 
 
-def _split_unquoted(text: str, separator: str) -> list[str]:
+def _split_unquoted(text: str, separator: str) -> list[str] | None:
+    """``text`` split on ``separator`` outside double quotes (``\\"`` escapes a quote in
+    them); None when a quote is left open, which could hide a separator."""
     parts: list[str] = []
     current: list[str] = []
-    quoted = False
+    quoted = escaped = False
     for char in text:
-        if char == '"':
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
             quoted = not quoted
-        if char == separator and not quoted:
+        elif char == separator and not quoted:
             parts.append("".join(current))
             current = []
-        else:
-            current.append(char)
+            continue
+        current.append(char)
+    if quoted or escaped:
+        return None
     parts.append("".join(current))
     return parts
 
 
 def xfcc_sha256(value: str) -> bytes:
-    """The certificate digest of an XFCC header holding exactly one element."""
+    """The certificate digest of an XFCC header holding exactly one element; b"" for
+    anything else (several hops, an open quote, a second Hash or Cert)."""
     elements = _split_unquoted(value, ",")
-    if len(elements) != 1:
+    if elements is None or len(elements) != 1:
         return b""  # several hops: not the SANITIZE_SET a listener must use
+    pairs = _split_unquoted(elements[0], ";")
+    if pairs is None:
+        return b""
     fields: dict[str, str] = {}
-    for pair in _split_unquoted(elements[0], ";"):
+    for pair in pairs:
         key, equals, item = pair.strip().partition("=")
+        key = key.lower()
         if not equals:
             continue
-        if key.lower() in fields:
-            return b""  # a field twice: ambiguous
-        fields[key.lower()] = item.strip().strip('"')
+        if key in fields and key in ("hash", "cert"):
+            return b""  # ambiguous (By=, URI=, DNS= repeat legitimately)
+        fields.setdefault(key, item.strip().strip('"'))
     hashed = fields.get("hash", "")
     digest = bytes.fromhex(hashed) if _HEX_SHA256.fullmatch(hashed) else b""
     if "cert" in fields:
@@ -88,16 +103,7 @@ def xfcc_sha256(value: str) -> bytes:
     return digest
 
 
-def traefik_sha256(value: str) -> bytes:
-    leaf = unquote(value).split(",", 1)[0]
-    return certificate_sha256(_b64(leaf))
-
-
-HEADERS = {
-    "xfcc": "x-forwarded-client-cert",
-    "nginx": "x-ssl-client-cert",
-    "traefik": "x-forwarded-tls-client-cert",
-}
+HEADERS = {"xfcc": "x-forwarded-client-cert", "nginx": "x-ssl-client-cert"}
 
 
 def forwarded_certificate_sha256(source: Source, headers: Mapping[str, str]) -> bytes:
@@ -109,6 +115,4 @@ def forwarded_certificate_sha256(source: Source, headers: Mapping[str, str]) -> 
         return b""
     if source == "xfcc":
         return xfcc_sha256(value)
-    if source == "nginx":
-        return certificate_sha256(peer_certificate(value))
-    return traefik_sha256(value)
+    return certificate_sha256(peer_certificate(value))

@@ -32,16 +32,16 @@ class HttpAuthz(Model):
     original_request: Literal["envoy", "nginx", "traefik"] = "envoy"
     path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
     # Where the proxy passes the client's TLS certificate, for certificate-bound tokens:
-    # xfcc (Envoy's x-forwarded-client-cert), nginx (X-SSL-Client-Cert), traefik
-    # (X-Forwarded-Tls-Client-Cert); each only with its own original_request, never by
-    # default (a client could send the header itself where no proxy replaces it).
-    certificate_source: Literal["none", "xfcc", "nginx", "traefik"] = "none"
+    # xfcc (Envoy's x-forwarded-client-cert), nginx (X-SSL-Client-Cert); each only with
+    # its own original_request, never by default (a client could send the header itself
+    # where no proxy replaces it). Traefik and Caddy leave a client's copy in place.
+    certificate_source: Literal["none", "xfcc", "nginx"] = "none"
 
     _check = field_validator("listen")(address)
 
     @model_validator(mode="after")
     def _certificate_source(self) -> HttpAuthz:
-        proxy = {"xfcc": "envoy", "nginx": "nginx", "traefik": "traefik"}
+        proxy = {"xfcc": "envoy", "nginx": "nginx"}
         wanted = proxy.get(self.certificate_source)
         if wanted is not None and wanted != self.original_request:
             raise ValueError(

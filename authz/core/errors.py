@@ -219,7 +219,7 @@ class CertificateBindingMismatch(InvalidToken):
     """A certificate-bound token (RFC 8705) from a client without that certificate."""
 
     reason = "certificate_binding_mismatch"
-    description = "the token is bound to another client certificate"
+    description = "the token is bound to a client certificate this request did not present"
 
 
 class TokenInactive(InvalidToken):

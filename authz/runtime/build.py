@@ -223,6 +223,7 @@ def build_provider(
             forward=provider.forward,
             introspector=introspector,
             introspect_jwts=provider.introspection.introspect_jwts,
+            certificate_bound=provider.certificate_bound,
         )
     assert keys is not None
     tenants = None
@@ -498,7 +499,7 @@ class HttpAuthzPlan:
     port: int
     style: Literal["envoy", "nginx", "traefik"]
     path_prefix: str
-    certificate_source: Literal["none", "xfcc", "nginx", "traefik"] = "none"
+    certificate_source: Literal["none", "xfcc", "nginx"] = "none"
 
 
 @dataclass(frozen=True, slots=True)

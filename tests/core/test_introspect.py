@@ -369,3 +369,17 @@ async def test_an_opaque_token_on_a_jwt_only_rule_is_malformed(jwks: dict[str, A
     )
     decision = await checker.check(support.req(authorization="Bearer opaque-tok"))
     assert (decision.status, decision.reason) == (401, "malformed_token")
+
+
+async def test_certificate_bound_required_holds_for_introspected_tokens(
+    jwks: dict[str, Any],
+) -> None:
+    """An introspection answer is never bound (cnf is refused), so required refuses all."""
+    built = support.config(
+        providers={"opaque": {**OPAQUE, "certificate_bound": "required"}},
+        rules=[{"match": {"prefix": "/"}, "requires": {"provider": "opaque"}}],
+    )
+    introspector, _, _, _ = judge({"tok": active()})
+    checker = support.authorizer(built, introspectors={"opaque": introspector})
+    decision = await checker.check(support.req(authorization="Bearer tok"))
+    assert (decision.status, decision.reason) == (401, "certificate_binding_mismatch")

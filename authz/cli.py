@@ -74,9 +74,14 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authz", description="JWT ext_authz service for Envoy")
+    parser.add_argument("--version", action="version", version=f"authz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the ext_authz gRPC service")
+    serve = sub.add_parser(
+        "serve",
+        help="serve checks: Envoy's ext_authz over gRPC, the HTTP authorization endpoint "
+        "when http_authz is set, and /healthz, /readyz and /metrics",
+    )
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
     serve.set_defaults(func=cmd_serve)
 

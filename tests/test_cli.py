@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from authz import __version__
 from authz.cli import main
 from authz.core.jws import parse_token
 from dev.stack import ROOT
@@ -15,6 +16,19 @@ from tests.support import verifier
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     assert capsys.readouterr().out.startswith("authz ")
+
+
+def test_the_version_flag_and_what_serve_says_it_serves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"authz {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    assert "HTTP authorization endpoint" in described and "/metrics" in described
 
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:

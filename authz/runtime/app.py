@@ -227,6 +227,7 @@ class App:
         return await self.reloader.reload()
 
     def _cache_gauges(self) -> None:
+        self.metrics.refresh_process()
         authorizer = self.running.authorizer
         cache = authorizer.current.token_cache if authorizer is not None else None
         if cache is None:

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from authz import __version__
+
+PROCESS_GAUGES = {
+    "process_cpu_seconds_total": "CPU seconds the live workers spent (user and system).",
+    "process_resident_memory_bytes": "Resident memory of the live workers, in bytes.",
+    "process_open_fds": "Open file descriptors of the live workers.",
+}
 CHECK_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 INTROSPECTION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -18,7 +35,30 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        # No <name>_created series: they double every counter's series for a timestamp
+        # nobody graphs (prometheus_client's own switch, process-wide).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
+        self.build_info = Gauge(
+            "authz_build_info",
+            "Always 1; the labels say which authz and Python run.",
+            ("version", "python"),
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        # Process metrics: prometheus_client's collector reads this process only, and a
+        # multiprocess page holds only what workers wrote to their files; with workers,
+        # each writes its own figures as gauges that add up (see refresh_process).
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.process: dict[str, Gauge] = {}
+        if self._multiprocess:
+            for name, text in PROCESS_GAUGES.items():
+                self.process[name] = Gauge(
+                    name, text, registry=self.registry, multiprocess_mode="livesum"
+                )
+        else:
+            ProcessCollector(registry=self.registry)
         self.checks = Counter(
             "authz_checks",
             "Authorization checks by decision, reason code, provider and rule.",
@@ -162,6 +202,19 @@ class Metrics:
     def observe_token_cache(self, result: str) -> None:
         """One allowed check: whether its identities came from the token cache."""
         self.token_cache.labels(result).inc()
+
+    def refresh_process(self) -> None:
+        """With workers: this worker's CPU seconds, RSS and open descriptors, summed over
+        the live workers on the page."""
+        if not self.process:
+            return
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        self.process["process_cpu_seconds_total"].set((int(stat[11]) + int(stat[12])) / ticks)
+        self.process["process_resident_memory_bytes"].set(
+            int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+        )
+        self.process["process_open_fds"].set(len(os.listdir("/proc/self/fd")))
 
     def observe_token_cache_size(self, entries: int, size: int) -> None:
         self.token_cache_entries.set(entries)

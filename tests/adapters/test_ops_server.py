@@ -64,3 +64,13 @@ async def test_ready_follows_the_remote_jwks(idp: FakeIdp, rsa_signer: Signer) -
         ):
             assert line in text
         assert token not in text
+
+
+def test_the_page_has_build_and_process_metrics_and_no_created_series() -> None:
+    from authz import __version__
+    from authz.runtime.metrics import Metrics
+
+    page = Metrics().render().decode()
+    assert f'version="{__version__}"' in page and "authz_build_info{" in page
+    assert "process_resident_memory_bytes " in page and "process_open_fds " in page
+    assert "_created" not in page

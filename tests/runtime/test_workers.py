@@ -81,8 +81,14 @@ def test_two_workers_share_ports_and_metrics(
                 assert response.HasField("ok_response")
         pattern = re.compile(r'^authz_checks_total\{[^}]*reason="allowed"[^}]*\} (\S+)$', re.M)
         for _ in range(4):  # whichever worker answers the scrape, the total is everyone's
-            totals = [float(v) for v in pattern.findall(scrape(http_port))]
+            page = scrape(http_port)
+            totals = [float(v) for v in pattern.findall(page)]
             assert sum(totals) == checks
+        # Process metrics add up over the workers too (once each has refreshed them).
+        rss = re.search(r"^process_resident_memory_bytes (\S+)$", page, re.M)
+        assert rss is not None and float(rss.group(1)) > 2 * 20e6, page[-2000:]
+        assert re.search(r'^authz_build_info\{python="[\d.]+",version="[^"]+"\} 1\.0$', page, re.M)
+        assert "_created" not in page
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

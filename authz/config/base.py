@@ -30,6 +30,36 @@ def header_name(value: str) -> str:
     return name
 
 
+# What a claim must never set: the credentials and cookies the upstream trusts, Envoy's own
+# control headers, HTTP/2 pseudo-headers, hop-by-hop headers.
+NOT_FROM_CLAIMS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "dpop",
+        "x-forwarded-client-cert",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "trailer",
+    }
+)
+
+
+def claim_header_name(value: str) -> str:
+    """A header a claim may be written to: header_name, and none of NOT_FROM_CLAIMS,
+    ``x-envoy-*`` or a pseudo-header."""
+    name = value.strip().lower()
+    if name.startswith(":") or name.startswith("x-envoy-") or name in NOT_FROM_CLAIMS:
+        raise ValueError(
+            f"{value!r} must never be set from a claim: the upstream (or Envoy) trusts it "
+            "as a credential or a control header"
+        )
+    return header_name(value)
+
+
 def checked_regex(pattern: str) -> str:
     """RE2 syntax only: linear-time matching, so no pattern can be catastrophic."""
     import re2  # loaded only for configs with regular expressions

@@ -25,6 +25,7 @@ from authz.config.server import (
     Tls,
     TokenCacheSettings,
 )
+from authz.config.suggest import did_you_mean
 
 DEFAULT_DRAIN = 3.0
 
@@ -67,6 +68,20 @@ class Config(Model):
             ):
                 return {**data, "shutdown_drain": grace / 2}
         return data
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.name is None:
+                continue
+            if rule.name in seen:
+                raise ValueError(
+                    f"rules.{index}: the name {rule.name!r} is taken by rules.{seen[rule.name]} "
+                    "(decision logs and metrics name rules: they must differ)"
+                )
+            seen[rule.name] = index
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -193,7 +208,7 @@ def parse_config(data: Any) -> Config:
         for err in exc.errors(include_url=False, include_input=False):
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                message = "unknown key"
+                message = "unknown key" + did_you_mean(Config, tuple(err["loc"]))
             where = _location(err["loc"], data)
             lines.append(f"{where}: {message}" if where else message)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

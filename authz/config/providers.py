@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from authz.config.base import Model, PositiveSeconds, header_name
+from authz.config.base import Model, PositiveSeconds, claim_header_name, header_name
 from authz.config.rules import ClaimToHeader
 
 
@@ -292,7 +292,7 @@ class Provider(Model):
     @field_validator("forward_payload_header")
     @classmethod
     def _payload_header(cls, value: str | None) -> str | None:
-        return None if value is None else header_name(value)
+        return None if value is None else claim_header_name(value)
 
     @model_validator(mode="after")
     def _keys(self) -> Provider:

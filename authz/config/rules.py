@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from authz.config.base import Model, checked_regex, header_name
+from authz.config.base import Model, checked_regex, claim_header_name, header_name
 
 HTTP_METHODS = frozenset(
     [
@@ -301,7 +301,7 @@ class ClaimToHeader(Model):
     claim: str | None = Field(default=None, min_length=1)
     issuer_param: Literal["tenant"] | None = None
 
-    _name = field_validator("header")(header_name)
+    _name = field_validator("header")(claim_header_name)
 
     @model_validator(mode="after")
     def _one_source(self) -> ClaimToHeader:

@@ -234,3 +234,68 @@ def test_a_short_grace_without_a_drain_drains_for_half_of_it(grace: float, drain
     """The default drain of 3 s would refuse every grace up to 3 s that names no drain."""
     without_drain = {k: v for k, v in BASE.items() if k != "shutdown_drain"}
     assert parse_config({**without_drain, "shutdown_grace": grace}).shutdown_drain == drain
+
+
+PROVIDER = {
+    "issuer": "https://idp.example.com",
+    "audiences": ["api"],
+    "jwks": {"inline": {"keys": []}},
+}
+RULE = {"requires": {"provider": "corp"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"providers": {"corp": {**PROVIDER, "audience": ["api"]}}},
+            "providers.corp.audience: unknown key (did you mean audiences?)",
+        ),
+        (
+            {"rules": [{**RULE, "match": {"prefx": "/"}}]},
+            "rules.0.match.prefx: unknown key (did you mean prefix?)",
+        ),
+        (
+            {"providers": {"corp": {**PROVIDER, "dpop": {"max_ag": 3}}}},
+            "providers.corp.dpop.max_ag: unknown key (did you mean max_age?)",
+        ),
+        (
+            {"rules": [{**RULE, "claims": [{"claim": "roles", "includes": "x"}]}]},
+            "rules.0.claims.0.includes: unknown key (accepted here: claim, claim_path,",
+        ),
+        (
+            {"shutdown_grac": 3},
+            "shutdown_grac: unknown key (did you mean shutdown_grace?)",
+        ),
+    ],
+)
+def test_unknown_keys_come_with_a_suggestion(change: dict[str, Any], message: str) -> None:
+    data = {"providers": {"corp": PROVIDER}, "rules": [RULE], **change}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "header", ["authorization", "Cookie", "x-envoy-original-path", ":path", "dpop", "set-cookie"]
+)
+def test_headers_a_claim_must_never_set(header: str) -> None:
+    mapping = [{"header": header, "claim": "sub"}]
+    with pytest.raises(ConfigError, match="must never be set from a claim"):
+        parse_config(
+            {"providers": {"corp": {**PROVIDER, "claim_to_headers": mapping}}, "rules": [RULE]}
+        )
+    with pytest.raises(ConfigError, match="must never be set from a claim"):
+        parse_config(
+            {"providers": {"corp": PROVIDER}, "rules": [{**RULE, "claim_to_headers": mapping}]}
+        )
+    with pytest.raises(ConfigError, match="must never be set from a claim"):
+        parse_config(
+            {"providers": {"corp": {**PROVIDER, "forward_payload_header": header}}, "rules": [RULE]}
+        )
+
+
+def test_rule_names_are_unique() -> None:
+    rules = [{**RULE, "name": "api"}, {**RULE, "name": "admin"}, {**RULE, "name": "api"}]
+    with pytest.raises(ConfigError, match=r"rules.2: the name 'api' is taken by rules.0"):
+        parse_config({"providers": {"corp": PROVIDER}, "rules": rules})

@@ -1,12 +1,14 @@
 """One line per decision, for audit: JSON (default) or plain text for development.
 
-Each line has the time, Envoy's x-request-id, the rule, the provider, the decision, the
-reason and the latency; the subject (`sub`) only with `log_subject: true`. Never the
-token, and no other claim. Allows may be sampled; denials are always written.
+Each line has the time (RFC 3339, UTC), Envoy's x-request-id, the method, host and path
+(never the query string), the rule, the provider, the decision, the reason and the
+latency; the subject (`sub`) only with `log_subject: true`. Never the token, and no other
+claim. Allows may be sampled; denials are always written.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import random
@@ -44,9 +46,13 @@ class DecisionLog:
             return
         request_id = request.headers.get("x-request-id")
         entry: dict[str, Any] = {
-            "time": round(self._clock(), 3),
+            "time": rfc3339(self._clock()),
             # Client-set behind nginx or Traefik: bounded, and no spaces or = to forge fields.
             "request_id": _UNSAFE.sub("_", request_id[:128]) if request_id else None,
+            "method": request.method[:MAX_FIELD],
+            "host": request.host[:MAX_FIELD],
+            # Never the query string: tokens travel there.
+            "path": request.path.split("?", 1)[0][:MAX_PATH],
             "decision": "allow" if decision.allowed else "deny",
             "status": decision.status,
             "reason": decision.reason,
@@ -66,6 +72,16 @@ class DecisionLog:
         else:
             text = " ".join(f"{key}={_text_value(value)}" for key, value in entry.items())
             log.log(self._level, "%s", text)
+
+
+MAX_FIELD = 256
+MAX_PATH = 1024  # longer paths are cut: a line stays a line an operator can read
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC with milliseconds and Z, e.g. 2026-12-01T23:15:50.123Z."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9._:/@+-]+")

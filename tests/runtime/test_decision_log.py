@@ -9,6 +9,7 @@ import pytest
 from authz.config import DecisionLogSettings
 from authz.core.model import Decision, RequestAttributes
 from authz.runtime.decision_log import DecisionLog
+from tests import support
 
 REQUEST = RequestAttributes(
     "GET", "h", "/x", {"x-request-id": "req-1", "authorization": "Bearer t"}
@@ -35,8 +36,11 @@ def test_json_lines_without_claims(caplog: pytest.LogCaptureFixture) -> None:
     log.record(REQUEST, DENY, 0.001)
     allow, deny = (json.loads(line) for line in lines(caplog))
     assert allow == {
-        "time": 1700000000.0,
+        "time": "2023-11-14T22:13:20.000Z",
         "request_id": "req-1",
+        "method": REQUEST.method,
+        "host": REQUEST.host,
+        "path": REQUEST.path.split("?", 1)[0],
         "decision": "allow",
         "status": 200,
         "reason": "allowed",
@@ -130,6 +134,9 @@ def test_text_lines_cannot_be_forged_by_a_subject(
     assert list(fields) == [
         "time",
         "request_id",
+        "method",
+        "host",
+        "path",
         "decision",
         "status",
         "reason",
@@ -138,3 +145,14 @@ def test_text_lines_cannot_be_forged_by_a_subject(
         "latency_ms",
         "subject",
     ]
+
+
+def test_the_time_is_rfc_3339_and_the_query_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    request = support.req("/items/7?access_token=secret-token&x=1", authorization="Bearer t")
+    DecisionLog(DecisionLogSettings(enabled=True), clock=lambda: 1796185121.5).record(
+        request, DENY, 0.0
+    )
+    entry = json.loads(lines(caplog)[0])
+    assert entry["time"] == "2026-12-02T04:18:41.500Z"
+    assert entry["path"] == "/items/7" and "secret-token" not in caplog.text

@@ -116,7 +116,11 @@ class AiohttpFetcher:
                     return FetchResult(None, response.headers.get("etag"), self._max_age(response))
                 if response.status != 200:
                     raise JwksHttpError(f"fetching {uri} returned HTTP {response.status}")
-                body = await self._read_capped(response, uri)
+                body = await read_capped(response, self._max_bytes)
+                if body is None:
+                    raise JwksHttpError(
+                        f"the document at {uri} is larger than {self._max_bytes} bytes"
+                    )
                 return FetchResult(body, response.headers.get("etag"), self._max_age(response))
         raise JwksHttpError(f"fetching {uri}: too many redirects")
 
@@ -124,15 +128,18 @@ class AiohttpFetcher:
     def _max_age(response: aiohttp.ClientResponse) -> float | None:
         return cache_max_age(response.headers.get("cache-control"))
 
-    async def _read_capped(self, response: aiohttp.ClientResponse, uri: str) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise JwksHttpError(f"the document at {uri} is larger than {self._max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+async def read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """The body, read no further than ``max_bytes`` (so the cap holds for decompressed
+    bodies too); None when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def ssl_context_for(ca_file: str | None) -> ssl.SSLContext | None:

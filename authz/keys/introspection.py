@@ -24,7 +24,7 @@ import aiohttp
 
 from authz.core.errors import IntrospectionUnavailable, JwksError
 from authz.keys.discovery import Discovery
-from authz.keys.fetch import Fetcher
+from authz.keys.fetch import Fetcher, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,12 @@ class HttpIntrospectionClient:
                     raise IntrospectionUnavailable(
                         f"{endpoint} answered HTTP {response.status}", result="http_error"
                     )
-                body = await self._read_capped(response, endpoint)
+                body = await read_capped(response, self._settings.max_bytes)
+                if body is None:
+                    raise IntrospectionUnavailable(
+                        f"{endpoint} answered more than {self._settings.max_bytes} bytes",
+                        result="http_error",
+                    )
         except TimeoutError as exc:
             raise IntrospectionUnavailable(f"{endpoint} timed out", result="timeout") from exc
         except aiohttp.ClientError as exc:
@@ -180,16 +185,3 @@ class HttpIntrospectionClient:
                     result="discovery_error",
                 ) from exc
         return self._endpoint
-
-    async def _read_capped(self, response: aiohttp.ClientResponse, endpoint: str) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > self._settings.max_bytes:
-                raise IntrospectionUnavailable(
-                    f"{endpoint} answered more than {self._settings.max_bytes} bytes",
-                    result="http_error",
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)

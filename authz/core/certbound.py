@@ -8,13 +8,13 @@ the client that showed that certificate in the TLS handshake (the proxy passes i
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from authz.core.errors import CertificateBindingMismatch
+from authz.core.jws import b64url
 
 Mode = Literal["required", "when_bound", "off"]
 
@@ -25,7 +25,7 @@ def certificate_thumbprint(der: bytes) -> str:
 
 def thumbprint_of_digest(digest: bytes) -> str:
     """x5t#S256 is the unpadded base64url of the digest (XFCC's Hash= is its hex)."""
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url(digest)
 
 
 def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], digest: bytes) -> None:

@@ -16,7 +16,6 @@ before its signature verifies, and the token's binding is checked after the sign
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 import hmac
@@ -42,7 +41,7 @@ from authz.core.errors import (
     MalformedToken,
     ReplayStoreUnavailable,
 )
-from authz.core.jws import media_type, parse_token
+from authz.core.jws import b64url, media_type, parse_token
 from authz.core.model import RequestAttributes
 from authz.core.verify import VerificationKey
 
@@ -94,10 +93,6 @@ def server_nonce(settings: NonceSettings, now: float, slots_back: int = 0) -> st
     """The nonce of the time slot ``now`` falls in (or one ``slots_back`` before it)."""
     slot = int(now // settings.rotation_s) - slots_back
     return b64url(hmac.new(settings.secret, f"dpop-nonce:{slot}".encode(), "sha256").digest())
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:

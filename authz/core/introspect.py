@@ -14,7 +14,6 @@ claims rules and headers read, as a JWT's are.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import re
@@ -34,6 +33,7 @@ from authz.core.errors import (
     TokenInactive,
     TokenNotYetValid,
 )
+from authz.core.jws import b64url
 from authz.core.model import Identity
 from authz.core.token_cache import decoded_bytes
 from authz.core.verify import Clock, check_audience, check_string_claims, numeric_date
@@ -208,7 +208,7 @@ class Introspector:
             expires = min(expires, exp)
         # ASCII escapes: a lone surrogate (JSON allows "\ud800") cannot break encoding.
         payload = json.dumps(answer, separators=(",", ":")).encode()
-        raw = base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
+        raw = b64url(payload)
         return Identity(self.provider, answer, raw), expires
 
     def _entry(self, key: bytes) -> _Entry | None:

@@ -21,6 +21,11 @@ MAX_JSON_DEPTH = 32
 COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
 
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (JWS segments, JWK thumbprints, x5t#S256, ath)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def b64url_decode(segment: str) -> bytes:
     """Strict base64url: no padding, and only the one canonical spelling of each value.
 

@@ -24,6 +24,7 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
+from authz.core.jws import b64url
 from authz.core.model import Identity
 
 # Measured in CPython 3.11 (bench/cache_memory.py): an entry's fixed cost (ordered dict
@@ -121,7 +122,7 @@ class TokenCache:
         # The text passed strict parsing when the token was verified: plain json reads it
         # the same, and the canonical base64url of it is the payload as signed.
         claims = json.loads(entry.payload)
-        raw = base64.urlsafe_b64encode(entry.payload).rstrip(b"=").decode("ascii")
+        raw = b64url(entry.payload)
         identity = Identity(provider, claims, raw, entry.tenant)
         self._make_hot(key, identity)
         self._evict()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import json
-import types
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +28,7 @@ from authz.core.errors import (
 from authz.core.introspect import IntrospectionSettings, Introspector
 from tests import support
 from tests.support import NOW, FakeClock
+from tests.support.memory import texts_held_by
 
 ISSUER = "https://idp.example.com"
 SETTINGS = IntrospectionSettings(
@@ -159,22 +158,6 @@ async def test_a_kept_refusal_holds_neither_the_token_nor_the_answer() -> None:
     (entry,) = introspector._entries.values()
     reachable = texts_held_by(entry)
     assert not any(token in text or "p" * 5000 in text for text in reachable)
-
-
-def texts_held_by(root: object) -> list[str]:
-    seen: set[int] = set()
-    pending: list[object] = [root]
-    texts = []
-    while pending:
-        obj = pending.pop()
-        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, str):
-            texts.append(obj)
-        else:
-            pending.extend(gc.get_referents(obj))
-    return texts
 
 
 async def test_an_active_answer_is_kept_until_exp_or_max_ttl() -> None:

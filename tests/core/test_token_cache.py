@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import base64
-import gc
-import types
 
 import pytest
 
@@ -13,6 +11,7 @@ from authz.core.token_cache import TokenCache, cache_key, decoded_bytes
 from authz.core.verify import Verifier
 from tests import support
 from tests.support import NOW, FakeClock, FixedKeys, Signer, b64json, fixed_keys
+from tests.support.memory import texts_held_by
 
 MAX_TOKEN_BYTES = 8192
 
@@ -157,23 +156,3 @@ async def test_the_cache_keeps_a_hash_not_the_token(rsa_signer: Signer) -> None:
         assert signature not in text and header not in text and token not in text
     assert payload in held  # the walk reaches the hot identity's payload segment
     assert entry.payload == base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-
-
-def texts_held_by(root: object, skip: object) -> list[str]:
-    """Every str and bytes (as latin-1) reachable from ``root``'s own objects, not
-    following ``skip`` (the key set, shared with the provider) or classes and modules."""
-    seen: set[int] = {id(skip)}
-    pending: list[object] = [root]
-    texts = []
-    while pending:
-        obj = pending.pop()
-        if id(obj) in seen or isinstance(obj, type | types.ModuleType | types.FunctionType):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, str):
-            texts.append(obj)
-        elif isinstance(obj, bytes):
-            texts.append(obj.decode("latin-1"))
-        else:
-            pending.extend(gc.get_referents(obj))
-    return texts

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from dev.stack import free_port
 from tests.support.dpop import make_proof
+from tests.support.servers import stop_process
 from tests.support.tokens import Signer, make_signer
 
 IDP_FOLDER = Path(__file__).resolve().parent.parent / "idp"
@@ -86,12 +87,7 @@ class OpenIdProvider:
     def stop(self) -> None:
         if self._proc is not None:
             proc, self._proc = self._proc, None
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from dev.stack import free_port
+from tests.support.servers import stop_process
 
 
 class RedisServer:
@@ -62,9 +63,4 @@ class RedisServer:
     def stop(self) -> None:
         if self._proc is not None:
             proc, self._proc = self._proc, None
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)

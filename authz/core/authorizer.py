@@ -129,9 +129,19 @@ class Authorizer:
         # provider forwards its token, for an upstream that checks proofs itself).
         self._proof_header = any(p.dpop is not None and not p.forward for p in providers.values())
 
-    async def check(self, request: RequestAttributes) -> Decision:
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def providers(self) -> Mapping[str, ProviderRuntime]:
+        return self._providers
+
+    async def check(self, request: RequestAttributes, trace: Trace | None = None) -> Decision:
+        """``trace``: filled with what the check learned (rule, identities), for
+        explaining the decision offline; a new one when not given."""
         started = time.perf_counter()
-        trace = Trace()
+        trace = Trace() if trace is None else trace
         plan: StripPlan | None = None
         self._in_flight += 1
         try:

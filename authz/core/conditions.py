@@ -108,6 +108,7 @@ class Leaf:
     scope: bool
     read: Getter
     test: Test
+    wants: str = ""  # the configured value, as the config writes it, for explanations
 
     def check(self, ctx: EvalContext) -> Failure | None:
         verdict = self.test(self.read(ctx), ctx)
@@ -171,6 +172,7 @@ class Expr:
     program: StrictProgram  # compiled once; == != in fail on a type mismatch
     variables: frozenset[str]
     uses_headers: bool
+    source: str = ""  # the expression as configured, for explanations
 
     def check(self, ctx: EvalContext) -> Failure | None:
         try:
@@ -193,4 +195,4 @@ def expression(where: str, source: str) -> Expr:
 
     program = compile_strict(source)
     # Converting request headers to CEL costs more than the rest: only when mentioned.
-    return Expr(where, program, frozenset(program.variables()), "headers" in source)
+    return Expr(where, program, frozenset(program.variables()), "headers" in source, source)

@@ -189,6 +189,19 @@ class CompiledRule:
                 return None
         return self.match_path(path)
 
+    def why_not(self, request: RequestAttributes, path: str) -> str | None:
+        """Which part of the match a request fails first (method, host, context, header,
+        path), None when the rule matches: for explaining a decision, not for checks."""
+        if self.methods and request.method.upper() not in self.methods:
+            return "method"
+        if self.host_ok is not None and not self.host_ok(request.hostname):
+            return "host"
+        if any(request.context.get(key) != value for key, value in self.context):
+            return "context"
+        if not all(test(request.headers) for test in self.header_tests):
+            return "header"
+        return "path" if self.match_path(path) is None else None
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

@@ -56,7 +56,7 @@ from authz.runtime.checks import check
 from authz.runtime.lint import dpop_without_origin, open_tenants, shadowed_rules
 
 if TYPE_CHECKING:  # loaded only when a provider introspects
-    from authz.core.introspect import Introspector
+    from authz.core.introspect import IntrospectionSettings, Introspector
 
 
 class FetcherFor(Protocol):
@@ -140,9 +140,13 @@ def build_authorizer(
     observe: Observer | None,
     introspectors: Mapping[str, Introspector] | None = None,
     replay: ReplayStores | None = None,
+    *,
+    holder_checks: bool = True,
 ) -> Authorizer:
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
-    each introspection provider; ``replay``: where DPoP proofs are remembered."""
+    each introspection provider; ``replay``: where DPoP proofs are remembered;
+    ``holder_checks`` False (offline judging only): no DPoP proof or certificate binding
+    is checked, as no live connection holds the key."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
@@ -157,6 +161,7 @@ def build_authorizer(
             cache,
             (introspectors or {}).get(name),
             seen,
+            holder_checks=holder_checks,
         )
         for name, provider in config.providers.items()
     }
@@ -191,9 +196,12 @@ def build_provider(
     cache: TokenCache | None,
     introspector: Introspector | None = None,
     replay: ReplayStores | None = None,
+    *,
+    holder_checks: bool = True,
 ) -> ProviderRuntime:
     delimiter = config.nested_claim_delimiter
     dpop = provider.dpop if provider.introspection is None and provider.dpop.mode != "off" else None
+    certificate_bound = provider.certificate_bound if holder_checks else "off"
     header_sources: list[HeaderSource] = []
     for source in provider.from_headers:
         header_sources.append(HeaderSource(source.name, source.value_prefix))
@@ -223,7 +231,7 @@ def build_provider(
             forward=provider.forward,
             introspector=introspector,
             introspect_jwts=provider.introspection.introspect_jwts,
-            certificate_bound=provider.certificate_bound,
+            certificate_bound=certificate_bound,
         )
     assert keys is not None
     tenants = None
@@ -254,8 +262,8 @@ def build_provider(
         headers=headers,
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
-        dpop=dpop_verifier(name, dpop, clock, replay) if dpop else None,
-        certificate_bound=provider.certificate_bound,
+        dpop=dpop_verifier(name, dpop, clock, replay) if dpop and holder_checks else None,
+        certificate_bound=certificate_bound,
     )
 
 
@@ -341,7 +349,7 @@ def build_introspector(
 ) -> Introspector:
     """The judge of an introspection provider and its HTTP client (loaded only here, so
     a config without introspection never imports it). Nothing is fetched yet."""
-    from authz.core.introspect import IntrospectionSettings, Introspector
+    from authz.core.introspect import Introspector
     from authz.keys.introspection import EndpointSettings, HttpIntrospectionClient
 
     settings = provider.introspection
@@ -384,26 +392,31 @@ def build_introspector(
         events=events,
         ssl_context=trust,
     )
-    cache = settings.cache
     return Introspector(
-        name,
-        client,
-        IntrospectionSettings(
-            issuer=provider.issuer,
-            audiences=frozenset(provider.audiences),
-            token_types=frozenset({"bearer"}),  # RFC 6750 tokens are all authz reads
-            clock_skew=provider.clock_skew,
-            max_token_bytes=provider.max_token_bytes,
-            max_ttl_s=cache.max_ttl,
-            negative_ttl_s=cache.negative_ttl,
-            max_entries=cache.max_entries,
-            max_bytes=cache.max_bytes,
-            max_in_flight=settings.max_in_flight,
-            require_expiration=provider.require_expiration,
-            max_lifetime_s=provider.max_lifetime,
-        ),
-        clock,
-        on_cache=events.introspection_cache,
+        name, client, introspection_settings(provider), clock, on_cache=events.introspection_cache
+    )
+
+
+def introspection_settings(provider: Provider) -> IntrospectionSettings:
+    """How an introspection provider judges answers (the client aside)."""
+    from authz.core.introspect import IntrospectionSettings
+
+    settings = provider.introspection
+    assert settings is not None
+    cache = settings.cache
+    return IntrospectionSettings(
+        issuer=provider.issuer,
+        audiences=frozenset(provider.audiences),
+        token_types=frozenset({"bearer"}),  # RFC 6750 tokens are all authz reads
+        clock_skew=provider.clock_skew,
+        max_token_bytes=provider.max_token_bytes,
+        max_ttl_s=cache.max_ttl,
+        negative_ttl_s=cache.negative_ttl,
+        max_entries=cache.max_entries,
+        max_bytes=cache.max_bytes,
+        max_in_flight=settings.max_in_flight,
+        require_expiration=provider.require_expiration,
+        max_lifetime_s=provider.max_lifetime,
     )
 
 

@@ -3,6 +3,7 @@ conditions are translated; the core never sees a config model."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from authz.config import ClaimCondition, Config, Rule
@@ -80,16 +81,18 @@ def _node(condition: ClaimCondition, where: str, delimiter: str) -> Node:
         return conditions.expression(f"{where}.expr", condition.expr)
     op = condition.operator
     value = getattr(condition, op)
+    shown = int(value) if isinstance(value, float) and value.is_integer() else value
+    wants = json.dumps(shown, separators=(", ", ": "), default=str)
     if op == "equals_claim":
         value = tuple(value.split(delimiter))
     test = operator_test(op, value, condition.provider)
     if condition.request is not None:
         read = conditions.request_subject(condition.request)
-        return Leaf(where, f"{op} on request.{condition.request}", False, read, test)
+        return Leaf(where, f"{op} on request.{condition.request}", False, read, test, wants)
     if condition.issuer_param is not None:
         read = conditions.tenant_subject(condition.provider)
-        return Leaf(where, f"{op} on issuer_param.tenant", False, read, test)
+        return Leaf(where, f"{op} on issuer_param.tenant", False, read, test, wants)
     path = tuple(condition.claim_path or (condition.claim or "").split(delimiter))
     label = condition.claim if condition.claim is not None else str(list(path))
     read = conditions.claim_subject(path, condition.provider)
-    return Leaf(where, f"{op} on {label}", is_scope(path), read, test)
+    return Leaf(where, f"{op} on {label}", is_scope(path), read, test, wants)

@@ -5,48 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 import sys
 from pathlib import Path
 
-import aiohttp
-
-from authz.config import Config, ConfigError, RemoteJwks, load_config, read_config_text
-from authz.keys.fetch import Fetcher, FetchResult
-from authz.keys.jwks import KeySet
+from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
+from authz.runtime.offline import Offline
 from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
 
 log = logging.getLogger("authz")
-
-
-class _Offline:
-    """Events and HTTP clients for a build that must not fetch or report anything."""
-
-    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
-        return None
-
-    def unknown_kid(self, provider: str, result: str) -> None:
-        return None
-
-    def introspection(self, provider: str, result: str, seconds: float) -> None:
-        return None
-
-    def introspection_cache(self, provider: str, result: str) -> None:
-        return None
-
-    def tenant_source(self, provider: str, event: str, tenants: int) -> None:
-        return None
-
-    def __call__(self, settings: RemoteJwks, trust: ssl.SSLContext | None) -> Fetcher:
-        return self._never_fetch
-
-    def session(self, limit: int) -> aiohttp.ClientSession:
-        raise AssertionError("check-config never sends a request")
-
-    async def _never_fetch(self, uri: str, *, etag: str | None = None) -> FetchResult:
-        raise AssertionError("check-config never fetches")  # sources are built, not started
 
 
 def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tuple[str, ...]]:
@@ -54,7 +22,7 @@ def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tup
     (every key source, the authorizer, the TLS material), without fetching or listening.
     ConfigError when it cannot serve; the warnings otherwise."""
     config = load_config(path, text)
-    offline = _Offline()
+    offline = Offline()
     built = build(config, events=offline, fetcher_for=offline, observe=None)
     build_listeners(config)
     return config, built.warnings

@@ -4,6 +4,7 @@ helpers keygen and token. What the commands do is authz/runtime/commands.py."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.config import ConfigError
+from authz.config import ConfigError, load_config
 from authz.core.errors import AuthzError
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 from authz.runtime.commands import check_config, serve
@@ -29,6 +30,69 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
+
+
+def _pairs(items: list[str], separator: str, flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition(separator)
+        if not sep or not name.strip():
+            raise AuthzError(f"{flag} expects NAME{separator}VALUE, got {item!r}")
+        pairs[name.strip()] = value.strip() if separator == ":" else value
+    return pairs
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise AuthzError(f"{flag}: not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise AuthzError(f"{flag}: expected a JSON object")
+    return value
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from authz.runtime.evaluate import Request, evaluate_once
+    from authz.runtime.report import to_json, to_text
+
+    config, _ = check_config(args.config) if args.claims is None else (load_config(args.config), ())
+    headers = _pairs(args.header, ":", "--header")
+    request = Request(
+        method=args.method,
+        path=args.path,
+        host=args.host,
+        headers=headers,
+        context=_pairs(args.context, "=", "--context"),
+    )
+    claims = _json_object(args.claims, "--claims") if args.claims is not None else None
+    jwks = Path(args.jwks) if args.jwks else None
+    evaluation = asyncio.run(
+        evaluate_once(config, request, claims=claims, provider=args.provider, jwks_file=jwks)
+    )
+    if args.json:
+        print(json.dumps(to_json(evaluation), indent=2))
+    else:
+        print(to_text(evaluation))
+    return 0 if evaluation.decision.allowed else 1
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from authz.runtime.policy_tests import junit, report, run_file
+
+    async def run_all() -> list[Any]:
+        results = []
+        for name in args.files:
+            results += await run_file(Path(name))
+        return results
+
+    results = asyncio.run(run_all())
+    print(report(results, verbose=args.verbose))
+    if args.junit:
+        Path(args.junit).write_bytes(junit(results))
+    return 0 if all(result.passed for result in results) else 1
 
 
 def cmd_version(_: argparse.Namespace) -> int:
@@ -88,6 +152,47 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("-c", "--config", required=True, help="YAML config file")
     check.set_defaults(func=cmd_check_config)
+
+    judge = sub.add_parser(
+        "eval",
+        help="judge one request offline with the real authorizer and say why "
+        "(exit 0: allowed, 1: denied)",
+        description="Judge one request with the config's rules and print the rules "
+        "skipped, the token checks, each condition's result and the decision. With "
+        "--claims a token is minted for those claims with a stand-in key (the signature "
+        "is not judged); otherwise the request's token is verified with the configured "
+        "keys (one fetch of a remote JWKS) or --jwks. DPoP proofs and certificate "
+        "bindings are never checked offline.",
+    )
+    judge.add_argument("-c", "--config", required=True, help="YAML config file")
+    judge.add_argument("--method", default="GET")
+    judge.add_argument("--path", default="/", help="the request target, query included")
+    judge.add_argument("--host", default="localhost")
+    judge.add_argument(
+        "--header", action="append", default=[], help="'NAME: VALUE'; repeat for several"
+    )
+    judge.add_argument(
+        "--context", action="append", default=[], help="Envoy context_extensions KEY=VALUE"
+    )
+    judge.add_argument(
+        "--claims", help="JSON object (or @FILE): judge a token carrying these claims"
+    )
+    judge.add_argument("--provider", help="the provider the claims' token is for")
+    judge.add_argument("--jwks", help="a JWKS file to verify the request's token with")
+    judge.add_argument("--json", action="store_true", help="one JSON object (stable schema)")
+    judge.set_defaults(func=cmd_eval)
+
+    test = sub.add_parser(
+        "test",
+        help="run policy tests (YAML cases beside the config; exit 1 when one fails)",
+        description="Judge each case's request with the config's rules, a token minted "
+        "for its claims with a stand-in key, and compare the answer with what the case "
+        "expects. See docs/policy-testing.md.",
+    )
+    test.add_argument("files", nargs="+", help="policy test files")
+    test.add_argument("--junit", help="also write the results as JUnit XML to this file")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passed cases too")
+    test.set_defaults(func=cmd_test)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)

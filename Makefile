@@ -41,6 +41,7 @@ lint: install
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy-http.yaml --log-level error
 	$(VENV)/bin/authz check-config -c deploy/authz.yaml
+	$(VENV)/bin/authz test deploy/authz_test.yaml
 
 ## make bench: gRPC and through-Envoy benchmarks against their baselines -> BENCHMARKS.md.
 bench: install bench-tools

@@ -1,0 +1,109 @@
+"""authz test: policy test files judged by the config's real authorizer."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authz.config import ConfigError
+from authz.runtime.policy_tests import junit, report, run_file
+from dev.stack import ROOT
+
+DEPLOY_TESTS = ROOT / "deploy" / "authz_test.yaml"
+
+
+async def test_the_example_policy_tests_pass():
+    results = await run_file(DEPLOY_TESTS)
+    assert len(results) >= 15
+    failed = [r for r in results if not r.passed]
+    assert not failed, report(failed)
+
+
+def _write(tmp_path: Path, cases: list[dict]) -> Path:
+    path = tmp_path / "policy_test.yaml"
+    document = {"config": str(ROOT / "deploy" / "authz.yaml"), "cases": cases}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+async def test_a_wrong_expectation_fails_with_expected_against_actual(tmp_path):
+    path = _write(
+        tmp_path,
+        [
+            {
+                "name": "users may delete",
+                "request": {"method": "DELETE", "path": "/admin/u", "context": {"policy": "admin"}},
+                "claims": {"sub": "bob", "realm_access": {"roles": ["user"]}},
+                "expect": {"status": 200, "rule": "admin-read", "headers": {"x-user-id": "bob"}},
+            },
+            {"name": "health", "request": {"path": "/healthz"}, "expect": {"status": 200}},
+        ],
+    )
+    results = await run_file(path)
+    assert [r.passed for r in results] == [False, True]
+    lines = path.read_text().splitlines()
+    assert lines[results[0].line - 1] == "- name: users may delete"
+    assert lines[results[1].line - 1] == "- name: health"
+    assert results[0].mismatches == [
+        "status: expected 200, got 403",
+        'rule: expected "admin-read", got "admin-write"',
+        'headers.x-user-id: expected "bob", got (not set)',
+    ]
+    text = report(results)
+    assert f"FAIL users may delete ({path}:{results[0].line})" in text
+    assert 'fail          claims[0]: realm_access.roles contains "admin"' in text
+    assert text.endswith("2 cases, 1 passed, 1 failed")
+    suite = ElementTree.fromstring(junit(results))
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    failure = suite.find("testcase/failure")
+    assert failure is not None and failure.get("message") == "status: expected 200, got 403"
+
+
+async def test_expectations_on_removed_and_absent_headers(tmp_path):
+    path = _write(
+        tmp_path,
+        [
+            {
+                "name": "n",
+                "request": {"path": "/orders", "headers": {"x-user-email": "forged"}},
+                "claims": {"sub": "alice"},
+                "expect": {
+                    "headers_absent": ["x-user-email"],
+                    "headers_removed": ["x-user-email", "cookie"],
+                    "rule": None,
+                },
+            }
+        ],
+    )
+    (result,) = await run_file(path)
+    assert result.mismatches == [
+        'rule: expected null, got "default"',
+        "headers_removed: cookie is not removed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ({"name": "n", "expect": {}}, "expect at least one of"),
+        (
+            {"name": "n", "claims": {}, "request": {"token": "x"}, "expect": {"status": 401}},
+            "give claims or request.token, not both",
+        ),
+        ({"name": "n", "expect": {"stauts": 200}}, "cases.0.expect.stauts: Extra inputs"),
+    ],
+)
+async def test_a_broken_test_file_is_an_error_naming_the_key(tmp_path, case, message):
+    with pytest.raises(ConfigError, match=message):
+        await run_file(_write(tmp_path, [case]))
+
+
+async def test_a_token_for_a_rule_without_providers_needs_a_provider(tmp_path):
+    path = _write(
+        tmp_path, [{"name": "n", "request": {"path": "/healthz"}, "claims": {}, "expect": {}}]
+    )
+    with pytest.raises(ConfigError):
+        await run_file(path)

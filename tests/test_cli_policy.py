@@ -1,0 +1,85 @@
+"""authz eval and authz test from the command line: output, exit status, JUnit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from authz.cli import main
+from dev.stack import ROOT
+
+CONFIG = str(ROOT / "deploy" / "authz.yaml")
+
+
+def test_eval_with_claims_explains_a_denial(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "eval",
+            "-c",
+            CONFIG,
+            "--method",
+            "POST",
+            "--path",
+            "/admin/users",
+            "--context",
+            "policy=admin",
+            "--claims",
+            '{"sub":"bob","realm_access":{"roles":["user"]}}',
+            "--provider",
+            "corp",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "admin-write  matched" in out and "health       skipped: path" in out
+    assert "signature not checked: signed by a stand-in key" in out
+    assert 'fail          claims[0]: realm_access.roles contains "admin"' in out
+    assert out.rstrip().endswith("decision  deny 403 claim_mismatch")
+
+
+def test_eval_json_is_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    claims = tmp_path / "claims.json"
+    claims.write_text('{"sub": "alice", "email": "a@example.com"}')
+    assert (
+        main(["eval", "-c", CONFIG, "--path", "/orders", "--claims", f"@{claims}", "--json"]) == 0
+    )
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["allowed"] is True and answer["rule"] == "default"
+    assert answer["headers_set"]["x-user-email"] == "a@example.com"
+    assert "authorization" in answer["headers_removed"]
+    assert answer["conditions"] == []
+
+
+def test_eval_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "-c", CONFIG, "--header", "no-colon", "--claims", "{}"]) == 2
+    assert "--header expects NAME:VALUE" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", "[1]"]) == 2
+    assert "--claims: expected a JSON object" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", "{}", "--provider", "nope"]) == 2
+    assert "no provider 'nope'" in capsys.readouterr().err
+
+
+def test_the_example_policy_tests_pass(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "junit.xml"
+    assert main(["test", str(ROOT / "deploy" / "authz_test.yaml"), "--junit", str(report)]) == 0
+    assert " 0 failed" in capsys.readouterr().out
+    assert 'failures="0"' in report.read_text()
+
+
+def test_a_failing_policy_test_exits_1_with_a_diff(tmp_path: Path, capsys) -> None:
+    tests = tmp_path / "t.yaml"
+    tests.write_text(
+        f"config: {CONFIG}\n"
+        "cases:\n"
+        "  - name: bob is an admin\n"
+        "    request: {path: /users/alice}\n"
+        "    claims: {sub: bob}\n"
+        "    expect: {status: 200}\n"
+    )
+    assert main(["test", str(tests)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL bob is an admin ({tests}:3)" in out
+    assert "status: expected 200, got 403" in out
+    assert 'claims[0]: request.param.id equals_claim "sub"' in out

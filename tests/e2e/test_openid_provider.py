@@ -550,3 +550,59 @@ def test_certificate_bound_tokens_through_envoy_over_mutual_tls(
         assert 'reason="certificate_binding_mismatch"' in scrape(ports.authz_http)
     finally:
         mtls.stop()
+
+
+def test_authz_eval_judges_the_ops_tokens_with_its_keys_and_introspection(
+    tmp_path: Path, op: OpenIdProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """authz eval with real tokens: the keys by one discovery fetch, the opaque token by
+    the real introspection endpoint, a DPoP-bound token with its proof check named as
+    skipped offline."""
+    from authz.cli import main
+
+    (tmp_path / "introspection-secret").write_text(INTROSPECTOR[1] + "\n")
+    config = stack_config(op, Ports(), {"discovery": True})
+    config["providers"]["opaque"] = {
+        "issuer": op.issuer(),
+        "audiences": [OPAQUE_RESOURCE],
+        "introspection": {
+            "discovery": True,
+            "client_id": INTROSPECTOR[0],
+            "client_secret": {"file": "introspection-secret"},
+        },
+    }
+    config["rules"].insert(
+        0, {"name": "opaque", "match": {"prefix": "/opaque"}, "requires": {"provider": "opaque"}}
+    )
+    path = tmp_path / "authz.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def judge(url: str, authorization: str) -> dict[str, Any]:
+        code = main(["eval", "-c", str(path), "--path", url, "--header",
+                     f"authorization: {authorization}", "--json"])  # fmt: skip
+        answer: dict[str, Any] = json.loads(capsys.readouterr().out)
+        assert code == (0 if answer["allowed"] else 1)
+        return answer
+
+    jwt = judge("/hello", bearer(op.token(JWT_RESOURCES["PS256"], scope="read")))
+    assert (jwt["allowed"], jwt["rule"]) == (True, "default")
+    assert jwt["signature"] == "verified with the provider's keys"
+    assert jwt["headers_set"]["x-client-id"] == "app"
+    assert jwt["skipped_offline"] == []
+    reports = judge("/reports/q3", bearer(op.token(JWT_RESOURCES["ES256"], scope="read")))
+    assert (reports["status"], reports["reason"]) == (403, "claim_mismatch")
+    assert [c["result"] for c in reports["conditions"]] == ["fail", "pass"]
+
+    opaque_token = op.token(OPAQUE_RESOURCE, scope="read")
+    opaque = judge("/opaque/x", bearer(opaque_token))
+    assert (opaque["allowed"], opaque["provider"]) == (True, "opaque")
+    assert "active by the introspection endpoint" in opaque["signature"]
+    op.revoke(opaque_token)
+    revoked = judge("/opaque/x", bearer(opaque_token))
+    assert (revoked["status"], revoked["reason"]) == (401, "token_inactive")
+
+    bound = judge("/hello", f"DPoP {op.token(JWT_RESOURCES['ES256'], dpop=ec_signer())}")
+    assert bound["allowed"] is True
+    assert bound["skipped_offline"] == [
+        "DPoP proof of possession (providers.op.dpop.mode: when_bound)"
+    ]

@@ -34,19 +34,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _pairs(items: list[str], separator: str, flag: str) -> dict[str, str]:
     pairs = {}
-    for item in items:
+    for index, item in enumerate(items, 1):
         name, sep, value = item.partition(separator)
         if not sep or not name.strip():
-            raise AuthzError(f"{flag} expects NAME{separator}VALUE, got {item!r}")
+            # Never echo the argument: it may hold a token.
+            raise AuthzError(f"{flag} number {index} is not NAME{separator}VALUE")
         pairs[name.strip()] = value.strip() if separator == ":" else value
     return pairs
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_object(text: str, flag: str) -> dict[str, Any]:
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
     try:
-        value = json.loads(text)
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except UnicodeDecodeError as exc:
+        raise AuthzError(f"{flag}: the file is not UTF-8 text") from exc
+    except RecursionError as exc:
+        raise AuthzError(f"{flag}: nested too deeply") from exc
     except ValueError as exc:
         raise AuthzError(f"{flag}: not JSON ({exc})") from exc
     if not isinstance(value, dict):
@@ -58,20 +67,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from authz.runtime.evaluate import Request, evaluate_once
     from authz.runtime.report import to_json, to_text
 
-    config, _ = check_config(args.config) if args.claims is None else (load_config(args.config), ())
-    headers = _pairs(args.header, ":", "--header")
+    config = load_config(args.config)
     request = Request(
         method=args.method,
         path=args.path,
         host=args.host,
-        headers=headers,
+        headers=_pairs(args.header, ":", "--header"),
         context=_pairs(args.context, "=", "--context"),
     )
     claims = _json_object(args.claims, "--claims") if args.claims is not None else None
     jwks = Path(args.jwks) if args.jwks else None
-    evaluation = asyncio.run(
-        evaluate_once(config, request, claims=claims, provider=args.provider, jwks_file=jwks)
-    )
+    try:
+        evaluation = asyncio.run(
+            evaluate_once(config, request, claims=claims, provider=args.provider, jwks_file=jwks)
+        )
+    except RecursionError as exc:
+        raise AuthzError("the claims are nested too deeply") from exc
     if args.json:
         print(json.dumps(to_json(evaluation), indent=2))
     else:
@@ -88,7 +99,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             results += await run_file(Path(name))
         return results
 
-    results = asyncio.run(run_all())
+    try:
+        results = asyncio.run(run_all())
+    except RecursionError as exc:
+        raise AuthzError("a case's claims are nested too deeply") from exc
     print(report(results, verbose=args.verbose))
     if args.junit:
         Path(args.junit).write_bytes(junit(results))

@@ -9,6 +9,7 @@ import pytest
 
 from authz.cli import main
 from dev.stack import ROOT
+from tests.support import rsa_signer
 
 CONFIG = str(ROOT / "deploy" / "authz.yaml")
 
@@ -53,12 +54,30 @@ def test_eval_json_is_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_eval_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "-c", CONFIG, "--header", "no-colon", "--claims", "{}"]) == 2
-    assert "--header expects NAME:VALUE" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--header", "Bearer-eyJsecret", "--claims", "{}"]) == 2
+    err = capsys.readouterr().err
+    assert "--header number 1 is not NAME:VALUE" in err and "eyJ" not in err
+    assert main(["eval", "-c", CONFIG, "--claims", '{"exp": NaN}']) == 2
+    assert "NaN is not JSON" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", "[" * 100_000 + "]" * 100_000]) == 2
+    assert "--claims: nested too deeply" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "[1]"]) == 2
     assert "--claims: expected a JSON object" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "{}", "--provider", "nope"]) == 2
     assert "no provider 'nope'" in capsys.readouterr().err
+
+
+def test_eval_says_when_keys_cannot_be_loaded(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "authz.yaml"
+    missing.write_text(
+        "providers:\n  corp:\n    issuer: https://idp.test\n    audiences: [api]\n"
+        "    jwks: {file: {path: absent.json}}\n"
+        "rules:\n  - requires: {provider: corp}\n"
+    )
+    token = rsa_signer().token(iss="https://idp.test")
+    code = main(["eval", "-c", str(missing), "--header", f"authorization: Bearer {token}"])
+    assert code == 2  # no verdict on the request: not exit 1, "denied"
+    assert "no key set could be loaded for: corp" in capsys.readouterr().err
 
 
 def test_the_example_policy_tests_pass(tmp_path: Path, capsys) -> None:

@@ -4,10 +4,10 @@ each a request, the claims of the token it carries, and the answer expected."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from authz.config.base import ConfigError, Model
 
@@ -21,6 +21,13 @@ class CaseRequest(Model):
     token: str | None = None  # sent as is where the provider reads tokens first
 
 
+class DryRunExpect(Model):
+    """What enforcement would have answered, under a dry-run rule or mode."""
+
+    decision: Literal["allow", "deny"]
+    reason: str | None = None
+
+
 class Expect(Model):
     """What the answer must be; only the keys given are compared (``rule: null`` asks for
     no rule at all)."""
@@ -32,9 +39,10 @@ class Expect(Model):
     provider: str | None = None
     # Set with these values (others may be set too): the upstream's headers on an allow,
     # the answer's headers (www-authenticate) on a deny.
-    headers: dict[str, str] = Field(default_factory=dict)
-    headers_absent: list[str] = Field(default_factory=list)  # never set for the upstream
-    headers_removed: list[str] = Field(default_factory=list)  # removed from the request
+    headers: dict[str, str] = Field(default_factory=dict, min_length=1)
+    headers_absent: list[str] = Field(default_factory=list, min_length=1)  # not set upstream
+    headers_removed: list[str] = Field(default_factory=list, min_length=1)  # from the request
+    dry_run: DryRunExpect | None = None  # None given: no dry run at all
 
     @model_validator(mode="after")
     def _something(self) -> Expect:
@@ -48,7 +56,7 @@ class Case(Model):
     request: CaseRequest = Field(default_factory=CaseRequest)
     # The claims of a token minted for the case (iss, aud, iat and exp filled from the
     # config unless given); no claims and no request.token: the request has no token.
-    claims: dict[str, Any] | None = None
+    claims: dict[str, JsonValue] | None = None
     provider: str | None = None  # the token's provider; default: the matched rule's
     expect: Expect
 
@@ -56,6 +64,8 @@ class Case(Model):
     def _one_token(self) -> Case:
         if self.claims is not None and self.request.token is not None:
             raise ValueError("give claims or request.token, not both")
+        if self.provider is not None and self.claims is None and self.request.token is None:
+            raise ValueError("provider names the token's provider: give claims or a token")
         return self
 
 
@@ -79,11 +89,16 @@ def load_policy_tests(path: Path) -> tuple[PolicyTests, list[int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    loader = _StrictLoader(text)
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a policy test file is a mapping with config and cases")
     try:
@@ -96,6 +111,22 @@ def load_policy_tests(path: Path) -> tuple[PolicyTests, list[int]]:
         raise ConfigError(f"{path}: invalid policy tests:\n  " + "\n  ".join(lines)) from exc
     config = tests.config if tests.config.is_absolute() else path.parent / tests.config
     return tests.model_copy(update={"config": config}), _case_lines(root, len(tests.cases))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A second key of one name in a mapping is an error: one of the two would be lost."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            if isinstance(key, str | int | float | bool):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _case_lines(root: Any, count: int) -> list[int]:

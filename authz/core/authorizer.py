@@ -127,7 +127,7 @@ class Authorizer:
         self._identity_headers = identity_headers(policy, providers.values())
         # A DPoP proof is for authz: the upstream never receives it (unless every DPoP
         # provider forwards its token, for an upstream that checks proofs itself).
-        self._proof_header = any(p.dpop is not None and not p.forward for p in providers.values())
+        self._proof_header = any(p.reads_proofs and not p.forward for p in providers.values())
 
     @property
     def policy(self) -> Policy:
@@ -232,6 +232,7 @@ class Authorizer:
                 await self._decide(request, first, plan)
             except CheckError:
                 trace.rule, trace.routed = first.rule, first.routed
+                trace.first_judgement = first
                 raise
             request = replace(request, method=overrides[0], sent_method=request.method)
         return await self._decide(request, trace, plan)
@@ -239,11 +240,12 @@ class Authorizer:
     async def _decide(self, request: RequestAttributes, trace: Trace, plan: StripPlan) -> Decision:
         path = check_path(request.path, semicolons_literal=self._settings.semicolons_literal)
         check_host(request.host)
+        trace.judged, trace.path = request, path
         matched = self._policy.match(request, path)
         if matched is None:
             raise NoMatchingRule("no rule matches")
         rule, params = matched
-        trace.rule = rule
+        trace.rule, trace.params = rule, params
         if rule.public:
             return self._open(request, rule.name, dict(rule.static_headers), "public", plan)
         candidates = [self._providers[name] for name in rule.providers]
@@ -258,6 +260,7 @@ class Authorizer:
             params=params,
             tenants={p.name: i.tenant for p, i in trace.identities if i.tenant is not None},
         )
+        trace.conditions_reached = True
         failure = rule.conditions.check(context)
         if failure is not None:
             raise ClaimMismatch(

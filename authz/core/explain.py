@@ -4,8 +4,9 @@ used to decide: the authorizer's own decision is the verdict, this only explains
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from authz.core.conditions import AllOf, AnyOf, EvalContext, Expr, Leaf, Node, Not
 from authz.core.model import RequestAttributes
@@ -23,8 +24,19 @@ class RuleStep:
 @dataclass(frozen=True, slots=True)
 class ConditionResult:
     where: str  # e.g. claims[1].any[0]
-    condition: str  # operator, subject and configured value: config text, not claims
+    operator: str  # contains, equals, ...; any, not, expr for blocks
+    subject: str | None  # the claim path or request attribute; None for blocks
+    value: Any  # the configured value (a CEL expression's source); never a claim's
     result: Result
+
+    @property
+    def condition(self) -> str:
+        """One line for a reader: subject, operator and configured value."""
+        if self.operator == "expr":
+            return f"expr: {self.value}"
+        if self.subject is None:
+            return "any of the above" if self.operator == "any" else "not the above"
+        return f"{self.subject} {self.operator} {json.dumps(self.value)}"
 
 
 def rule_steps(policy: Policy, request: RequestAttributes, path: str) -> list[RuleStep]:
@@ -56,17 +68,17 @@ def _verdict(node: Node, ctx: EvalContext) -> Result:
 def _walk(node: Node, ctx: EvalContext, out: list[ConditionResult]) -> None:
     if isinstance(node, Leaf):
         operator, _, subject = node.what.partition(" on ")
-        text = f"{subject} {operator} {node.wants}".rstrip() if subject else node.what
-        out.append(ConditionResult(node.where, text, _verdict(node, ctx)))
+        value = json.loads(node.wants) if node.wants else None
+        out.append(ConditionResult(node.where, operator, subject, value, _verdict(node, ctx)))
     elif isinstance(node, AllOf):
         for child in node.children:
             _walk(child, ctx, out)
     elif isinstance(node, AnyOf):
         for child in node.children:
             _walk(child, ctx, out)
-        out.append(ConditionResult(node.where, "any of the above", _verdict(node, ctx)))
+        out.append(ConditionResult(node.where, "any", None, None, _verdict(node, ctx)))
     elif isinstance(node, Not):
         _walk(node.child, ctx, out)
-        out.append(ConditionResult(node.where, "not the above", _verdict(node, ctx)))
+        out.append(ConditionResult(node.where, "not", None, None, _verdict(node, ctx)))
     elif isinstance(node, Expr):
-        out.append(ConditionResult(node.where, f"expr: {node.source}", _verdict(node, ctx)))
+        out.append(ConditionResult(node.where, "expr", None, node.source, _verdict(node, ctx)))

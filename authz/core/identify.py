@@ -35,6 +35,9 @@ class ProviderRuntime:
     introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
     dpop: DpopVerifier | None = None  # proofs of possession for DPoP-bound tokens
     certificate_bound: CertMode = "off"  # RFC 8705 certificate-bound tokens
+    # Takes DPoP proofs (the DPoP header is authz's, never the upstream's), whether or not
+    # this build checks them (offline judging does not).
+    reads_proofs: bool = False
 
     def accepts_issuer(self, iss: object) -> bool:
         """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
@@ -68,6 +71,14 @@ class Trace:
     identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
     verified: int = 0  # identities verified in this check, not taken from the cache
     proofs: set[bytes] = field(default_factory=set)  # DPoP proofs recorded by this check
+    # For explaining a decision (authz eval): the request as the rule phase judged it (a
+    # method override applied), its path and template parameters, whether the rule's
+    # conditions were evaluated, and a failed first judgement of a method override.
+    judged: RequestAttributes | None = None
+    path: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    conditions_reached: bool = False
+    first_judgement: Trace | None = None
 
     @property
     def provider(self) -> str | None:

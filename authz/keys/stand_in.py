@@ -88,7 +88,8 @@ def stand_in_key(algorithms: tuple[str, ...]) -> StandInKey:
     algorithm = ALGORITHMS[name]
     kid = "stand-in-" + secrets.token_hex(8)
     if algorithm.kty == "oct":
-        secret = secrets.token_bytes(algorithm.hmac_secret_bytes or 64)
+        # Text, not random bytes: a secret that starts like a PEM key or a JWK is refused.
+        secret = secrets.token_urlsafe(algorithm.hmac_secret_bytes or 64).encode()
         return StandInKey(name, kid, hmac_key_set(secret, (name,), kid), secret)
     private: Any
     jwk: dict[str, str]

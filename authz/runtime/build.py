@@ -264,6 +264,7 @@ def build_provider(
         forward=provider.forward,
         dpop=dpop_verifier(name, dpop, clock, replay) if dpop and holder_checks else None,
         certificate_bound=certificate_bound,
+        reads_proofs=dpop is not None,
     )
 
 

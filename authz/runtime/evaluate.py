@@ -7,35 +7,40 @@ Two ways to get an authorizer for a config, both from the one build step:
 - ``LiveJudge``: the configured keys (inline, file, one fetch of a remote JWKS or
   discovery; or a JWKS file given instead) and the real introspection endpoint.
 
-Holder-of-key checks (a DPoP proof, a TLS client certificate) need a live connection:
-neither judge makes them, and ``skipped_offline`` says which were left out.
+The authorizer's decision is the verdict; the explanation (explain.py and the token
+reports here) comes from what its Trace recorded. Holder-of-key checks (a DPoP proof, a
+TLS client certificate) need a live connection: neither judge makes them, and
+``skipped`` says which were left out.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import math
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from authz.config import Config, ConfigError, Provider
 from authz.core.authorizer import Authorizer
 from authz.core.conditions import EvalContext
-from authz.core.errors import CheckError, JwksError
+from authz.core.errors import CheckError, InvalidAudience, JwksError
 from authz.core.explain import ConditionResult, RuleStep, condition_results, rule_steps
-from authz.core.identify import Trace
+from authz.core.identify import ProviderRuntime, Trace
 from authz.core.introspect import Introspector
-from authz.core.jws import parse_token
+from authz.core.jws import COMPACT_JWS, parse_token
 from authz.core.model import Decision, RequestAttributes
+from authz.core.overrides import method_overrides
 from authz.core.paths import check_path
 from authz.core.tenants import PLACEHOLDER
-from authz.core.verify import Clock
-from authz.keys.jwks import parse_jwks_bytes
+from authz.core.verify import Clock, check_audience
+from authz.keys.jwks import KeySet, parse_jwks_bytes
 from authz.keys.sources import KeySource, StaticKeySource
 from authz.keys.stand_in import StandInKey, stand_in_key
+from authz.keys.tenants import TenantKeySources
 from authz.runtime.build import (
     Fetchers,
     build,
@@ -45,17 +50,13 @@ from authz.runtime.build import (
 )
 from authz.runtime.offline import Offline
 
-# Denials a verifier reaches only after the signature verified, and those about the
-# signature itself (authz/core/verify.py).
-_AFTER_SIGNATURE = frozenset({"token_expired", "token_not_yet_valid", "missing_exp"})
-_SIGNATURE_REFUSED = frozenset({"invalid_signature", "unknown_kid", "algorithm_not_allowed"})
 STAND_IN_LIFETIME_S = 300  # exp of a minted token, unless the claims give one
-KEY_WAIT_S = 10.0  # how long a live judge waits for a remote key set
+KEY_WAIT_S = 10.0  # how long a live judge waits for a key set's first load
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request to judge, as an operator writes it."""
+    """One request to judge, as an operator writes it (header names in any case)."""
 
     method: str = "GET"
     path: str = "/"
@@ -63,16 +64,23 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     context: Mapping[str, str] = field(default_factory=dict)  # Envoy's context_extensions
 
+    def __post_init__(self) -> None:
+        lowered = {name.lower(): value for name, value in self.headers.items()}
+        object.__setattr__(self, "headers", lowered)
+
     def attributes(self) -> RequestAttributes:
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        host = headers.get("host", self.host)
         return RequestAttributes(
             method=self.method.upper(),
-            host=host,
+            host=self.headers.get("host", self.host),
             path=self.path,
-            headers=headers,
+            headers=dict(self.headers),
             context=dict(self.context),
-            header_count=len(headers),
+            header_count=len(self.headers),
+        )
+
+    def with_header(self, name: str, value: str) -> Request:
+        return Request(
+            self.method, self.path, self.host, {**self.headers, name: value}, self.context
         )
 
 
@@ -85,68 +93,97 @@ class TokenCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Signature:
+    # verified, stand_in (minted for the claims given), refused, not_checked,
+    # introspected (active at the endpoint), stand_in_answer (claims as the answer)
+    result: str
+    reason: str | None = None  # why refused or not checked: a reason code
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReport:
+    provider: str
+    signature: Signature
+    checks: list[TokenCheck]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    check: str  # dpop_proof, certificate_binding
+    provider: str
+    mode: str  # required, or when_bound for a token bound to a key
+
+    def __str__(self) -> str:
+        if self.check == "dpop_proof":
+            return f"DPoP proof of possession (providers.{self.provider}.dpop.mode: {self.mode})"
+        return (
+            "TLS client certificate binding "
+            f"(providers.{self.provider}.certificate_bound: {self.mode})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """A decision and why: the authorizer's verdict, and the explanation beside it."""
 
     decision: Decision
+    refused: str | None  # a reason when the request was refused before any rule
+    judged_method: str | None  # the method the rules judged, when an override named it
     rules: list[RuleStep]
-    signature: str  # how the token's signature was judged
-    token_checks: list[TokenCheck]
+    tokens: list[TokenReport]
     conditions: list[ConditionResult] | None  # None: the rule's conditions were not reached
-    skipped_offline: list[str]
-    path_refused: str | None = None
+    skipped: list[Skipped]
 
 
 class Judge:
     """An authorizer built from a config, and how to explain its decisions."""
 
-    def __init__(self, config: Config, authorizer: Authorizer, clock: Clock) -> None:
+    stand_in = False
+
+    def __init__(
+        self,
+        config: Config,
+        authorizer: Authorizer,
+        sources: Mapping[str, KeySource],
+        clock: Clock,
+    ) -> None:
         self.config = config
         self.authorizer = authorizer
+        self._sources = sources
         self._clock = clock
-        self.signature = "verified with the provider's keys"
-        self.introspection = "none: an opaque token, active by the introspection endpoint"
 
     async def evaluate(self, request: Request) -> Evaluation:
         attributes = request.attributes()
         trace = Trace()
         decision = await self.authorizer.check(attributes, trace)
-        policy = self.authorizer.policy
-        try:
-            path = check_path(
-                attributes.path, semicolons_literal=self.config.paths.semicolons == "literal"
-            )
-        except CheckError as exc:
-            return Evaluation(decision, [], "not reached", [], None, [], exc.reason)
-        steps = rule_steps(policy, attributes, path)
-        rule = trace.rule
+        # A method override judged twice: the judgement that failed, else the last one.
+        explained = trace.first_judgement or trace
+        reason = decision.dry_run[1] if decision.dry_run else decision.reason
+        judged = explained.judged
+        if judged is None:  # refused before any rule: path, host, size, override, token
+            return Evaluation(decision, reason, None, [], [], None, [])
+        steps = rule_steps(self.authorizer.policy, judged, explained.path)
+        rule = explained.rule
         conditions = None
-        token_checks: list[TokenCheck] = []
-        if trace.identities and rule is not None:
-            matched = policy.match(attributes, path)
+        if explained.conditions_reached and rule is not None:
             context = EvalContext(
-                claims={p.name: identity.claims for p, identity in trace.identities},
-                primary=trace.identities[0][0].name,
-                request=attributes,
-                path=path,
-                params=matched[1] if matched else {},
-                tenants={p.name: i.tenant for p, i in trace.identities if i.tenant is not None},
+                claims={p.name: identity.claims for p, identity in explained.identities},
+                primary=explained.identities[0][0].name,
+                request=judged,
+                path=explained.path,
+                params=explained.params,
+                tenants={p.name: i.tenant for p, i in explained.identities if i.tenant},
             )
             conditions = condition_results(rule.conditions, context)
-        providers = list(rule.providers) if rule is not None and not rule.public else []
-        claims = self._token_claims(attributes, providers)
-        if claims is None and trace.identities:  # an opaque token: what introspection said
-            claims = dict(trace.identities[0][1].claims)
-        if claims is not None:
-            provider = self.config.providers[trace.provider or providers[0]]
-            token_checks = token_checks_of(claims, provider, self._clock())
-        signature = self._signature(decision, trace, claims is not None)
-        skipped = skipped_offline(self.config, providers, claims)
-        return Evaluation(decision, steps, signature, token_checks, conditions, skipped)
+        tokens = self._tokens(attributes, explained, reason)
+        skipped = [s for report in tokens for s in self._skipped(report, explained)]
+        overridden = judged.method if judged.sent_method else None
+        return Evaluation(decision, None, overridden, steps, tokens, conditions, skipped)
 
-    def providers_for(self, request: Request) -> list[str]:
-        """The providers whose tokens a request to judge needs: those of the rule it
-        matches (each of them for requires.all, else the first), or none."""
+    def providers_for(self, request: Request, iss: object = None) -> list[str]:
+        """The providers whose tokens a request needs, for each method it is judged under
+        (an override too): every provider of a requires.all rule; else the first of the
+        rule's providers that takes ``iss`` (any, when None)."""
         attributes = request.attributes()
         try:
             path = check_path(
@@ -154,65 +191,157 @@ class Judge:
             )
         except CheckError:
             return []
-        matched = self.authorizer.policy.match(attributes, path)
-        if matched is None or matched[0].public:
+        methods = [attributes.method]
+        if self.config.method_override == "judge_both":
+            methods += method_overrides(attributes)
+        names: list[str] = []
+        for method in methods:
+            matched = self.authorizer.policy.match(replace(attributes, method=method), path)
+            if matched is None or matched[0].public:
+                continue
+            rule = matched[0]
+            if rule.every:
+                names += rule.providers
+                continue
+            providers = self.authorizer.providers
+            takes = [n for n in rule.providers if iss is None or providers[n].accepts_issuer(iss)]
+            names += (takes or list(rule.providers))[:1]
+        return list(dict.fromkeys(names))
+
+    def _tokens(self, request: RequestAttributes, trace: Trace, reason: str) -> list[TokenReport]:
+        """A report on each token the matched rule's providers were given."""
+        rule = trace.rule
+        if rule is None or rule.public:
             return []
-        rule = matched[0]
-        return list(rule.providers) if rule.every else list(rule.providers[:1])
-
-    def _signature(self, decision: Decision, trace: Trace, token: bool) -> str:
-        name = trace.provider
-        if name is not None and self.config.providers[name].introspection is not None:
-            return self.introspection if trace.identities else f"not active ({decision.reason})"
-        if trace.identities or decision.reason in _AFTER_SIGNATURE:
-            return self.signature
-        if decision.reason in _SIGNATURE_REFUSED:
-            return f"refused ({decision.reason})"
-        return f"not judged ({decision.reason})" if token else "no token"
-
-    def _token_claims(
-        self, request: RequestAttributes, providers: list[str]
-    ) -> dict[str, Any] | None:
-        """The claims of the token the rule's providers find, read without trusting them
-        (to show the operator what they sent); None when none is found or it is opaque."""
-        for name in providers:
+        verified = {p.name: identity for p, identity in trace.identities}
+        names = list(dict.fromkeys(trace.routed)) or list(rule.providers)
+        reports = []
+        for name in names:
             runtime = self.authorizer.providers[name]
             try:
                 found = runtime.sources.find(request)
-                if found is None:
-                    continue
-                return dict(parse_token(found, runtime.max_token_bytes).claims)
             except CheckError:
-                return None
-        return None
+                found = None
+            if found is None:
+                continue
+            identity = verified.get(name)
+            claims: Mapping[str, Any] | None = identity.claims if identity else None
+            if claims is None and COMPACT_JWS.fullmatch(found):
+                try:
+                    claims = parse_token(found, runtime.max_token_bytes).claims
+                except CheckError:
+                    claims = None
+            signature = self._signature(runtime, found, identity is not None, reason)
+            checks = token_checks(claims, runtime, self.config.providers[name], self._clock())
+            reports.append(TokenReport(name, signature, checks))
+            if not rule.every:
+                break  # a token routed to its first provider is that provider's
+        return reports
+
+    def _signature(
+        self, runtime: ProviderRuntime, token: str, verified: bool, reason: str
+    ) -> Signature:
+        if runtime.introspector is not None:
+            if verified:
+                return Signature("stand_in_answer" if self.stand_in else "introspected")
+            return Signature("not_checked", reason)
+        if verified:
+            return Signature("stand_in" if self.stand_in else "verified")
+        keys = self._key_set(runtime.name)
+        if keys is None or not COMPACT_JWS.fullmatch(token):
+            return Signature("not_checked", reason)
+        try:
+            parsed = parse_token(token, runtime.max_token_bytes)
+            alg = parsed.header["alg"]
+            assert runtime.verifier is not None
+            if alg not in runtime.verifier.algorithms:
+                return Signature("refused", "algorithm_not_allowed")
+            key = keys.find(parsed.header.get("kid"), alg)
+        except CheckError as exc:
+            return Signature("refused", exc.reason)
+        if not key.verify(parsed.signing_input, parsed.signature):
+            return Signature("refused", "invalid_signature")
+        return Signature("stand_in" if self.stand_in else "verified")
+
+    def _key_set(self, name: str) -> KeySet | None:
+        source = self._sources.get(name)
+        if source is None or isinstance(source, TenantKeySources):
+            return None  # a tenant's keys load on demand: the decision's reason says more
+        return source.keys
+
+    def _skipped(self, report: TokenReport, trace: Trace) -> list[Skipped]:
+        """The holder-of-key checks a live connection would have had to pass: for a
+        token bound to a key (its cnf), or for every token when the provider requires it."""
+        claims = next((i.claims for p, i in trace.identities if p.name == report.provider), {})
+        cnf = claims.get("cnf")
+        cnf = cnf if isinstance(cnf, dict) else {}
+        provider = self.config.providers[report.provider]
+        skipped = []
+        dpop = provider.dpop.mode
+        if provider.introspection is None and (
+            dpop == "required" or (dpop == "when_bound" and "jkt" in cnf)
+        ):
+            skipped.append(Skipped("dpop_proof", report.provider, dpop))
+        certificate = provider.certificate_bound
+        if certificate == "required" or (certificate == "when_bound" and "x5t#S256" in cnf):
+            skipped.append(Skipped("certificate_binding", report.provider, certificate))
+        return skipped
 
 
-def token_checks_of(claims: Mapping[str, Any], provider: Provider, now: float) -> list[TokenCheck]:
+def token_checks(
+    claims: Mapping[str, Any] | None, runtime: ProviderRuntime, provider: Provider, now: float
+) -> list[TokenCheck]:
+    """iss, aud, exp and nbf as the provider judges them, for reading: the verdict is the
+    authorizer's."""
+    if claims is None:
+        return []
     checks = []
     iss = claims.get("iss")
-    if provider.tenants is not None:
-        prefix, _, suffix = provider.issuer.partition(PLACEHOLDER)
-        ok = isinstance(iss, str) and iss.startswith(prefix) and iss.endswith(suffix)
+    if runtime.verifier is not None and runtime.verifier.tenants is not None:
+        tenants = runtime.verifier.tenants
+        tenant = tenants.tenant_of(iss)
+        ok = tenant is not None and tenants.allows(tenant)
+    elif runtime.introspector is not None:
+        ok = "iss" not in claims or iss == provider.issuer  # an answer may leave it out
     else:
         ok = iss == provider.issuer
-    checks.append(TokenCheck("iss", iss, json.dumps(iss), "pass" if ok else "fail"))
+    checks.append(TokenCheck("iss", iss, _json(iss), "pass" if ok else "fail"))
     aud = claims.get("aud")
-    if provider.audiences:
-        given = aud if isinstance(aud, list) else [aud]
-        ok = any(a in provider.audiences for a in given)
-        checks.append(TokenCheck("aud", aud, json.dumps(aud), "pass" if ok else "fail"))
+    try:
+        check_audience(dict(claims), frozenset(provider.audiences))
+        ok = True
+    except InvalidAudience:
+        ok = False
+    checks.append(TokenCheck("aud", aud, _json(aud), "pass" if ok else "fail"))
     skew = provider.clock_skew
-    for name, in_future_ok in (("exp", True), ("nbf", False)):
+    for name in ("exp", "nbf"):
         value = claims.get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            if name == "exp":
-                ok = not provider.require_expiration
-                checks.append(TokenCheck("exp", value, "none", "pass" if ok else "fail"))
+        if value is None and name == "exp":
+            ok = not provider.require_expiration
+            checks.append(TokenCheck("exp", None, "none", "pass" if ok else "fail"))
             continue
-        ok = now < value + skew if in_future_ok else value - skew <= now
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            checks.append(TokenCheck(name, value, "not a NumericDate", "fail"))
+            continue
+        ok = now < value + skew if name == "exp" else value - skew <= now
         shown = relative(round(value - int(now)))
         checks.append(TokenCheck(name, value, shown, "pass" if ok else "fail"))
     return checks
+
+
+def _json(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value)[:200]
+    except (TypeError, ValueError):
+        return type(value).__name__
 
 
 def relative(seconds: float) -> str:
@@ -228,32 +357,6 @@ def relative(seconds: float) -> str:
     return f"in {text}" if seconds >= 0 else f"{text} ago"
 
 
-def skipped_offline(
-    config: Config, providers: list[str], claims: Mapping[str, Any] | None
-) -> list[str]:
-    """The holder-of-key checks the rule's providers would make on a live connection: for
-    a token bound to a key (its cnf), or for every token when the provider requires it."""
-    cnf = (claims or {}).get("cnf")
-    cnf = cnf if isinstance(cnf, dict) else {}
-    skipped = []
-    for name in providers:
-        provider = config.providers[name]
-        dpop = provider.dpop.mode
-        if provider.introspection is None and (
-            dpop == "required" or (dpop == "when_bound" and "jkt" in cnf)
-        ):
-            skipped.append(
-                f"DPoP proof of possession (providers.{name}.dpop.mode: {provider.dpop.mode})"
-            )
-        certificate = provider.certificate_bound
-        if certificate == "required" or (certificate == "when_bound" and "x5t#S256" in cnf):
-            skipped.append(
-                f"TLS client certificate binding "
-                f"(providers.{name}.certificate_bound: {provider.certificate_bound})"
-            )
-    return skipped
-
-
 class _Answers:
     """Stands in for an introspection endpoint: the answers for the tokens minted."""
 
@@ -265,7 +368,10 @@ class _Answers:
 
 
 class StandInJudge(Judge):
-    """The config's policy with throwaway keys: tokens are minted from claims."""
+    """The config's policy with throwaway keys: tokens are minted from claims. Reads no
+    secret and fetches nothing."""
+
+    stand_in = True
 
     def __init__(self, config: Config, clock: Clock = time.time) -> None:
         validate(config)
@@ -286,10 +392,7 @@ class StandInJudge(Judge):
         authorizer = build_authorizer(
             config, sources, clock, None, introspectors, holder_checks=False
         )
-        super().__init__(config, authorizer, clock)
-        self.signature = "not checked: signed by a stand-in key for the claims given"
-        self.introspection = "none: the claims given stand in for the introspection answer"
-        self._sources = sources
+        super().__init__(config, authorizer, sources, clock)
 
     async def start(self) -> None:
         for source in self._sources.values():
@@ -309,7 +412,10 @@ class StandInJudge(Judge):
         lifetime = STAND_IN_LIFETIME_S
         if provider.max_lifetime is not None:
             lifetime = min(lifetime, int(provider.max_lifetime))
-        full.setdefault("exp", now + lifetime)
+        if "exp" not in full:
+            iat = full["iat"]
+            start = iat if isinstance(iat, int) and not isinstance(iat, bool) else now
+            full["exp"] = min(start, now) + lifetime
         if provider.introspection is not None:
             token = "stand-in-" + secrets.token_urlsafe(16)
             self._answers.answers[token] = {"active": True, **full}
@@ -329,62 +435,103 @@ def _issuer(name: str, provider: Provider) -> str:
 
 def with_token(request: Request, provider: Provider, token: str) -> Request:
     """``request`` carrying ``token`` where ``provider`` reads it first."""
-    headers = dict(request.headers)
     if provider.from_headers:
         source = provider.from_headers[0]
-        headers[source.name] = source.value_prefix + token
-        return Request(request.method, request.path, request.host, headers, request.context)
+        return request.with_header(source.name, source.value_prefix + token)
     if provider.from_params:
         separator = "&" if "?" in request.path else "?"
         path = f"{request.path}{separator}{provider.from_params[0]}={token}"
-        return Request(request.method, path, request.host, headers, request.context)
+        return Request(request.method, path, request.host, request.headers, request.context)
     cookie = f"{provider.from_cookies[0]}={token}"
-    existing = headers.get("cookie")
-    headers["cookie"] = f"{existing}; {cookie}" if existing else cookie
-    return Request(request.method, request.path, request.host, headers, request.context)
+    existing = request.headers.get("cookie")
+    return request.with_header("cookie", f"{existing}; {cookie}" if existing else cookie)
+
+
+class _FirstLoads(Offline):
+    """Key events that note each provider's first load, ok or failed."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, str] = {}
+        self._loaded: dict[str, asyncio.Event] = {}
+
+    def loaded(self, provider: str) -> asyncio.Event:
+        return self._loaded.setdefault(provider, asyncio.Event())
+
+    async def key_set(self, provider: str, result: str, keys: KeySet | None) -> None:
+        self.results.setdefault(provider, result)
+        self.loaded(provider).set()
 
 
 class LiveJudge(Judge):
-    """The config's own keys, or those of a JWKS file given instead; owns what it
-    starts (key sources, HTTP sessions): ``stop`` when done."""
+    """The config's own keys, or those of a JWKS file given instead; everything is built
+    as serve builds it (secrets included). ``fetchers`` is the caller's to close."""
 
-    def __init__(self, config: Config, jwks_file: Path | None, clock: Clock = time.time):
-        self._fetchers = Fetchers()
-        offline = Offline()
-        built = build(config, events=offline, fetcher_for=self._fetchers, observe=None)
+    def __init__(
+        self,
+        config: Config,
+        jwks_file: Path | None,
+        fetchers: Fetchers,
+        clock: Clock = time.time,
+    ) -> None:
+        self._events = _FirstLoads()
+        built = build(config, events=self._events, fetcher_for=fetchers, observe=None)
         sources = dict(built.sources)
         if jwks_file is not None:
-            data = jwks_file.read_bytes()
-            for name in sources:
-                algorithms = tuple(config.providers[name].algorithms)
-                try:
-                    keys = parse_jwks_bytes(data, algorithms, max_keys=100)
-                except JwksError as exc:
-                    raise ConfigError(f"{jwks_file}: no key for provider {name}: {exc}") from exc
-                sources[name] = StaticKeySource(name, algorithms, offline, keys)
+            sources.update(self._from_file(config, jwks_file))
         authorizer = build_authorizer(
-            config,
-            sources,
-            clock,
-            None,
-            built.introspectors,
-            holder_checks=False,
+            config, sources, clock, None, built.introspectors, holder_checks=False
         )
-        super().__init__(config, authorizer, clock)
-        self._sources = sources
+        super().__init__(config, authorizer, sources, clock)
 
-    async def start(self, providers: list[str]) -> None:
-        """Load the key sets of ``providers`` (one fetch each for remote ones)."""
-        for name in providers:
-            source = self._sources.get(name)
-            if source is not None:
-                await source.start()
-                await source.wait_loaded(KEY_WAIT_S)
+    def _from_file(self, config: Config, jwks_file: Path) -> dict[str, KeySource]:
+        """Key sources from the file for each provider with a JWKS whose algorithms it
+        serves; an error when it serves none of them."""
+        try:
+            data = jwks_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {jwks_file}: {exc.strerror}") from exc
+        sources: dict[str, KeySource] = {}
+        errors = []
+        for name, provider in config.providers.items():
+            if provider.jwks is None:
+                continue  # a shared secret or introspection: not a JWKS to replace
+            algorithms = tuple(provider.algorithms)
+            try:
+                keys = parse_jwks_bytes(data, algorithms, max_keys=100)
+            except JwksError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            sources[name] = StaticKeySource(name, algorithms, self._events, keys)
+        if not sources:
+            raise ConfigError(f"{jwks_file} has no key for any provider ({'; '.join(errors)})")
+        return sources
+
+    async def start(self) -> None:
+        """Load every key set: static ones at once, remote ones by one fetch each (or
+        until KEY_WAIT_S). A tenant's keys load when a check first needs them."""
+        waits = []
+        for name, source in self._sources.items():
+            await source.start()
+            if not isinstance(source, TenantKeySources):
+                waits.append(self._events.loaded(name).wait())
+        if waits:
+            try:
+                async with asyncio.timeout(KEY_WAIT_S):
+                    await asyncio.gather(*waits)
+            except TimeoutError:
+                pass
+
+    def unusable_keys(self) -> str:
+        """Why providers have no key set, for an error instead of a 503 verdict."""
+        return ", ".join(
+            f"{name} ({self._events.results.get(name, f'nothing within {KEY_WAIT_S:g}s')})"
+            for name, source in self._sources.items()
+            if source.keys is None and not isinstance(source, TenantKeySources)
+        )
 
     async def stop(self) -> None:
         for source in self._sources.values():
             await source.stop()
-        await self._fetchers.close()
 
 
 async def evaluate_once(
@@ -397,18 +544,28 @@ async def evaluate_once(
 ) -> Evaluation:
     """``authz eval``: with ``claims``, a token minted for them stands in for the
     request's (stand-in keys, no signature judged); without, the request's own token is
-    judged with the configured keys (or ``jwks_file``'s)."""
+    judged with the configured keys (or ``jwks_file``'s). ConfigError when keys cannot
+    be had: that is no verdict on the request."""
     if provider is not None and provider not in config.providers:
         raise ConfigError(f"no provider {provider!r}; the config has {sorted(config.providers)}")
     if claims is not None:
         judge = StandInJudge(config)
         await judge.start()
-        for name in [provider] if provider else judge.providers_for(request):
+        names = [provider] if provider else judge.providers_for(request, claims.get("iss"))
+        for name in names:
             request = with_token(request, config.providers[name], judge.token(name, claims))
         return await judge.evaluate(request)
-    live = LiveJudge(config, jwks_file)
+    fetchers = Fetchers()
+    live: LiveJudge | None = None
     try:
-        await live.start([provider] if provider else live.providers_for(request))
-        return await live.evaluate(request)
+        live = LiveJudge(config, jwks_file, fetchers)
+        await live.start()
+        evaluation = await live.evaluate(request)
+        reason = evaluation.decision.dry_run or ("", evaluation.decision.reason)
+        if reason[1] == "no_keys":
+            raise ConfigError(f"no key set could be loaded for: {live.unusable_keys()}")
+        return evaluation
     finally:
-        await live.stop()
+        if live is not None:
+            await live.stop()
+        await fetchers.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.config import ConfigError, load_config
-from authz.config.policy_tests import Case, load_policy_tests
+from authz.config.policy_tests import Case, DryRunExpect, load_policy_tests
 from authz.runtime.evaluate import Evaluation, Request, StandInJudge, with_token
 from authz.runtime.report import to_text
 
@@ -47,23 +47,20 @@ async def run_file(path: Path) -> list[CaseResult]:
 def _request(judge: StandInJudge, case: Case) -> Request:
     given = case.request
     request = Request(given.method, given.path, given.host, given.headers, given.context)
-    token = given.token
     if case.provider is not None and case.provider not in judge.config.providers:
         raise ConfigError(f"case {case.name!r}: no provider {case.provider!r}")
-    providers = [case.provider] if case.provider else judge.providers_for(request)
-    if token is None and case.claims is None:
+    if given.token is None and case.claims is None:
         return request
+    iss = case.claims.get("iss") if case.claims is not None else None
+    providers = [case.provider] if case.provider else judge.providers_for(request, iss)
     if not providers:
         raise ConfigError(
             f"case {case.name!r}: the request matches no rule that takes a token; "
             "name the token's provider"
         )
-    for name in providers:
-        provider = judge.config.providers[name]
-        if token is not None:
-            return with_token(request, provider, token)
-        assert case.claims is not None
-        request = with_token(request, provider, judge.token(name, case.claims))
+    for name in providers:  # each of them for a requires.all rule
+        token = given.token if given.token is not None else judge.token(name, case.claims or {})
+        request = with_token(request, judge.config.providers[name], token)
     return request
 
 
@@ -101,7 +98,20 @@ def mismatches(case: Case, evaluation: Evaluation) -> list[str]:
     for name in expect.headers_removed:
         if name.lower() not in removed:
             found.append(f"headers_removed: {name} is not removed")
+    if "dry_run" in expect.model_fields_set:
+        found += _dry_run_mismatches(expect.dry_run, decision.dry_run)
     return found
+
+
+def _dry_run_mismatches(wanted: DryRunExpect | None, got: tuple[str, str] | None) -> list[str]:
+    if wanted is None:
+        return [] if got is None else [f"dry_run: expected none, got {got[0]} ({got[1]})"]
+    if got is None:
+        return [f"dry_run: expected {wanted.decision}, got no dry run"]
+    if wanted.decision == got[0] and wanted.reason in (None, got[1]):
+        return []
+    expected = wanted.decision + (f" ({wanted.reason})" if wanted.reason else "")
+    return [f"dry_run: expected {expected}, got {got[0]} ({got[1]})"]
 
 
 def report(results: list[CaseResult], *, verbose: bool = False) -> str:

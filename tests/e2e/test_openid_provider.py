@@ -586,7 +586,7 @@ def test_authz_eval_judges_the_ops_tokens_with_its_keys_and_introspection(
 
     jwt = judge("/hello", bearer(op.token(JWT_RESOURCES["PS256"], scope="read")))
     assert (jwt["allowed"], jwt["rule"]) == (True, "default")
-    assert jwt["signature"] == "verified with the provider's keys"
+    assert jwt["tokens"][0]["signature"] == {"result": "verified", "reason": None}
     assert jwt["headers_set"]["x-client-id"] == "app"
     assert jwt["skipped_offline"] == []
     reports = judge("/reports/q3", bearer(op.token(JWT_RESOURCES["ES256"], scope="read")))
@@ -596,7 +596,7 @@ def test_authz_eval_judges_the_ops_tokens_with_its_keys_and_introspection(
     opaque_token = op.token(OPAQUE_RESOURCE, scope="read")
     opaque = judge("/opaque/x", bearer(opaque_token))
     assert (opaque["allowed"], opaque["provider"]) == (True, "opaque")
-    assert "active by the introspection endpoint" in opaque["signature"]
+    assert opaque["tokens"][0]["signature"]["result"] == "introspected"
     op.revoke(opaque_token)
     revoked = judge("/opaque/x", bearer(opaque_token))
     assert (revoked["status"], revoked["reason"]) == (401, "token_inactive")
@@ -604,5 +604,5 @@ def test_authz_eval_judges_the_ops_tokens_with_its_keys_and_introspection(
     bound = judge("/hello", f"DPoP {op.token(JWT_RESOURCES['ES256'], dpop=ec_signer())}")
     assert bound["allowed"] is True
     assert bound["skipped_offline"] == [
-        "DPoP proof of possession (providers.op.dpop.mode: when_bound)"
+        {"check": "dpop_proof", "provider": "op", "mode": "when_bound"}
     ]

@@ -94,11 +94,83 @@ async def test_expectations_on_removed_and_absent_headers(tmp_path):
             "give claims or request.token, not both",
         ),
         ({"name": "n", "expect": {"stauts": 200}}, "cases.0.expect.stauts: Extra inputs"),
+        ({"name": "n", "expect": {"headers": {}}}, "cases.0.expect.headers: Dictionary should"),
+        ({"name": "n", "expect": {"headers_absent": []}}, "cases.0.expect.headers_absent: List"),
+        ({"name": "n", "provider": "corp", "expect": {"status": 401}}, "give claims or a token"),
+        (
+            {"name": "n", "claims": {"when": "2026-01-01"}, "expect": {"status": 200}},
+            None,  # a string in YAML stays a string; a YAML date is refused (below)
+        ),
     ],
 )
 async def test_a_broken_test_file_is_an_error_naming_the_key(tmp_path, case, message):
+    if message is None:
+        await run_file(_write(tmp_path, [case]))
+        return
     with pytest.raises(ConfigError, match=message):
         await run_file(_write(tmp_path, [case]))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("config: a.yaml\ncases: []\ncases: []\n", "duplicate key 'cases'"),
+        (
+            "config: a.yaml\ncases:\n  - name: n\n    claims: {d: 2026-01-01}\n"
+            "    expect: {status: 200}\n",
+            "cases.0.claims.d",
+        ),
+        ("config: a.yaml\ncases: [{name: n, expect: {status: 200}, name: m}]\n", "duplicate"),
+    ],
+)
+async def test_yaml_that_would_lose_or_bend_a_value_is_refused(tmp_path, text, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        await run_file(path)
+
+
+async def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(b"config: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        await run_file(path)
+
+
+async def test_dry_run_expectations_see_what_enforcement_would_answer(tmp_path):
+    request = {"path": "/reports/q3", "context": {"policy": "reports"}}
+    path = _write(
+        tmp_path,
+        [
+            {
+                "name": "would deny",
+                "request": request,
+                "claims": {"sub": "bob", "scope": "openid"},
+                "expect": {
+                    "allowed": True,
+                    "dry_run": {"decision": "deny", "reason": "claim_mismatch"},
+                },
+            },
+            {
+                "name": "wrongly expects allow",
+                "request": request,
+                "claims": {"sub": "bob", "scope": "openid"},
+                "expect": {"dry_run": {"decision": "allow"}},
+            },
+            {
+                "name": "no dry run expected",
+                "request": request,
+                "claims": {"sub": "bob"},
+                "expect": {"dry_run": None},
+            },
+        ],
+    )
+    results = await run_file(path)
+    assert [r.mismatches for r in results] == [
+        [],
+        ["dry_run: expected allow, got deny (claim_mismatch)"],
+        ["dry_run: expected none, got deny (claim_mismatch)"],
+    ]
 
 
 async def test_a_token_for_a_rule_without_providers_needs_a_provider(tmp_path):

@@ -3,6 +3,7 @@ trusted) issuer, and verify it, or take an earlier verification from the token c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -76,7 +77,7 @@ class Trace:
     # conditions were evaluated, and a failed first judgement of a method override.
     judged: RequestAttributes | None = None
     path: str = ""
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] | None = None  # None until a rule matched: no dict per check
     conditions_reached: bool = False
     first_judgement: Trace | None = None
 

@@ -171,7 +171,7 @@ class Judge:
                 primary=explained.identities[0][0].name,
                 request=judged,
                 path=explained.path,
-                params=explained.params,
+                params=explained.params or {},
                 tenants={p.name: i.tenant for p, i in explained.identities if i.tenant},
             )
             conditions = condition_results(rule.conditions, context)

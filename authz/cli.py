@@ -26,7 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, warnings = check_config(args.config)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        where = f"{warning.where}: " if warning.where else ""
+        print(f"{where}warning: {warning.message}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
 
@@ -85,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file as serve would build it, and exit: errors and warnings "
+        "name FILE:LINE:COL",
+    )
     check.add_argument("-c", "--config", required=True, help="YAML config file")
     check.set_defaults(func=cmd_check_config)
 

@@ -1,13 +1,39 @@
 """Warnings about a config that is valid but surely not what was meant: rules that can never
 apply because an earlier rule matches every request they would, and multi-tenant
-providers open to any tenant that no rule narrows."""
+providers open to any tenant that no rule narrows.
+
+Each warning starts with the key path it is about; ``warnings`` adds where in the file
+that key was written."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from authz.config import AnyTenant, ClaimCondition, Config, Match
 from authz.core.policy import literal_prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A warning: ``where`` is FILE:LINE:COL (or the file) when the config came from one."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+def findings(config: Config) -> tuple[Finding, ...]:
+    """Every warning about ``config``, in the order of the file when it came from one."""
+    messages = [*shadowed_rules(config), *open_tenants(config), *dpop_without_origin(config)]
+    source = config.source
+    if source is None:
+        return tuple(Finding("", message) for message in messages)
+    found = [(source.position((), message), message) for message in messages]
+    found.sort(key=lambda item: (item[0].line, item[0].column) if item[0] else (1 << 30, 0))
+    return tuple(Finding(str(where or source.file), message) for where, message in found)
 
 
 def shadowed_rules(config: Config) -> list[str]:

@@ -28,6 +28,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in warnings:
         where = f"{warning.where}: " if warning.where else ""
         print(f"{where}warning: {warning.message}", file=sys.stderr)
+    if warnings and args.strict:
+        count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+        print(f"authz: {args.config}: {count}, and --strict refuses warnings", file=sys.stderr)
+        return 2
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
 
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         "name FILE:LINE:COL",
     )
     check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 2 on warnings too, as on errors (for CI)"
+    )
     check.set_defaults(func=cmd_check_config)
 
     version = sub.add_parser("version", help="print the version")

@@ -137,3 +137,22 @@ def test_token_rejects_a_bad_claim(tmp_path: Path, capsys) -> None:
     main(["keygen", "--out", str(tmp_path)])
     assert main(["token", "--key", str(tmp_path / "key.pem"), "--claim", "novalue"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_strict_makes_warnings_fail(tmp_path: Path, capsys) -> None:
+    main(["keygen", "--out", str(tmp_path)])
+    path = tmp_path / "authz.yaml"
+    path.write_text(SHADOWED.replace("{inline: '{\"keys\": []}'}", "{file: jwks.json}"))
+    capsys.readouterr()
+    assert main(["check-config", "--strict", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{path}:8:5: warning: rules.1 (1) can never match: rules.0 (0) matches every request "
+        f"it would\nauthz: {path}: 1 warning, and --strict refuses warnings\n"
+    )
+    path.write_text(
+        SHADOWED.replace("{inline: '{\"keys\": []}'}", "{file: jwks.json}").split("  - match")[0]
+    )
+    assert main(["check-config", "--strict", "-c", str(path)]) == 0
+    assert capsys.readouterr() == (f"{path}: ok (1 providers, 1 rules)\n", "")

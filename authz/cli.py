@@ -27,7 +27,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, warnings = check_config(args.config)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        where = f"{warning.where}: " if warning.where else ""
+        print(f"{where}warning: {warning.message}", file=sys.stderr)
+    if warnings and args.strict:
+        count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+        print(f"authz: {args.config}: {count}, and --strict refuses warnings", file=sys.stderr)
+        return 2
     print(f"{args.config}: ok ({len(config.providers)} providers, {len(config.rules)} rules)")
     return 0
 
@@ -163,8 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file as serve would build it, and exit: errors and warnings "
+        "name FILE:LINE:COL",
+    )
     check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 2 on warnings too, as on errors (for CI)"
+    )
     check.set_defaults(func=cmd_check_config)
 
     judge = sub.add_parser(

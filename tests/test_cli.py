@@ -63,7 +63,39 @@ def test_serve_refuses_a_bad_file(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: []\n")
     assert main(["serve", "-c", str(bad)]) == 2
-    assert "rules" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"authz: invalid configuration:\n  {bad}:1:1: rules: List should have at least 1 item "
+        "after validation, not 0\n"
+    )
+
+
+SHADOWED = (
+    "providers:\n  corp:\n    issuer: x\n    audiences: [api]\n"
+    "    jwks: {inline: '{\"keys\": []}'}\n"
+    "rules:\n  - requires: {provider: corp}\n  - match: {prefix: /admin}\n"
+    "    requires: {provider: corp}\n"
+)
+
+
+def test_check_config_errors_and_warnings_name_file_line_and_column(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "authz.yaml"
+    path.write_text(SHADOWED.replace("audiences", "audience"))
+    assert main(["check-config", "-c", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"authz: invalid configuration:\n  {path}:4:5: providers.corp.audience: unknown key "
+        "(did you mean audiences?)\n"
+    )
+    jwks = tmp_path / "jwks.json"
+    main(["keygen", "--out", str(tmp_path)])
+    capsys.readouterr()
+    path.write_text(SHADOWED.replace("{inline: '{\"keys\": []}'}", f"{{file: {jwks}}}"))
+    assert main(["check-config", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == (
+        f"{path}:8:5: warning: rules.1 (1) can never match: rules.0 (0) matches every request "
+        "it would\n"
+    )
+    assert out == f"{path}: ok (1 providers, 2 rules)\n"
 
 
 async def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:
@@ -105,3 +137,22 @@ def test_token_rejects_a_bad_claim(tmp_path: Path, capsys) -> None:
     main(["keygen", "--out", str(tmp_path)])
     assert main(["token", "--key", str(tmp_path / "key.pem"), "--claim", "novalue"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_strict_makes_warnings_fail(tmp_path: Path, capsys) -> None:
+    main(["keygen", "--out", str(tmp_path)])
+    path = tmp_path / "authz.yaml"
+    path.write_text(SHADOWED.replace("{inline: '{\"keys\": []}'}", "{file: jwks.json}"))
+    capsys.readouterr()
+    assert main(["check-config", "--strict", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{path}:8:5: warning: rules.1 (1) can never match: rules.0 (0) matches every request "
+        f"it would\nauthz: {path}: 1 warning, and --strict refuses warnings\n"
+    )
+    path.write_text(
+        SHADOWED.replace("{inline: '{\"keys\": []}'}", "{file: jwks.json}").split("  - match")[0]
+    )
+    assert main(["check-config", "--strict", "-c", str(path)]) == 0
+    assert capsys.readouterr() == (f"{path}: ok (1 providers, 1 rules)\n", "")

@@ -1,5 +1,6 @@
 """The top level of the configuration file, and loading it: parse YAML, validate the
-schema, name the bad key in every error, resolve file paths against the config's folder.
+schema, name the bad key (file, line, column) in every error, resolve file paths against
+the config's folder.
 
 Checks that need the rest of authz (algorithms, fetchable URLs, rule paths, CEL) run in the
 build step, authz/runtime/checks.py, which check-config and serve share.
@@ -10,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from authz.config.base import ConfigError, Model, PositiveSeconds
+from authz.config.explain import problems
 from authz.config.providers import Provider
 from authz.config.rules import Mode, Rule
 from authz.config.server import (
@@ -25,7 +26,7 @@ from authz.config.server import (
     Tls,
     TokenCacheSettings,
 )
-from authz.config.suggest import did_you_mean
+from authz.config.source import SourceMap, parse_yaml
 
 DEFAULT_DRAIN = 3.0
 
@@ -54,6 +55,8 @@ class Config(Model):
     expose_reasons: bool = False  # tell clients which rule and condition denied them
     max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where each key was written, when the config was loaded from a file (not a key).
+    _source: SourceMap | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +163,11 @@ class Config(Model):
     def rule_name(self, index: int) -> str:
         return self.rules[index].name or str(index)
 
+    @property
+    def source(self) -> SourceMap | None:
+        """Where each key was written: the file's, for messages that name it."""
+        return self._source
+
 
 def _uses_context(conditions: list[Any]) -> bool:
     """Whether a condition reads request: context.NAME. (A CEL expression's use of
@@ -186,32 +194,19 @@ def _condition_providers(conditions: list[Any]) -> set[str]:
     return names
 
 
-def _location(loc: tuple[int | str, ...], data: Any) -> str:
-    """A dotted path to the bad key; a rule is named as well as numbered."""
-    where = ".".join(str(part) for part in loc)
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = data.get("rules") if isinstance(data, dict) else None
-        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
-            name = rules[loc[1]].get("name")
-            if isinstance(name, str):
-                where = where.replace(f"rules.{loc[1]}", f"rules.{loc[1]} ({name})", 1)
-    return where
-
-
-def parse_config(data: Any) -> Config:
+def parse_config(data: Any, source: SourceMap | None = None) -> Config:
+    """The config in ``data``; ``source``: where each key was written, so that errors (here
+    and in the build step) say FILE:LINE:COL."""
     if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a YAML mapping")
+        message = "the configuration must be a YAML mapping"
+        raise ConfigError(source.locate(message) if source else message)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False, include_input=False):
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key" + did_you_mean(Config, tuple(err["loc"]))
-            where = _location(err["loc"], data)
-            lines.append(f"{where}: {message}" if where else message)
+        lines = problems(exc, Config, data, source)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+    config._source = source
+    return config
 
 
 def read_config_text(path: str | Path) -> str:
@@ -228,11 +223,8 @@ def load_config(path: str | Path, text: str | None = None) -> Config:
     (relative paths in it are resolved against the folder of ``path``)."""
     if text is None:
         text = read_config_text(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    config = parse_config(data)
+    data, source = parse_yaml(text, str(path))
+    config = parse_config(data, source)
     base = Path(path).resolve().parent
     providers = {name: _resolve_paths(p, base) for name, p in config.providers.items()}
     listen = config.listen.model_copy(

@@ -52,8 +52,8 @@ from authz.keys.remote import RemoteKeySource, RemoteSettings
 from authz.keys.sources import FileKeySource, KeyEvents, KeySource, Monotonic, StaticKeySource
 from authz.keys.tenants import TenantKeySources
 from authz.runtime.build_policy import build_policy
-from authz.runtime.checks import check
-from authz.runtime.lint import dpop_without_origin, open_tenants, shadowed_rules
+from authz.runtime.checks import check, errors_located
+from authz.runtime.lint import Finding, findings
 
 if TYPE_CHECKING:  # loaded only when a provider introspects
     from authz.core.introspect import IntrospectionSettings, Introspector
@@ -90,16 +90,18 @@ class Built:
 
     authorizer: Authorizer
     sources: Mapping[str, KeySource]
-    warnings: tuple[str, ...]
+    warnings: tuple[Finding, ...]
     introspectors: Mapping[str, Introspector] = field(default_factory=dict)
 
 
-def validate(config: Config) -> tuple[str, ...]:
+@errors_located
+def validate(config: Config) -> tuple[Finding, ...]:
     """ConfigError for what cannot be built; warnings for what surely is not meant."""
     check(config)
-    return (*shadowed_rules(config), *open_tenants(config), *dpop_without_origin(config))
+    return findings(config)
 
 
+@errors_located
 def build(
     config: Config,
     *,
@@ -589,6 +591,7 @@ def connection_limits(limits: Limits, listeners: int, descriptors: int | None) -
     )
 
 
+@errors_located
 def build_listeners(config: Config, descriptors: int | None = None) -> Listeners:
     """``descriptors``: the process's soft limit on open files, which bounds the
     connection maxima (None: do not bound them, as check-config)."""

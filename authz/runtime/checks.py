@@ -8,8 +8,10 @@ accepts as a request path, and CEL expressions compiled as the core runs them.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Concatenate, ParamSpec, TypeVar
 
 from authz.config import ClaimCondition, Config, ConfigError, Provider, Rule
 from authz.config.providers import TENANT_PLACEHOLDER, check_issuer_template
@@ -18,8 +20,34 @@ from authz.core.paths import check_rule_path
 from authz.keys.algorithms import check_algorithms
 from authz.keys.fetch import check_fetch_uri
 
+P = ParamSpec("P")
+R = TypeVar("R")
 CEL_VARIABLES = frozenset({"jwt", "claims", "request", "tenant"})
 _LOWER_HEX_ESCAPE = re.compile(r"%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-Fa-f])")
+
+
+class LocatedError(ConfigError):
+    """A ConfigError whose message says where in the file each key it names was written."""
+
+
+def errors_located(
+    step: Callable[Concatenate[Config, P], R],
+) -> Callable[Concatenate[Config, P], R]:
+    """``step(config, ...)``, whose ConfigErrors name FILE:LINE:COL of the keys they are
+    about when the config came from a file."""
+
+    @functools.wraps(step)
+    def located(config: Config, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return step(config, *args, **kwargs)
+        except LocatedError:
+            raise  # a step within a step
+        except ConfigError as exc:
+            if config.source is None:
+                raise
+            raise LocatedError(config.source.locate_message(str(exc))) from exc
+
+    return located
 
 
 def check(config: Config) -> None:

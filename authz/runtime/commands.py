@@ -11,16 +11,18 @@ from pathlib import Path
 from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
+from authz.runtime.lint import Finding
 from authz.runtime.offline import Offline
 from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
 
 log = logging.getLogger("authz")
 
 
-def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tuple[str, ...]]:
+def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tuple[Finding, ...]]:
     """Load and build ``path`` (or ``text`` as if it were that file) exactly as serve would
     (every key source, the authorizer, the TLS material), without fetching or listening.
-    ConfigError when it cannot serve; the warnings otherwise."""
+    ConfigError when it cannot serve; the warnings otherwise. Both name the file, line and
+    column of the key they are about."""
     config = load_config(path, text)
     offline = Offline()
     built = build(config, events=offline, fetcher_for=offline, observe=None)

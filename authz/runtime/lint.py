@@ -1,13 +1,63 @@
 """Warnings about a config that is valid but surely not what was meant: rules that can never
-apply because an earlier rule matches every request they would, and multi-tenant
-providers open to any tenant that no rule narrows."""
+apply because an earlier rule matches every request they would, conditions that can never
+hold, multi-tenant providers open to any tenant that no rule narrows, providers no rule
+uses, JWKS files serve would start without, keys written twice in one mapping.
+
+Each warning starts with the key path it is about; ``findings`` adds where in the file
+that key was written."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from authz.config import AnyTenant, ClaimCondition, Config, Match
+from authz.core.errors import JwksError
 from authz.core.policy import literal_prefix
+from authz.keys.jwks import parse_jwks_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A warning: ``where`` is FILE:LINE:COL (or the file) when the config came from one."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+def findings(config: Config) -> tuple[Finding, ...]:
+    """Every warning about ``config``, in the order of the file when it came from one."""
+    messages = [
+        *duplicate_keys(config),
+        *shadowed_rules(config),
+        *never_holding(config),
+        *open_tenants(config),
+        *unused_providers(config),
+        *missing_files(config),
+        *dpop_without_origin(config),
+    ]
+    source = config.source
+    if source is None:
+        return tuple(Finding("", message) for message in messages)
+    found = [(source.position((), message), message) for message in messages]
+    found.sort(key=lambda item: (item[0].line, item[0].column) if item[0] else (1 << 30, 0))
+    return tuple(Finding(str(where or source.file), message) for where, message in found)
+
+
+def duplicate_keys(config: Config) -> list[str]:
+    """Keys written twice in one mapping: YAML keeps the last silently."""
+    if config.source is None:
+        return []
+    return [
+        f"{'.'.join(str(part) for part in loc)}: written twice in one mapping (first at "
+        f"line {first.line}); only this one counts"
+        for loc, first in config.source.duplicates
+    ]
 
 
 def shadowed_rules(config: Config) -> list[str]:
@@ -135,3 +185,123 @@ def dpop_without_origin(config: Config) -> list[str]:
         and provider.dpop.mode != "off"
         and provider.dpop.external_origin is None
     ]
+
+
+def unused_providers(config: Config) -> list[str]:
+    """Providers no rule requires: their tokens are accepted nowhere."""
+    used = {name for rule in config.rules if rule.requires for name in rule.requires.providers}
+    return [
+        f"providers.{name}: no rule requires this provider, so its tokens are accepted "
+        "nowhere (name it in a rule's requires, or remove it)"
+        for name in config.providers
+        if name not in used
+    ]
+
+
+def missing_files(config: Config) -> list[str]:
+    """JWKS files serve cannot use yet: it starts with the provider not ready, and reads
+    the file again when it changes. (Secrets, CA bundles and TLS files it cannot read are
+    errors: without them nothing can be built.)"""
+    warnings = []
+    for name, provider in config.providers.items():
+        file = provider.jwks.file if provider.jwks is not None else None
+        if file is None:
+            continue
+        where = f"providers.{name}.jwks.file"
+        consequence = (
+            "serve would start without this provider's keys (not ready; 503 for its "
+            "tokens) until it is fixed"
+        )
+        try:
+            data = file.path.read_bytes()
+        except FileNotFoundError:
+            warnings.append(f"{where}: {file.path} does not exist: {consequence}")
+            continue
+        except OSError as exc:
+            warnings.append(f"{where}: cannot read {file.path} ({exc.strerror}): {consequence}")
+            continue
+        try:
+            parse_jwks_bytes(data, tuple(provider.algorithms), file.max_keys)
+        except JwksError as exc:
+            warnings.append(f"{where}: {file.path}: {exc}: {consequence}")
+    return warnings
+
+
+NUMERIC = ("gt", "gte", "lt", "lte")
+
+
+def never_holding(config: Config) -> list[str]:
+    """Conditions no token or request can satisfy (or only a surprising one), as written."""
+    return [
+        problem
+        for index, rule in enumerate(config.rules)
+        for position, condition in enumerate(rule.claims)
+        for problem in _never_holds(
+            f"rules.{index} ({config.rule_name(index)}).claims.{position}", condition
+        )
+    ]
+
+
+def _never_holds(where: str, condition: ClaimCondition) -> Iterator[str]:
+    block = condition.block
+    if block in ("all", "any"):
+        for position, child in enumerate(getattr(condition, block) or []):
+            yield from _never_holds(f"{where}.{block}.{position}", child)
+        return
+    if block == "not":
+        assert condition.not_ is not None
+        yield from _never_holds(f"{where}.not", condition.not_)
+        return
+    if block is not None:
+        return
+    op = condition.operator
+    value = getattr(condition, op)
+    at = f"{where}.{op}"
+    if op == "one_of" and value == []:
+        yield f"{at}: an empty list: no value is one of it, so this never holds"
+    text = _text_subject(condition)
+    if text is not None:
+        yield from _text_problems(at, op, value, text)
+        return
+    if op == "contains" and isinstance(value, list):
+        yield (
+            f"{at}: contains takes one value; a list is found only in a claim that is a list "
+            "of lists. For any of several values use contains_any, for all of them "
+            "contains_all"
+        )
+    elif op == "equals" and isinstance(value, list):
+        yield (
+            f"{at}: a list here matches only a claim that is exactly this list, in this "
+            "order. For one of several values use one_of; for a list claim holding them, "
+            "contains_any or contains_all"
+        )
+    elif op == "not_equals" and isinstance(value, list):
+        yield (
+            f"{at}: a list here holds only for a claim that is a list; a claim of any "
+            "other type fails it. For none of several values put one_of under not"
+        )
+
+
+def _text_subject(condition: ClaimCondition) -> str | None:
+    """The name of a subject that is always text (or missing), None for a claim."""
+    if condition.request is not None:
+        return f"request.{condition.request}"
+    if condition.issuer_param is not None:
+        return "issuer_param: tenant"
+    return None
+
+
+def _text_problems(at: str, op: str, value: Any, subject: str) -> Iterator[str]:
+    if op in NUMERIC:
+        yield f"{at}: {subject} is text, never a number, so {op} never holds"
+        return
+    if op not in ("equals", "not_equals", "one_of", "contains", "contains_any", "contains_all"):
+        return
+    values = value if isinstance(value, list) and op not in ("equals", "not_equals") else [value]
+    if any(not isinstance(v, str) for v in values):
+        yield (
+            f"{at}: {subject} is text, and a value that is not a string is never compared "
+            "with text, so this never holds (quote it: '1', 'true')"
+        )
+    elif subject == "request.method" and any(v != v.upper() for v in values):
+        yield f"{at}: request.method is upper-case (GET, POST): a lower-case value never equals it"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,9 @@ def test_load_resolves_jwks_file_relative_to_the_config(tmp_path: Path) -> None:
 
 def test_load_reports_yaml_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("rules: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(
+        ConfigError, match=f"^{re.escape(str(tmp_path))}/bad.yaml:2:1: not valid YAML"
+    ):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
@@ -260,8 +263,8 @@ RULE = {"requires": {"provider": "corp"}}
             "providers.corp.dpop.max_ag: unknown key (did you mean max_age?)",
         ),
         (
-            {"rules": [{**RULE, "claims": [{"claim": "roles", "includes": "x"}]}]},
-            "rules.0.claims.0.includes: unknown key (accepted here: claim, claim_path,",
+            {"rules": [{**RULE, "claims": [{"claim": "roles", "flavour": "x"}]}]},
+            "rules.0.claims.0.flavour: unknown key (accepted here: claim, claim_path,",
         ),
         (
             {"shutdown_grac": 3},
@@ -299,3 +302,234 @@ def test_rule_names_are_unique() -> None:
     rules = [{**RULE, "name": "api"}, {**RULE, "name": "admin"}, {**RULE, "name": "api"}]
     with pytest.raises(ConfigError, match=r"rules.2: the name 'api' is taken by rules.0"):
         parse_config({"providers": {"corp": PROVIDER}, "rules": rules})
+
+
+LOADED = """\
+providers:
+  corp:
+    issuer: https://idp.test
+    audiences: [api]
+    jwks: {file: keys.json}
+rules:
+  - name: api
+    requires: {provider: corp}
+"""
+
+
+def refused_file(tmp_path: Path, text: str) -> list[str]:
+    """The lines of the error loading ``text`` as authz.yaml, its folder written as ~."""
+    (tmp_path / "authz.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "authz.yaml")
+    return str(caught.value).replace(str(tmp_path), "~").split("\n")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "    audiences: [api]\n",
+            "    audience: [api]\n",
+            # ...and not also "audiences: Field required": the suggestion says it
+            ["~/authz.yaml:4:5: providers.corp.audience: unknown key (did you mean audiences?)"],
+        ),
+        (
+            "    audiences: [api]\n",
+            "",
+            ["~/authz.yaml:2:3: providers.corp.audiences: Field required"],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n    claims:\n      - {claim: roles, includes: a}\n",
+            [
+                "~/authz.yaml:10:24: rules.0 (api).claims.0.includes: unknown key (did you mean "
+                "contains?)"
+            ],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n    claims:\n      - {claim: roles, prefx: a}\n",
+            [
+                "~/authz.yaml:10:24: rules.0 (api).claims.0.prefx: unknown key (there is no prefix "
+                "operator: matches takes an RE2 pattern that must match the whole value, e.g. "
+                "matches: 'admin:.*')"
+            ],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n    claims:\n      - {claim: roles, in: [a]}\n",
+            ["~/authz.yaml:10:24: rules.0 (api).claims.0.in: unknown key (did you mean one_of?)"],
+        ),
+        (
+            "rules:\n",
+            "mode: dryrun\nrules:\n",
+            [
+                "~/authz.yaml:6:1: mode: Input should be 'enforce' or 'dry_run' (did you mean "
+                "dry_run?)"
+            ],
+        ),
+        (
+            "    jwks: {file: keys.json}\n",
+            "    jwks: {file: keys.json}\n    dpop: {replay_store: memry}\n",
+            [
+                "~/authz.yaml:6:12: providers.corp.dpop.replay_store: Input should be 'memory' or "
+                "a mapping (did you mean memory?)"
+            ],
+        ),
+        (
+            "    issuer: https://idp.test\n",
+            "    issuer: https://idp.test/{tenant}\n    tenants: {any: true, maxx: 3}\n",
+            ["~/authz.yaml:4:26: providers.corp.tenants.maxx: unknown key (did you mean max?)"],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n    claims:\n"
+            "      - {claim: roles, contains: a, provider: other}\n",
+            # a model validator's message, naming a path: the key it names
+            [
+                "~/authz.yaml:9:5: rules.0 (api).claims: provider 'other' is not required by the "
+                "rule"
+            ],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n  - name: api\n    requires: {provider: corp}\n",
+            [
+                "~/authz.yaml:9:5: rules.1: the name 'api' is taken by rules.0 (decision logs and "
+                "metrics name rules: they must differ)"
+            ],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n    claim_to_headers:\n"
+            "      - {header: x-user, claim: sub}\n      - {header: Cookie, claim: sub}\n",
+            [
+                "~/authz.yaml:11:10: rules.0 (api).claim_to_headers.1.header: 'Cookie' must never "
+                "be set from a claim: the upstream (or Envoy) trusts it as a credential or a "
+                "control header"
+            ],
+        ),
+        (
+            "    jwks: {file: keys.json}\n",
+            "    jwks: {file: keys.json}\n    tenants: [a]\n",
+            # a message naming a key inside the one pydantic gives: that key
+            [
+                "~/authz.yaml:2:3: providers.corp: tenants and an issuer with {tenant} go "
+                "together: issuer: https://idp.example.com/{tenant}/v2.0 with tenants: [...] or "
+                "{any: true}"
+            ],
+        ),
+        (
+            "rules:\n",
+            "shutdown_grace: 2\nshutdown_drain: 2\nrules:\n",
+            [
+                "~/authz.yaml:7:1: shutdown_drain (2s) must be below shutdown_grace (2s): the "
+                "drain is the first part of the grace, and checks in flight when the listeners "
+                "close need the rest"
+            ],
+        ),
+    ],
+)
+def test_errors_name_file_line_and_column(
+    tmp_path: Path, old: str, new: str, message: list[str]
+) -> None:
+    assert old in LOADED
+    assert refused_file(tmp_path, LOADED.replace(old, new, 1)) == [
+        "invalid configuration:",
+        *(f"  {line}" for line in message),
+    ]
+
+
+def test_errors_come_in_the_order_of_the_file(tmp_path: Path) -> None:
+    text = LOADED.replace("rules:\n", "log_level: warn\nrules:\n").replace(
+        "  corp:\n", "  corp:\n    clock_skew: -1\n"
+    )
+    assert refused_file(tmp_path, text) == [
+        "invalid configuration:",
+        "  ~/authz.yaml:3:5: providers.corp.clock_skew: Input should be greater than or equal to 0",
+        "  ~/authz.yaml:7:1: log_level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR' "
+        "(did you mean WARNING?)",
+    ]
+
+
+def test_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
+    assert refused_file(tmp_path, "- rules\n") == [
+        "~/authz.yaml: the configuration must be a YAML mapping"
+    ]
+
+
+def test_a_config_not_from_a_file_has_no_positions() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, "mode": "dryrun"})
+    assert str(caught.value) == (
+        "invalid configuration:\n  mode: Input should be 'enforce' or 'dry_run' (did you mean "
+        "dry_run?)"
+    )
+    assert parse_config(BASE).source is None
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("includes", "contains"),
+        ("has_any", "contains_any"),
+        ("eq", "equals"),
+        ("regex", "matches"),
+        ("present", "exists"),
+        ("containz", "contains"),
+        ("one_off", "one_of"),
+    ],
+)
+def test_operators_meant(written: str, meant: str) -> None:
+    rule = {**RULE, "claims": [{"claim": "roles", written: "x"}]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"providers": {"corp": PROVIDER}, "rules": [rule]})
+    assert f"rules.0.claims.0.{written}: unknown key (did you mean {meant}?)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("starts_with", "there is no prefix operator"),
+        ("endswith", "there is no suffix operator"),
+        ("not_in", "there is no not_in operator: put one_of under not"),
+    ],
+)
+def test_operators_that_do_not_exist_say_what_does_their_work(written: str, hint: str) -> None:
+    rule = {**RULE, "claims": [{"claim": "email", written: "x"}]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"providers": {"corp": PROVIDER}, "rules": [rule]})
+    assert f"rules.0.claims.0.{written}: unknown key ({hint}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            "http_authz",
+            {"listen": "127.0.0.1:1", "original_request": "ngnix"},
+            "http_authz.original_request: Input should be 'envoy', 'nginx' or 'traefik' (did "
+            "you mean nginx?)",
+        ),
+        (
+            "log_level",
+            "Debug",
+            "log_level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR' (did you mean "
+            "DEBUG?)",
+        ),
+        ("mode", "dry-run", "(did you mean dry_run?)"),
+        ("mode", "audit", "mode: Input should be 'enforce' or 'dry_run'\n"),
+        (
+            "providers.corp.tenants",
+            "all",
+            "providers.corp.tenants: Input should be a list or a mapping\n",
+        ),
+    ],
+)
+def test_values_not_among_the_choices_list_them(path: str, value: Any, message: str) -> None:
+    data = with_change(path, value)
+    if path == "providers.corp.tenants":
+        data["providers"]["corp"]["issuer"] = "https://idp.test/{tenant}"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value) + "\n"

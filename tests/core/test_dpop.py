@@ -447,7 +447,7 @@ async def test_dpop_over_http_without_the_scheme_is_a_503_and_a_warning(
         listen=support.LISTEN_ANYWHERE,
         http_authz={"listen": "127.0.0.1:0", "original_request": "nginx"},
     )
-    assert any("dpop.external_origin" in warning for warning in validate(over_nginx))
+    assert any("dpop.external_origin" in warning.message for warning in validate(over_nginx))
 
 
 NONCE = NonceSettings(rotation_s=60, secret=b"n" * 32)

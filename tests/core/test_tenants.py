@@ -191,14 +191,14 @@ def test_which_rules_pin_an_open_tenant_set(
         providers={"corp": corp, "other": other},
         rules=[{"match": {"prefix": "/"}, "requires": requires, "claims": claims}],
     )
-    warned = any("does not pin the tenant" in warning for warning in validate(built))
+    warned = any("does not pin the tenant" in warning.message for warning in validate(built))
     assert warned is not pinned
 
 
 def test_any_tenant_without_a_tenant_condition_is_warned_about(jwks: dict[str, Any]) -> None:
     corp = support.provider(issuer=TEMPLATE, tenants={"any": True}, jwks={"inline": jwks})
     loose = support.config(providers={"corp": corp})
-    assert any("does not pin the tenant" in warning for warning in validate(loose))
+    assert any("does not pin the tenant" in warning.message for warning in validate(loose))
     narrowed = support.config(
         providers={"corp": corp},
         rules=[

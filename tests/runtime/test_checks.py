@@ -160,3 +160,61 @@ def test_the_schema_and_the_core_know_the_same_operators() -> None:
 
     # equals_claim compares two claims; the build step gives it its own test.
     assert set(CLAIM_OPERATORS) == {*OPERATORS, "equals_claim"}
+
+
+LOADED = """\
+listen:
+  grpc_tls: {cert_file: cert.pem, key_file: key.pem}
+providers:
+  corp:
+    issuer: https://idp.test
+    audiences: [api]
+    shared_secret: {env: AUTHZ_TEST_UNSET_SECRET}
+    algorithms: [HS256]
+  other:
+    issuer: https://other.test
+    audiences: [api]
+    jwks:
+      remote: {uri: "https://other.test/certs", ca_file: no-such-ca.pem}
+    algorithms: [RS256, none]
+rules:
+  - name: api
+    requires: {any: [corp, other]}
+    claims:
+      - {expr: "jwt.sub == 'x' && user"}
+"""
+
+
+def refused_file(tmp_path: Path, text: str) -> str:
+    (tmp_path / "authz.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        check_config(tmp_path / "authz.yaml")
+    return str(caught.value).replace(str(tmp_path), "~")
+
+
+def test_the_build_steps_errors_name_file_line_and_column(tmp_path: Path) -> None:
+    assert refused_file(tmp_path, LOADED) == (
+        "invalid configuration:\n"
+        "  ~/authz.yaml:14:5: providers.other.algorithms: 'none' is never accepted\n"
+        "  ~/authz.yaml:19:10: rules.0 (api).claims.0.expr: unknown CEL variable(s) ['user']: "
+        "use jwt, claims, request"
+    )
+    text = LOADED.replace(", none]", "]").replace(" && user", "")
+    assert refused_file(tmp_path, text) == (
+        "~/authz.yaml:7:5: providers.corp.shared_secret: environment variable "
+        "AUTHZ_TEST_UNSET_SECRET is not set"
+    )
+    text = text.replace("{env: AUTHZ_TEST_UNSET_SECRET}", "{file: no-such.secret}")
+    assert refused_file(tmp_path, text) == (
+        "~/authz.yaml:7:5: providers.corp.shared_secret: cannot read ~/no-such.secret: No such "
+        "file or directory"
+    )
+    (tmp_path / "no-such.secret").write_text("s" * 32)
+    assert refused_file(tmp_path, text) == (
+        "~/authz.yaml:13:49: providers.other.jwks.remote.ca_file: cannot load CA bundle "
+        "~/no-such-ca.pem: [Errno 2] No such file or directory"
+    )
+    text = text.replace(", ca_file: no-such-ca.pem", "")
+    assert refused_file(tmp_path, text) == (
+        "~/authz.yaml:2:3: listen.grpc_tls: cannot read ~/cert.pem: No such file or directory"
+    )

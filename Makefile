@@ -40,7 +40,7 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy.yaml --log-level error
 	$(VENV)/bin/envoy --mode validate -c deploy/envoy-http.yaml --log-level error
-	$(VENV)/bin/authz check-config -c deploy/authz.yaml
+	$(VENV)/bin/authz check-config --strict -c deploy/authz.yaml
 	$(VENV)/bin/authz test deploy/authz_test.yaml
 
 ## make bench: gRPC and through-Envoy benchmarks against their baselines -> BENCHMARKS.md.

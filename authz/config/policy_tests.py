@@ -4,12 +4,13 @@ each a request, the claims of the token it carries, and the answer expected."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import Field, JsonValue, ValidationError, model_validator
 
 from authz.config.base import ConfigError, Model
+from authz.config.explain import problems
+from authz.config.source import parse_yaml
 
 
 class CaseRequest(Model):
@@ -84,53 +85,27 @@ class PolicyTests(Model):
 
 def load_policy_tests(path: Path) -> tuple[PolicyTests, list[int]]:
     """The tests in ``path`` (the config path resolved against its folder), and the line
-    each case starts on."""
+    each case starts on. Errors name FILE:LINE:COL, as check-config's do."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text") from exc
-    loader = _StrictLoader(text)
-    try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
+    data, source = parse_yaml(text, str(path))
+    if source.duplicates:
+        loc, first = source.duplicates[0]
+        raise ConfigError(
+            f"{source.at(loc)}: {'.'.join(map(str, loc))}: written twice (first at {first}); "
+            "YAML would keep only the last"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a policy test file is a mapping with config and cases")
     try:
         tests = PolicyTests.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        raise ConfigError(f"{path}: invalid policy tests:\n  " + "\n  ".join(lines)) from exc
+        found = problems(exc, PolicyTests, data, source)
+        raise ConfigError("invalid policy tests:\n  " + "\n  ".join(found)) from exc
     config = tests.config if tests.config.is_absolute() else path.parent / tests.config
-    return tests.model_copy(update={"config": config}), _case_lines(root, len(tests.cases))
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A second key of one name in a mapping is an error: one of the two would be lost."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            if isinstance(key, str | int | float | bool):
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _case_lines(root: Any, count: int) -> list[int]:
-    for key, value in getattr(root, "value", []):
-        if getattr(key, "value", None) == "cases" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return [0] * count
+    lines = [source.at(("cases", index)).line for index in range(len(tests.cases))]
+    return tests.model_copy(update={"config": config}), lines

@@ -93,7 +93,10 @@ async def test_expectations_on_removed_and_absent_headers(tmp_path):
             {"name": "n", "claims": {}, "request": {"token": "x"}, "expect": {"status": 401}},
             "give claims or request.token, not both",
         ),
-        ({"name": "n", "expect": {"stauts": 200}}, "cases.0.expect.stauts: Extra inputs"),
+        (
+            {"name": "n", "expect": {"stauts": 200}},
+            r"policy_test.yaml:5:5: cases.0.expect.stauts: unknown key \(did you mean status\?\)",
+        ),
         ({"name": "n", "expect": {"headers": {}}}, "cases.0.expect.headers: Dictionary should"),
         ({"name": "n", "expect": {"headers_absent": []}}, "cases.0.expect.headers_absent: List"),
         ({"name": "n", "provider": "corp", "expect": {"status": 401}}, "give claims or a token"),
@@ -114,13 +117,19 @@ async def test_a_broken_test_file_is_an_error_naming_the_key(tmp_path, case, mes
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("config: a.yaml\ncases: []\ncases: []\n", "duplicate key 'cases'"),
+        (
+            "config: a.yaml\ncases: []\ncases: []\n",
+            r"t.yaml:3:1: cases: written twice \(first at .*t.yaml:2:1\)",
+        ),
         (
             "config: a.yaml\ncases:\n  - name: n\n    claims: {d: 2026-01-01}\n"
             "    expect: {status: 200}\n",
             "cases.0.claims.d",
         ),
-        ("config: a.yaml\ncases: [{name: n, expect: {status: 200}, name: m}]\n", "duplicate"),
+        (
+            "config: a.yaml\ncases: [{name: n, expect: {status: 200}, name: m}]\n",
+            "cases.0.name: written twice",
+        ),
     ],
 )
 async def test_yaml_that_would_lose_or_bend_a_value_is_refused(tmp_path, text, message):

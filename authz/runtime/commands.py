@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import ssl
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,14 @@ from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
-from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
+from authz.runtime.logs import configure_logging
+from authz.runtime.workers import (
+    Supervisor,
+    in_worker,
+    last_good_config,
+    restarted_worker,
+    worker_index,
+)
 
 log = logging.getLogger("authz")
 
@@ -71,7 +77,7 @@ def serve(path: str) -> int:
     else:
         text = read_config_text(path)
     config, _ = check_config(path, text)
-    _configure_logging(config)
+    configure_logging(config.log_format, config.log_level, worker_index())
     if fell_back:
         log.error(
             "%s does not load (%s): serving the last config the supervisor saw load",
@@ -111,23 +117,6 @@ def _worker_config_text(path: str) -> tuple[str, str]:
         if fallback is None:
             raise
         return fallback, str(exc).splitlines()[0]
-
-
-def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The CEL library logs each failed function call; a strict comparison between different
-    # types (cel_strict) fails that way by design, and authz logs the failed condition.
-    logging.getLogger("cel").setLevel(logging.ERROR)
-    # Decision lines are whole records of their own (JSON, or key=value): no prefix.
-    decisions = logging.getLogger("authz.decisions")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions.addHandler(handler)
-    decisions.propagate = False
 
 
 async def _serve(config: Config, path: str, text: str) -> None:

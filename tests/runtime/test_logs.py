@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import re
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,15 @@ from authz.core.model import Decision, RequestAttributes
 from authz.runtime.decision_log import DecisionLog
 from authz.runtime.logs import JsonLines, LogFormat, configure_logging, text_formatter
 from authz.support.log_context import current_trace_id
+from tests.support import (
+    LISTEN_ANYWHERE,
+    config_data,
+    log_entries,
+    provider,
+    start_serve,
+    wait_logged,
+)
+from tests.support.pki import Pki
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 REQUEST = RequestAttributes("GET", "h", "/x?access_token=secret-token", {"x-request-id": "r-1"})
@@ -164,3 +175,55 @@ def test_a_text_decision_line_among_text_lines_is_as_before(
     (line,) = decision_lines("text", settings, worker)
     assert line.startswith("time=2023-11-14T22:13:20.000Z request_id=r-1 method=GET ")
     assert line.endswith(end)
+
+
+def serve_until_serving(tmp_path: Path, jwks: dict[str, Any], **top: Any) -> str:
+    """What `authz serve` writes on stderr from its start until it stops after SIGTERM."""
+    config = config_data(
+        listen=top.pop("listen", LISTEN_ANYWHERE),
+        http_authz={"listen": "127.0.0.1:0"},
+        providers={"corp": provider(jwks={"inline": jwks})},
+        **top,
+    )
+    proc, log = start_serve(tmp_path, config)
+    try:
+        wait_logged(log, "authz serving", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return log.read_text()
+
+
+def test_serve_writes_json_lines_naming_every_listener(
+    tmp_path: Path, jwks: dict[str, Any], pki: Pki
+) -> None:
+    tls = {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}
+    listen = {**LISTEN_ANYWHERE, "grpc_tls": {**tls, "client_ca_file": str(pki.ca)}}
+    text = serve_until_serving(tmp_path, jwks, listen={**listen, "http_tls": tls})
+    entries = log_entries(text)  # every line is one JSON object
+    assert {(e["worker"], e["level"]) for e in entries} <= {(None, "INFO"), (None, "WARNING")}
+    assert all(TIME.match(e["time"]) and e["logger"].startswith("authz") for e in entries)
+    (serving,) = [e["message"] for e in entries if e["message"].startswith("authz serving")]
+    address = r"127\.0\.0\.1:[1-9]\d*"
+    assert re.fullmatch(
+        rf"authz serving: grpc on {address} \(mutual tls\), http authorization on {address} "
+        rf"\(plaintext\), health and metrics on {address} \(tls\)",
+        serving,
+    ), serving
+    assert entries[-1]["message"].startswith("shutting down")
+
+
+def test_serve_writes_text_lines_when_asked(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    text = serve_until_serving(tmp_path, jwks, log_format="text")
+    lines = text.splitlines()
+    assert lines and all(
+        re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) \[\d+\] authz", line)
+        for line in lines
+    ), text
+    assert any(
+        "authz serving: grpc on 127.0.0.1:" in line and "(plaintext), health and metrics" in line
+        for line in lines
+    )

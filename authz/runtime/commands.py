@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from authz.config import Config, ConfigError, RemoteJwks, load_config, read_config_text
+from authz.core.errors import AuthzError
 from authz.keys.fetch import Fetcher, FetchResult
 from authz.keys.jwks import KeySet
 from authz.runtime.app import App, raise_descriptor_limit
@@ -97,10 +98,8 @@ def serve(path: str) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(config, path, text))
-    else:
-        uvloop.run(_serve(config, path, text))
-    return 0
+        return asyncio.run(_serve(config, path, text))
+    return uvloop.run(_serve(config, path, text))
 
 
 def _worker_config_text(path: str) -> tuple[str, str]:
@@ -119,7 +118,7 @@ def _worker_config_text(path: str) -> tuple[str, str]:
         return fallback, str(exc).splitlines()[0]
 
 
-async def _serve(config: Config, path: str, text: str) -> None:
+async def _serve(config: Config, path: str, text: str) -> int:
     raise_descriptor_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,7 +131,11 @@ async def _serve(config: Config, path: str, text: str) -> None:
     # SIGHUP, and any change to the file, reload the config without a restart. One that
     # arrives before the app has started does nothing (and no longer ends the process).
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)
-    await app.start()
+    try:
+        await app.start()
+    except (AuthzError, OSError) as exc:  # e.g. a port taken: a log line, as the others are
+        log.error("cannot serve: %s", exc)
+        return 2
     await stop.wait()
     log.info(
         "shutting down: draining for %gs, closing within %gs",
@@ -142,3 +145,4 @@ async def _serve(config: Config, path: str, text: str) -> None:
     loop.remove_signal_handler(signal.SIGHUP)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # removing restored the default: exit
     await app.stop()
+    return 0

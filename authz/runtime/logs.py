@@ -10,8 +10,8 @@ a process that is no supervised worker: the supervisor, or the only process with
 request headers) are dropped: a JSON line never says more than its text line would.
 
 Every logger, authz's and the libraries' (aiohttp, grpc, asyncio, Python warnings),
-reaches the root logger's one handler. The decision logger has its own: its lines are
-records of their own (see DecisionLines).
+reaches the root logger's one handler, and so does an exception nothing caught. The
+decision logger has its own: its lines are records of their own (see DecisionLines).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import sys
+from types import TracebackType
 from typing import Any, Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -102,6 +103,7 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # a warning is a log line too, not lines of plain text
+    sys.excepthook = log_uncaught
     # The CEL library logs each failed function call; a strict comparison between different
     # types (cel_strict) fails that way by design, and authz logs the failed condition.
     logging.getLogger("cel").setLevel(logging.ERROR)
@@ -112,3 +114,15 @@ def configure_logging(
     )
     decisions.addHandler(own)
     decisions.propagate = False
+
+
+def log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    """An exception nothing caught, which ends the process, as one log line."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    logging.getLogger("authz").critical(
+        "stopped by an unexpected %s", kind.__name__, exc_info=(kind, error, traceback)
+    )

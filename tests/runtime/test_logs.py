@@ -8,6 +8,8 @@ import logging
 import os
 import re
 import signal
+import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,9 @@ def configured() -> Iterator[io.StringIO]:
     """What configure_logging changes, put back afterwards; yields nothing but a stream."""
     root, decisions, cel = (logging.getLogger(n) for n in ("", "authz.decisions", "cel"))
     saved = (root.handlers[:], root.level, decisions.handlers[:], decisions.propagate, cel.level)
+    hook = sys.excepthook
     yield io.StringIO()
+    sys.excepthook = hook
     root.handlers[:], decisions.handlers[:] = saved[0], saved[2]
     root.setLevel(saved[1])
     decisions.propagate = saved[3]
@@ -133,6 +137,21 @@ def test_libraries_lines_go_through_the_same_formatter(configured: io.StringIO) 
         ("grpc._cython.cygrpc", 1),
         ("asyncio", 1),
     ]
+
+
+def test_an_exception_nothing_caught_is_a_log_line(configured: io.StringIO) -> None:
+    configure_logging("json", "INFO", None, configured)
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    (line,) = configured.getvalue().splitlines()
+    entry = json.loads(line)
+    assert (entry["level"], entry["message"]) == (
+        "CRITICAL",
+        "stopped by an unexpected RuntimeError",
+    )
+    assert entry["exc_info"].endswith("RuntimeError: a bug")
 
 
 def decision_lines(
@@ -227,3 +246,15 @@ def test_serve_writes_text_lines_when_asked(tmp_path: Path, jwks: dict[str, Any]
         "authz serving: grpc on 127.0.0.1:" in line and "(plaintext), health and metrics" in line
         for line in lines
     )
+
+
+def test_serve_logs_why_it_cannot_serve(tmp_path: Path, jwks: dict[str, Any]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = {"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{taken.getsockname()[1]}"}
+        config = config_data(listen=listen, providers={"corp": provider(jwks={"inline": jwks})})
+        proc, log = start_serve(tmp_path, config)
+        assert proc.wait(timeout=30) == 2
+    errors = [e for e in log_entries(log.read_text()) if e["level"] != "INFO"]
+    assert [e["message"].split(": ")[0] for e in errors] == ["cannot serve"], errors

@@ -3,7 +3,8 @@
 Each line has the time (RFC 3339, UTC), Envoy's x-request-id, the method, host and path
 (never the query string), the rule, the provider, the decision, the reason and the
 latency; the subject (`sub`) only with `log_subject: true`. Never the token, and no other
-claim. Allows may be sampled; denials are always written.
+claim. Allows may be sampled; denials are always written. runtime/logs.py writes the
+lines (a JSON one as it is, with the worker's index added in a supervised worker).
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ class Config(Model):
     expose_reasons: bool = False  # tell clients which rule and condition denied them
     max_header_value_bytes: int = Field(default=8192, gt=0)  # longer claim headers are dropped
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Operational logs on stderr: one JSON object per line, or human text (runtime/logs.py).
+    log_format: Literal["json", "text"] = "json"
     # Where each key was written, when the config was loaded from a file (not a key).
     _source: SourceMap | None = PrivateAttr(default=None)
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,13 +19,14 @@ from authz.adapters.grpc_server import GrpcServer
 from authz.adapters.http_authz import HttpAuthzServer
 from authz.adapters.listener import ConnectionBounds
 from authz.adapters.ops_server import OpsServer
-from authz.config import Config
+from authz.config import Config, split_address
 from authz.core.authorizer import CurrentAuthorizer
 from authz.core.verify import Clock
 from authz.keys.crypto import assert_cryptography_backend
 from authz.keys.sources import KeySource
 from authz.runtime.build import (
     Fetchers,
+    Listeners,
     ReplayStores,
     build,
     build_listeners,
@@ -208,12 +210,27 @@ class App:
             self.reloader.watch(self._watch_interval_s)
         self._stack.push_async_callback(self.reloader.stop)
         await self._update_health()
-        log.info(
-            "authz serving: grpc on port %d, http on port %d%s",
-            self.grpc.port,
-            self.http.port,
-            f", http authorization on port {self.http_authz.port}" if self.http_authz else "",
+        log.info("authz serving: %s", self._listening(plan))
+
+    def _listening(self, plan: Listeners) -> str:
+        """Every listener: what it serves, where, and whether it speaks TLS."""
+        assert self.grpc is not None and self.http is not None
+        grpc_host = split_address(plan.grpc_address)[0]
+        grpc_mutual = plan.grpc_tls is not None and plan.grpc_tls[2] is not None
+        listeners = [
+            f"grpc on {_address(grpc_host, self.grpc.port)} "
+            f"({_security(plan.grpc_tls is not None, grpc_mutual)})"
+        ]
+        if self.http_authz is not None and plan.http_authz is not None:
+            where = _address(plan.http_authz.host, self.http_authz.port)
+            listeners.append(f"http authorization on {where} (plaintext)")
+        ops = plan.ops_tls
+        ops_mutual = ops is not None and ops.verify_mode == ssl.CERT_REQUIRED
+        where = _address(plan.ops_host, self.http.port)
+        listeners.append(
+            f"health and metrics on {where} ({_security(ops is not None, ops_mutual)})"
         )
+        return ", ".join(listeners)
 
     def request_reload(self) -> None:
         """Reload soon (SIGHUP); nothing happens before start or while draining."""
@@ -289,3 +306,11 @@ class App:
     async def _update_health(self) -> None:
         if self.grpc is not None and not self._draining:
             await self.grpc.set_serving(overall=True, authorization=self.ready)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _security(tls: bool, mutual: bool) -> str:
+    return "mutual tls" if mutual else "tls" if tls else "plaintext"

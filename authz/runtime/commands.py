@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from authz.config import Config, ConfigError, load_config, read_config_text
+from authz.core.errors import AuthzError
 from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
 from authz.runtime.lint import Finding
+from authz.runtime.logs import configure_logging
 from authz.runtime.offline import Offline
-from authz.runtime.workers import Supervisor, in_worker, last_good_config, restarted_worker
+from authz.runtime.workers import (
+    Supervisor,
+    in_worker,
+    last_good_config,
+    restarted_worker,
+    worker_index,
+)
 
 log = logging.getLogger("authz")
 
@@ -41,7 +48,7 @@ def serve(path: str) -> int:
     else:
         text = read_config_text(path)
     config, _ = check_config(path, text)
-    _configure_logging(config)
+    configure_logging(config.log_format, config.log_level, worker_index())
     if fell_back:
         log.error(
             "%s does not load (%s): serving the last config the supervisor saw load",
@@ -61,10 +68,8 @@ def serve(path: str) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(config, path, text))
-    else:
-        uvloop.run(_serve(config, path, text))
-    return 0
+        return asyncio.run(_serve(config, path, text))
+    return uvloop.run(_serve(config, path, text))
 
 
 def _worker_config_text(path: str) -> tuple[str, str]:
@@ -83,24 +88,7 @@ def _worker_config_text(path: str) -> tuple[str, str]:
         return fallback, str(exc).splitlines()[0]
 
 
-def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The CEL library logs each failed function call; a strict comparison between different
-    # types (cel_strict) fails that way by design, and authz logs the failed condition.
-    logging.getLogger("cel").setLevel(logging.ERROR)
-    # Decision lines are whole records of their own (JSON, or key=value): no prefix.
-    decisions = logging.getLogger("authz.decisions")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    decisions.addHandler(handler)
-    decisions.propagate = False
-
-
-async def _serve(config: Config, path: str, text: str) -> None:
+async def _serve(config: Config, path: str, text: str) -> int:
     raise_descriptor_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,7 +101,11 @@ async def _serve(config: Config, path: str, text: str) -> None:
     # SIGHUP, and any change to the file, reload the config without a restart. One that
     # arrives before the app has started does nothing (and no longer ends the process).
     loop.add_signal_handler(signal.SIGHUP, app.request_reload)
-    await app.start()
+    try:
+        await app.start()
+    except (AuthzError, OSError) as exc:  # e.g. a port taken: a log line, as the others are
+        log.error("cannot serve: %s", exc)
+        return 2
     await stop.wait()
     log.info(
         "shutting down: draining for %gs, closing within %gs",
@@ -123,3 +115,4 @@ async def _serve(config: Config, path: str, text: str) -> None:
     loop.remove_signal_handler(signal.SIGHUP)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # removing restored the default: exit
     await app.stop()
+    return 0

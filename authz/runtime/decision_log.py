@@ -3,7 +3,8 @@
 Each line has the time (RFC 3339, UTC), Envoy's x-request-id, the method, host and path
 (never the query string), the rule, the provider, the decision, the reason and the
 latency; the subject (`sub`) only with `log_subject: true`. Never the token, and no other
-claim. Allows may be sampled; denials are always written.
+claim. Allows may be sampled; denials are always written. runtime/logs.py writes the
+lines (a JSON one as it is, with the worker's index added in a supervised worker).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any
 from authz.config import DecisionLogSettings
 from authz.core.model import Decision, RequestAttributes
 
-log = logging.getLogger("authz.decisions")
+LOGGER = "authz.decisions"
+# Set on the records of JSON lines: their message is a whole JSON object (runtime/logs.py).
+JSON_LINE = "authz_json_line"
+log = logging.getLogger(LOGGER)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
 
@@ -68,7 +72,8 @@ class DecisionLog:
             if isinstance(subject, str):
                 entry["subject"] = subject
         if settings.format == "json":
-            log.log(self._level, "%s", json.dumps(entry, separators=(",", ":")))
+            line = json.dumps(entry, separators=(",", ":"))
+            log.log(self._level, "%s", line, extra={JSON_LINE: True})
         else:
             text = " ".join(f"{key}={_text_value(value)}" for key, value in entry.items())
             log.log(self._level, "%s", text)

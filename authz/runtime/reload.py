@@ -35,6 +35,7 @@ RESTART_ONLY = (
     "shutdown_grace",
     "shutdown_drain",
     "log_level",
+    "log_format",
 )
 # Limits the listeners were built with: a reload keeps the running values (the gRPC
 # receive limit is made from max_request_bytes, so the two must change together).

@@ -56,6 +56,12 @@ def in_worker() -> bool:
     return WORKER_ENV in os.environ
 
 
+def worker_index() -> int | None:
+    """This worker's index among the supervisor's; None outside a supervised worker."""
+    index = os.environ.get(WORKER_ENV)
+    return int(index) if index is not None else None
+
+
 def restarted_worker() -> str | None:
     """This worker's index, when it replaces one that exited unexpectedly."""
     return os.environ.get(WORKER_ENV) if RESTARTED_ENV in os.environ else None

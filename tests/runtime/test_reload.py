@@ -223,13 +223,14 @@ async def test_limits_the_listeners_were_built_with_keep_their_running_values(
     path = tmp_path / "authz.yaml"
     async with serving(path, jwks, rsa_signer) as (app, stub, request):
         bigger = {"max_request_bytes": 64 << 20, "http_idle_timeout": 5}
-        write(path, jwks, "x-user-b", limits=bigger)
+        write(path, jwks, "x-user-b", limits=bigger, log_format="text")
         assert await app.reload() is True
         assert user_header(await stub.Check(request)) == "x-user-b"  # the rest applied
         assert app.config.limits.max_request_bytes == 1 << 20
         assert app.config.limits.http_idle_timeout == 60
         assert "limits.max_request_bytes changes need a restart" in caplog.text
         assert "limits.http_idle_timeout changes need a restart" in caplog.text
+        assert "log_format changes need a restart" in caplog.text
         big = check_request()
         big.attributes.request.http.body = "a" * (2 << 20)  # over the running limit
         response = await stub.Check(big)

@@ -23,8 +23,11 @@ from tests.support import (
     Signer,
     check_request,
     config_data,
+    log_entries,
     provider,
     scrape,
+    start_serve,
+    wait_logged,
     wait_ready,
     wall_clock_claims,
 )
@@ -52,12 +55,7 @@ def serve_workers(
         providers={"corp": provider(jwks={"inline": jwks})},
         **{"workers": 2, "shutdown_grace": 2, **extra},
     )
-    path = tmp_path / "authz.yaml"
-    path.write_text(json.dumps(config))
-    with open(tmp_path / "authz.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "authz", "serve", "-c", str(path)], stderr=log
-        )
+    proc, _ = start_serve(tmp_path, config)
     wait_ready(http_port, proc)
     deadline = time.monotonic() + 10
     while len(worker_pids(proc.pid)) < 2:  # the second worker may lag the first
@@ -95,6 +93,40 @@ def test_two_workers_share_ports_and_metrics(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_every_line_is_json_and_says_which_worker_wrote_it(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    proc, grpc_port, _ = serve_workers(tmp_path, jwks, decision_log={"enabled": True})
+    try:
+        workers = worker_pids(proc.pid)
+        wait_logged(tmp_path / "authz.log", "authz serving", proc, times=2)
+        token = rsa_signer.token(**wall_clock_claims())
+        for _ in range(8):
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                stub.Check(check_request(authorization=f"Bearer {token}"), timeout=5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = (tmp_path / "authz.log").read_text()
+    entries = log_entries(text)  # every line is one JSON object
+    serving = {
+        e["pid"]: e["worker"] for e in entries if e.get("message", "").startswith("authz ser")
+    }
+    assert set(serving) == workers and sorted(serving.values()) == [0, 1], text
+    for entry in entries:
+        if "message" in entry:  # an operational line: its process's worker, or the supervisor
+            assert entry["worker"] == serving.get(entry["pid"]), entry
+            assert entry["pid"] in workers or entry["pid"] == proc.pid
+    decisions = [e for e in entries if "decision" in e]
+    assert len(decisions) == 8 and {d["worker"] for d in decisions} <= {0, 1}
+    assert all(d["decision"] == "allow" and "message" not in d for d in decisions)
+    assert token.split(".")[2] not in text
 
 
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path, jwks: dict[str, Any]) -> None:
@@ -227,8 +259,10 @@ def test_a_replacement_serves_the_last_config_that_loaded(
 
 
 def log_of(log: Path, pid: int) -> str:
-    """The lines ``pid`` wrote: workers start theirs with their pid (see supervise_fast)."""
-    return "\n".join(line for line in log.read_text().splitlines() if f"[{pid}]" in line)
+    """The messages ``pid`` wrote: workers write JSON lines, the supervisor of
+    supervise_fast text ones."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return "\n".join(line["message"] for line in lines if line["pid"] == pid)
 
 
 def supervise_fast(
@@ -259,10 +293,7 @@ sys.exit(Supervisor(path, 2, 1.0, config_text=text, validate=validate, policy=fa
     log = tmp_path / "supervisor.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", program], stderr=out)
-    deadline = time.monotonic() + 30
-    while log.read_text().count("authz serving") < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    wait_logged(log, "authz serving", proc, times=2)
     return proc, log
 
 

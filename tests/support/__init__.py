@@ -14,7 +14,16 @@ from tests.support.configs import (
     verifier,
 )
 from tests.support.requests import answer, check_request, req
-from tests.support.servers import FakeIdp, call, scrape, wait_for, wait_ready
+from tests.support.servers import (
+    FakeIdp,
+    call,
+    log_entries,
+    scrape,
+    start_serve,
+    wait_for,
+    wait_logged,
+    wait_ready,
+)
 from tests.support.tokens import (
     AUDIENCE,
     ISSUER,
@@ -49,13 +58,16 @@ __all__ = [
     "ec_signer",
     "fixed_clock",
     "fixed_keys",
+    "log_entries",
     "make_signer",
     "provider",
     "req",
     "rsa_signer",
     "scrape",
+    "start_serve",
     "verifier",
     "wait_for",
+    "wait_logged",
     "wait_ready",
     "wall_clock_claims",
 ]

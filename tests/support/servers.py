@@ -6,7 +6,9 @@ import asyncio
 import http.client
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -90,6 +92,33 @@ class FakeIdp:
     @property
     def issuer(self) -> str:
         return self.url("/").rstrip("/")
+
+
+def start_serve(tmp_path: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
+    """`authz serve` on ``config`` (written to tmp_path/authz.yaml): the process, and the
+    file its stderr goes to."""
+    path, log = tmp_path / "authz.yaml", tmp_path / "authz.log"
+    path.write_text(json.dumps(config))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "authz", "serve", "-c", str(path)], stderr=out
+        )
+    return proc, log
+
+
+def wait_logged(
+    log: Path, text: str, proc: subprocess.Popen[bytes], times: int = 1, timeout_s: float = 30
+) -> None:
+    """Until ``text`` is in the file ``log`` ``times`` times, while ``proc`` runs."""
+    deadline = time.monotonic() + timeout_s
+    while log.read_text().count(text) < times:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+        time.sleep(0.05)
+
+
+def log_entries(text: str) -> list[dict[str, Any]]:
+    """Each line of a log written with log_format: json, as the one JSON object it is."""
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:

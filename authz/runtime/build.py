@@ -44,6 +44,7 @@ from authz.core.policy import HeaderFromClaim
 from authz.core.tenants import PLACEHOLDER, IssuerTemplate
 from authz.core.token_cache import TokenCache
 from authz.core.tokens import HeaderSource, TokenSources
+from authz.core.tracing import Tracer
 from authz.core.verify import Clock, KeyLookup, Verifier
 from authz.keys.crypto import construct_key
 from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
@@ -111,11 +112,13 @@ def build(
     keep: Mapping[str, KeySource] | None = None,
     keep_introspectors: Mapping[str, Introspector] | None = None,
     replay: ReplayStores | None = None,
+    tracer: Tracer | None = None,
 ) -> Built:
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
     to reuse by provider name (a reload keeps those whose keys are configured as before);
     ``keep_introspectors`` likewise, with their kept answers; ``replay``: the DPoP proofs
-    seen (the App keeps one across reloads; None: a new one)."""
+    seen (the App keeps one across reloads; None: a new one); ``tracer``: a span per
+    check."""
     warnings = validate(config)
     sources = {
         name: (keep or {}).get(name)
@@ -129,7 +132,9 @@ def build(
         for name, provider in config.providers.items()
         if provider.introspection is not None
     }
-    authorizer = build_authorizer(config, sources, clock, observe, introspectors, replay)
+    authorizer = build_authorizer(
+        config, sources, clock, observe, introspectors, replay, tracer=tracer
+    )
     return Built(authorizer, sources, warnings, introspectors)
 
 
@@ -140,9 +145,12 @@ def build_authorizer(
     observe: Observer | None,
     introspectors: Mapping[str, Introspector] | None = None,
     replay: ReplayStores | None = None,
+    *,
+    tracer: Tracer | None = None,
 ) -> Authorizer:
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
-    each introspection provider; ``replay``: where DPoP proofs are remembered."""
+    each introspection provider; ``replay``: where DPoP proofs are remembered;
+    ``tracer``: one span per check (None: tracing off)."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
@@ -179,6 +187,7 @@ def build_authorizer(
         ),
         observe,
         cache,
+        tracer,
     )
 
 

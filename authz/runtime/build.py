@@ -56,8 +56,9 @@ from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check
 from authz.runtime.lint import dpop_without_origin, open_tenants, shadowed_rules
 
-if TYPE_CHECKING:  # loaded only when a provider introspects
+if TYPE_CHECKING:  # loaded only when a provider introspects, or tracing is on
     from authz.core.introspect import Introspector
+    from authz.runtime.otel import OtelTracing
 
 
 class FetcherFor(Protocol):
@@ -117,8 +118,8 @@ def build(
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
     to reuse by provider name (a reload keeps those whose keys are configured as before);
     ``keep_introspectors`` likewise, with their kept answers; ``replay``: the DPoP proofs
-    seen (the App keeps one across reloads; None: a new one); ``tracer``: a span per
-    check."""
+    seen (the App keeps one across reloads; None: a new one); ``tracer``: the App's
+    (build_tracing), for a span per check."""
     warnings = validate(config)
     sources = {
         name: (keep or {}).get(name)
@@ -188,6 +189,21 @@ def build_authorizer(
         observe,
         cache,
         tracer,
+    )
+
+
+def build_tracing(config: Config) -> OtelTracing | None:
+    """The tracer provider of ``config.tracing`` (None when tracing is off; OpenTelemetry
+    is imported only here, and only then). Its exporter connects when it first exports."""
+    settings = config.tracing
+    if settings is None:
+        return None
+    from authz.runtime.otel import OtelTracing, otlp_exporter
+
+    return OtelTracing(
+        otlp_exporter(settings.otlp_endpoint),
+        sample_ratio=settings.sample_ratio,
+        service_name=settings.service_name,
     )
 
 

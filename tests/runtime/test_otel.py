@@ -1,6 +1,7 @@
 """Traces from a running App to a real OTLP/gRPC receiver (tests/support/otlp.py): the
 caller's context from the gRPC metadata or the request's header, sampling, what a span
-holds, export on stop, and nothing of OpenTelemetry when tracing is off."""
+holds, export on stop (each worker its own), and nothing of OpenTelemetry when tracing
+is off."""
 
 from __future__ import annotations
 
@@ -23,8 +24,17 @@ from authz.config import parse_config
 from authz.core.tracing import TraceParent
 from authz.runtime.app import App
 from authz.runtime.otel import OtelTracing, otlp_exporter
-from tests.support import LISTEN_ANYWHERE, Signer, check_request, config_data, provider
-from tests.support.otlp import OtlpReceiver
+from dev.stack import free_port
+from tests.support import (
+    LISTEN_ANYWHERE,
+    Signer,
+    check_request,
+    config_data,
+    provider,
+    wait_ready,
+    wall_clock_claims,
+)
+from tests.support.otlp import OtlpReceiver, receiver_thread
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -261,3 +271,51 @@ def test_opentelemetry_is_loaded_only_when_tracing_is_configured(
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == str(traced)
+
+
+@pytest.mark.e2e
+def test_with_workers_each_exports_its_own_spans_on_stop(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """`workers: 2`: each worker process has its own provider, and exports as it stops."""
+    grpc_port, http_port = free_port(), free_port()
+    bearer = f"Bearer {rsa_signer.token(**wall_clock_claims())}"
+    with receiver_thread() as receiver:
+        settings = config_data(
+            listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+            providers={"corp": provider(jwks={"inline": jwks})},
+            workers=2,
+            shutdown_grace=2,
+            tracing={"otlp_endpoint": receiver.endpoint, "sample_ratio": 0},
+        )
+        path = tmp_path / "authz.json"
+        path.write_text(json.dumps(settings))
+        with open(tmp_path / "authz.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "authz", "serve", "-c", str(path)], stderr=log
+            )
+        try:
+            wait_ready(http_port, proc)
+            time.sleep(1.0)  # the second worker binds a moment after the first
+            checks = 24
+            for n in range(checks):  # a new connection each time: the kernel spreads them
+                with grpc_sync_channel(grpc_port) as stub:
+                    parent = caller(parent=f"{n + 1:016x}")
+                    request = check_request(authorization=bearer, traceparent=parent)
+                    assert stub.Check(request, timeout=5).HasField("ok_response")
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0
+        spans = receiver.named("authz.check")
+    assert sorted(int(span.parent_span_id, 16) for span in spans) == list(range(1, checks + 1))
+
+
+class grpc_sync_channel:
+    def __init__(self, port: int) -> None:
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+
+    def __enter__(self) -> Any:
+        return external_auth_pb2_grpc.AuthorizationStub(self._channel)
+
+    def __exit__(self, *_: object) -> None:
+        self._channel.close()

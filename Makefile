@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Provider the end-to-end tests get real tokens from (oidc-provider, npm).
 IDP_STAMP := tests/idp/node_modules/.installed
 
-.PHONY: install idp run test bench-introspection test-unit lint format bench bench-tools bench-jwks bench-policy soak clean
+.PHONY: install idp run test bench-introspection test-unit lint format bench bench-tools bench-jwks bench-policy bench-tracing soak clean
 
 install: $(STAMP)
 
@@ -63,6 +63,10 @@ bench-jwks: install
 ## make bench-introspection: opaque tokens against the real OP: hit, miss, hit rate.
 bench-introspection: install idp bench-tools
 	$(PY) -m bench.introspection
+
+## make bench-tracing: what a trace span adds to a check: off, sample 0, sample 1 exporting.
+bench-tracing: install
+	$(PY) -m bench.tracing
 
 ## make bench-policy: policy evaluation cost per check (20 rules) and one CEL expression.
 bench-policy: install

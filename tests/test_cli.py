@@ -48,6 +48,18 @@ def test_check_config_names_the_bad_key(tmp_path: Path, capsys) -> None:
     assert "providers.corp.claim_to_header: unknown key" in capsys.readouterr().err
 
 
+def test_check_config_judges_the_tracing_section(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "authz.yaml"
+    base = (ROOT / "deploy" / "authz.yaml").read_text()
+    config.write_text(base + "tracing: {otlp_endpoint: http://collector:4317, sample_ratio: 2}\n")
+    assert main(["check-config", "-c", str(config)]) == 2
+    assert "tracing.sample_ratio: Input should be less than or equal to 1" in (
+        capsys.readouterr().err
+    )
+    config.write_text(base + "tracing: {otlp_endpoint: http://collector:4317, sample_ratio: 0}\n")
+    assert main(["check-config", "-c", str(config)]) == 0
+
+
 def test_check_config_rejects_an_unusable_inline_jwks(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,24 @@ def read_check_request(data: bytes) -> Received | Unreadable:
         return Unreadable(len(data))
 
 
-def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
+def trace_metadata(metadata: Iterable[tuple[str, Any]] | None) -> tuple[str, str]:
+    """The W3C trace context in a call's metadata (Envoy's tracer puts it there): the
+    ``traceparent`` and ``tracestate`` values, each joined by commas when repeated (so
+    that two parents are none), "" when absent."""
+    parents: list[str] = []
+    states: list[str] = []
+    for key, value in metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            parents.append(value)
+        elif key == "tracestate" and isinstance(value, str):
+            states.append(value)
+    return ",".join(parents), ",".join(states)
+
+
+def to_attributes(
+    request: Any, size: int = 0, trace_context: tuple[str, str] = ("", "")
+) -> RequestAttributes:
+    """``trace_context``: the call's traceparent and tracestate (trace_metadata)."""
     attributes = request.attributes
     http = attributes.request.http
     headers: dict[str, str] = dict(http.headers)
@@ -94,6 +112,8 @@ def to_attributes(request: Any, size: int = 0) -> RequestAttributes:
         client_certificate_sha256=certificate_sha256(
             peer_certificate(attributes.source.certificate)
         ),
+        trace_parent=trace_context[0],
+        trace_state=trace_context[1],
     )
 
 
@@ -153,8 +173,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     MAX_PREBUILT_DENIALS = 1024
     MAX_PREBUILT_ALLOWS = 1024  # each keeps its claims alive, outside the cache's byte bound
 
-    def __init__(self, authorizer: Checker) -> None:
+    def __init__(self, authorizer: Checker, *, trace_context: bool = False) -> None:
+        """``trace_context``: read the W3C trace context from each call's metadata (when
+        tracing is on; otherwise the metadata is never looked at)."""
         self._authorizer = authorizer
+        self._trace_context = trace_context
         # Answers leave serialized (grpcio passes the bytes on): the prebuilt ones are
         # serialized once, not on every call.
         self._internal_error = serialized(to_check_response(internal_error()))
@@ -208,12 +231,17 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         is taken too, its size unmeasured). The answer: a serialized CheckResponse."""
         try:
             if isinstance(request, Received):
-                attributes = to_attributes(request.message, request.size)
+                message, size = request.message, request.size
             elif isinstance(request, Unreadable):
                 log.info("a check request of %d bytes did not decode", request.size)
                 return self._unreadable
             else:
-                attributes = to_attributes(request)
+                message, size = request, 0
+            if self._trace_context and context is not None:
+                traced = trace_metadata(context.invocation_metadata())
+                attributes = to_attributes(message, size, traced)
+            else:
+                attributes = to_attributes(message, size)
             decision = await self._authorizer.check(attributes)
             return self._response(decision)
         except Exception as exc:  # the authorizer never raises; this guards the conversions
@@ -273,13 +301,15 @@ class GrpcServer:
         max_connection_age_s: float,
         tls: tuple[bytes, bytes, bytes | None] | None = None,
         reuse_port: bool = False,
+        trace_context: bool = False,
     ) -> None:
         """``receive_bytes``: grpcio's receive limit (limits.max_request_bytes is the
         authorizer's, a 413 deny); ``tls``: (certificate chain, private key, client CA or
         None) as PEM.
         ``handshake_timeout_s``: for the TLS and HTTP/2 handshake of a new connection;
         ``max_connections``: more are closed as they are accepted;
-        ``max_connection_age_s``: then GOAWAY (0: never)."""
+        ``max_connection_age_s``: then GOAWAY (0: never); ``trace_context``: read the
+        callers' W3C trace context from the call metadata (when tracing is on)."""
         self._server = grpc.aio.server(
             options=grpc_options(
                 receive_bytes=receive_bytes,
@@ -289,7 +319,7 @@ class GrpcServer:
                 reuse_port=reuse_port,
             )
         )
-        servicer = AuthorizationServicer(authorizer)
+        servicer = AuthorizationServicer(authorizer, trace_context=trace_context)
         check = grpc.unary_unary_rpc_method_handler(
             servicer.Check,
             request_deserializer=read_check_request,

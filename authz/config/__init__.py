@@ -26,6 +26,7 @@ from authz.config.server import (
     PathSettings,
     Tls,
     TokenCacheSettings,
+    TracingSettings,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "SharedSecret",
     "Tls",
     "TokenCacheSettings",
+    "TracingSettings",
     "load_config",
     "parse_config",
     "read_config_text",

@@ -25,6 +25,7 @@ from authz.config.server import (
     PathSettings,
     Tls,
     TokenCacheSettings,
+    TracingSettings,
 )
 from authz.config.source import SourceMap, parse_yaml
 
@@ -37,6 +38,7 @@ class Config(Model):
     limits: Limits = Field(default_factory=Limits)
     token_cache: TokenCacheSettings = Field(default_factory=TokenCacheSettings)
     decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings)
+    tracing: TracingSettings | None = None  # OpenTelemetry traces; off when absent
     providers: dict[str, Provider] = Field(default_factory=dict)
     nested_claim_delimiter: str = Field(default=".", min_length=1)
     rules: list[Rule] = Field(min_length=1)

@@ -1,10 +1,11 @@
 """The server's own settings: listeners, TLS files, the HTTP authorization endpoint, limits,
-the token cache, the decision log and how request paths are read."""
+the token cache, the decision log, traces and how request paths are read."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -68,6 +69,45 @@ class DecisionLogSettings(Model):
     level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     allow_sample_rate: float = Field(default=1.0, ge=0, le=1)  # denials are always logged
     log_subject: bool = False  # add the token's sub; no other claim is ever logged
+
+
+class TracingSettings(Model):
+    """OpenTelemetry traces: one span per check, exported over OTLP/gRPC (see
+    docs/operations.md). A change needs a restart."""
+
+    # The collector's OTLP/gRPC receiver: http://host:port (plaintext) or https://host:port.
+    otlp_endpoint: str
+    # The share of checks that start a trace of their own that are recorded; a check
+    # continuing a caller's trace follows the caller's sampled flag (ParentBased). Not 1
+    # by default: a recorded check costs about a third more CPU (docs/operations.md).
+    sample_ratio: float = Field(default=0.1, ge=0, le=1)
+    service_name: str = Field(default="authz", min_length=1, max_length=256)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return otlp_endpoint(value)
+
+
+def otlp_endpoint(value: str) -> str:
+    """``http://host:port`` or ``https://host:port``, nothing more: OTLP/gRPC has no path,
+    and credentials in a URL end up in logs."""
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https"):
+        raise ValueError("the scheme must be http (plaintext) or https")
+    if not url.hostname:
+        raise ValueError("a host is needed: http://collector:4317")
+    if not port:
+        raise ValueError("a port is needed (the OTLP/gRPC receiver's is usually 4317)")
+    if url.username is not None or url.password is not None:
+        raise ValueError("no credentials in the URL")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError("OTLP over gRPC takes no path, query or fragment")
+    return value
 
 
 class PathSettings(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from authz.core.conditions import EvalContext
+from authz.core.conditions import AllOf, EvalContext, Failure
 from authz.core.decisions import DRY_RUN_HEADER, allow, deny, dry_run_answer, internal_error
 from authz.core.errors import (
     CheckError,
@@ -29,8 +30,10 @@ from authz.core.paths import check_host, check_path
 from authz.core.policy import CompiledRule, Policy
 from authz.core.token_cache import TokenCache
 from authz.core.tokens import StripPlan, TokenSources
+from authz.core.tracing import Span, Tracer, caller_trace, check_attributes, check_error
 
 log = logging.getLogger(__name__)
+NO_CONDITIONS = AllOf(())  # a rule without claims: no policy step in its trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,9 @@ class Observation:
     # "hit": every identity came from the token cache; "miss": one was verified in full;
     # None: no token was verified (a denial before that, a public or anonymous allow).
     token_cache: Literal["hit", "miss"] | None = None
+    # The check's trace (32 hex digits) when tracing is on and the check has one; for the
+    # trace a log line names, see authz.core.tracing.check_trace_id.
+    trace_id: str | None = None
 
 
 Observer = Callable[[RequestAttributes, Decision, Observation], None]
@@ -111,9 +117,12 @@ class Authorizer:
         settings: Settings,
         observe: Observer | None,
         token_cache: TokenCache | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        """``token_cache``: the cache the providers' verifiers share, for its gauges."""
+        """``token_cache``: the cache the providers' verifiers share, for its gauges;
+        ``tracer``: one span per check (None: no span, no trace context read)."""
         self.token_cache = token_cache
+        self._tracer = tracer
         self._in_flight = 0
         self._policy = policy
         self._providers = providers
@@ -141,7 +150,11 @@ class Authorizer:
         """``trace``: filled with what the check learned (rule, identities), for
         explaining the decision offline; a new one when not given."""
         started = time.perf_counter()
-        trace = Trace() if trace is None else trace
+        span = None if self._tracer is None else self._tracer.start_check(caller_trace(request))
+        if trace is None:
+            trace = Trace(span=span)
+        else:
+            trace.span = span
         plan: StripPlan | None = None
         self._in_flight += 1
         try:
@@ -171,13 +184,21 @@ class Authorizer:
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
             decision = replace(internal_error(), rule=rule)
+        except asyncio.CancelledError:  # the caller went away: no answer, but the span ends
+            if span is not None:
+                span.end(error="cancelled")
+            raise
         finally:
             self._in_flight -= 1
         if plan is not None and self._dry_run(trace.rule):
             decision = self._dry_run_allow(request, decision, trace, plan)
+        trace_id = None
+        if span is not None:
+            span.end(check_attributes(decision, trace.token_cache), check_error(decision))
+            trace_id = span.trace_id
         if self._observe is not None:
             seconds = time.perf_counter() - started
-            self._observe(request, decision, Observation(seconds, trace.token_cache))
+            self._observe(request, decision, Observation(seconds, trace.token_cache, trace_id))
         return decision
 
     def _strip_plan(self, request: RequestAttributes) -> StripPlan:
@@ -227,7 +248,7 @@ class Authorizer:
         if overrides:
             if not self._settings.judge_method_overrides or len(overrides) > 1:
                 raise MethodOverride("the request names another method to act as")
-            first = Trace(proofs=trace.proofs)  # one DPoP proof for both judgements
+            first = Trace(proofs=trace.proofs, span=trace.span)  # one DPoP proof for both
             try:
                 await self._decide(request, first, plan)
             except CheckError:
@@ -261,12 +282,28 @@ class Authorizer:
             tenants={p.name: i.tenant for p, i in trace.identities if i.tenant is not None},
         )
         trace.conditions_reached = True
-        failure = rule.conditions.check(context)
+        failure = (
+            rule.conditions.check(context)
+            if trace.span is None or rule.conditions == NO_CONDITIONS
+            else self._evaluate_traced(rule, context, trace.span)
+        )
         if failure is not None:
             raise ClaimMismatch(
                 f"rule {rule.name}: {failure}", scope=failure.scope, condition=str(failure)
             )
         return self._allow(request, rule, trace.identities, plan, "allowed")
+
+    @staticmethod
+    def _evaluate_traced(rule: CompiledRule, context: EvalContext, span: Span) -> Failure | None:
+        """The rule's conditions, in a span of their own."""
+        step = span.child("authz.policy", {"authz.rule": rule.name})
+        try:
+            failure = rule.conditions.check(context)
+        except BaseException:
+            step.end(error="failed")
+            raise
+        step.end({"authz.policy.result": "fail" if failure is not None else "pass"})
+        return failure
 
     def _open(
         self,

@@ -19,6 +19,7 @@ from authz.core.verify import Verifier
 if TYPE_CHECKING:  # types only: identify itself needs neither module
     from authz.core.dpop import DpopVerifier
     from authz.core.introspect import Introspector
+    from authz.core.tracing import Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Trace:
     identities: list[tuple[ProviderRuntime, Identity]] = field(default_factory=list)
     verified: int = 0  # identities verified in this check, not taken from the cache
     proofs: set[bytes] = field(default_factory=set)  # DPoP proofs recorded by this check
+    span: Span | None = None  # the check's span, when tracing is on
     # For explaining a decision (authz eval): the request as the rule phase judged it (a
     # method override applied), its path and template parameters, whether the rule's
     # conditions were evaluated, and a failed first judgement of a method override.
@@ -184,10 +186,10 @@ async def _verify_with_any(
         trace.routed.append(provider.name)
         try:
             if provider.introspector is not None:
-                identity = await provider.introspector.verify(raw)
+                identity = await provider.introspector.verify(raw, trace.span)
             else:
                 assert provider.verifier is not None and token is not None
-                identity = await provider.verifier.verify(token)
+                identity = await provider.verifier.verify(token, trace.span)
             trace.identities.append((provider, identity))
             trace.verified += 1
             return

@@ -36,6 +36,7 @@ from authz.core.errors import (
 from authz.core.jws import b64url
 from authz.core.model import Identity
 from authz.core.token_cache import decoded_bytes
+from authz.core.tracing import Span, traced
 from authz.core.verify import Clock, check_audience, check_string_claims, numeric_date
 
 # RFC 6750 b64token: what a bearer token may be made of. Anything else is refused before
@@ -121,8 +122,10 @@ class Introspector:
         self._report("hit")
         return entry.identity
 
-    async def verify(self, token: str) -> Identity:
-        """The identity the endpoint vouches for; the CheckError that denies otherwise."""
+    async def verify(self, token: str, span: Span | None = None) -> Identity:
+        """The identity the endpoint vouches for; the CheckError that denies otherwise.
+        ``span``: the check's, for the request to the endpoint (or the wait for one that
+        another check sent)."""
         if len(token) > self.max_token_bytes:
             raise MalformedToken("token too large")
         if BEARER_TOKEN.fullmatch(token) is None:
@@ -138,7 +141,8 @@ class Introspector:
             error, detail = entry.error
             raise error(detail)
         self._report("miss")
-        return await self._ask(key, token)
+        asked = {"authz.provider": self.provider}
+        return await traced(span, "authz.introspection", asked, self._ask(key, token))
 
     async def _ask(self, key: bytes, token: str) -> Identity:
         """The endpoint's verdict; one request per token however many checks wait for

@@ -36,6 +36,11 @@ class RequestAttributes:
     sent_method: str = ""
     # SHA-256 of the client's TLS certificate (DER), as the proxy passed it on; b"": none.
     client_certificate_sha256: bytes = b""
+    # W3C trace context the proxy sent beside the request (gRPC metadata, from Envoy's
+    # tracer), read only when tracing is on; "": none. The request's own traceparent
+    # header, if any, is in ``headers``.
+    trace_parent: str = ""
+    trace_state: str = ""
 
     @property
     def query(self) -> str:

@@ -30,6 +30,7 @@ from authz.core.jws import ParsedToken, media_type
 from authz.core.model import Identity
 from authz.core.tenants import IssuerTemplate, TenantKeys
 from authz.core.token_cache import TokenCache, cache_key
+from authz.core.tracing import Attributes, AttributeValue, Span, traced
 
 Clock = Callable[[], float]
 
@@ -65,6 +66,14 @@ class KeyLookup(Protocol):
 MAX_NUMERIC_DATE = 253_402_300_799
 # Registered claims RFC 7519 (sub, jti) and RFC 9068 (client_id) define as strings.
 STRING_CLAIMS = ("sub", "jti", "client_id")
+
+
+def _loaded(keys: KeyTable | None) -> Attributes:
+    return {"authz.jwks.loaded": keys is not None}
+
+
+def _refreshed(changed: bool) -> Attributes:
+    return {"authz.jwks.refreshed": changed}
 
 
 def numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -132,7 +141,9 @@ class Verifier:
             return None
         return self.cache.identity(key, entry, self.provider)
 
-    async def verify(self, token: ParsedToken) -> Identity:
+    async def verify(self, token: ParsedToken, span: Span | None = None) -> Identity:
+        """The identity ``token`` vouches for; ``span``: the check's, for the key fetches
+        a check waits for."""
         if token.size > self.max_token_bytes:
             raise MalformedToken("token too large")
         alg = token.alg
@@ -144,11 +155,17 @@ class Verifier:
         if kid is None and self.require_kid:
             raise UnknownKey("the token has no kid")
         issuer, tenant, lookup = self._issuer_of(token.claims.get("iss"))
-        keys = lookup.keys or await lookup.first_keys()
+        keys = lookup.keys
+        if keys is None:
+            waited = {**self._span_attributes, "authz.jwks.trigger": "no_keys_yet"}
+            keys = await traced(span, "authz.jwks_fetch", waited, lookup.first_keys(), _loaded)
         if keys is None:
             raise NoKeys(f"provider {self.provider} has no key set")
-        if kid is not None and keys.lacks(kid) and (await lookup.refetch_for_unknown_kid()):
-            keys = lookup.keys or keys
+        if kid is not None and keys.lacks(kid):
+            unknown = {**self._span_attributes, "authz.jwks.trigger": "unknown_kid"}
+            refetch = lookup.refetch_for_unknown_kid()
+            if await traced(span, "authz.jwks_fetch", unknown, refetch, _refreshed):
+                keys = lookup.keys or keys
         key = keys.find(kid, alg)
         if not key.verify(token.signing_input, token.signature):
             raise InvalidSignature("signature does not verify")
@@ -158,6 +175,10 @@ class Verifier:
             key_of = cache_key(self.provider, token.raw)
             self.cache.put(key_of, identity, keys, exp, nbf, tenant)
         return identity
+
+    @property
+    def _span_attributes(self) -> dict[str, AttributeValue]:
+        return {"authz.provider": self.provider}
 
     def _issuer_of(self, iss: object) -> tuple[str, str | None, KeyLookup]:
         """The issuer a token must name, its tenant, and the keys to verify it with. For a

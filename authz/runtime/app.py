@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from authz.adapters.grpc_server import GrpcServer
 from authz.adapters.http_authz import HttpAuthzServer
@@ -30,12 +31,16 @@ from authz.runtime.build import (
     ReplayStores,
     build,
     build_listeners,
+    build_tracing,
     replay_entries,
 )
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
 from authz.support.tasks import OwnedTasks
+
+if TYPE_CHECKING:
+    from authz.runtime.otel import OtelTracing
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,8 @@ class App:
         self._shutdown_grace = config.shutdown_grace
         self._shutdown_drain = config.shutdown_drain
         self.reloader: Reloader | None = None
+        # Traces (tracing:), made at start and stopped last; a reload keeps them.
+        self.tracing: OtelTracing | None = None
         self.grpc: GrpcServer | None = None
         self.http_authz: HttpAuthzServer | None = None
         self.http: OpsServer | None = None
@@ -126,6 +133,10 @@ class App:
         config = self.config
         self._stack.push_async_callback(self._fetchers.close)
         self._stack.push_async_callback(self._replay.close)
+        self.tracing = build_tracing(config)
+        if self.tracing is not None:
+            # Pushed early, so it runs late: the last checks' spans are exported on stop.
+            self._stack.push_async_callback(self.tracing.stop)
         built = build(
             config,
             events=self.observer,
@@ -134,6 +145,7 @@ class App:
             clock=self._clock,
             monotonic=self._monotonic,
             replay=self._replay,
+            tracer=self.tracing,
         )
         for warning in built.warnings:
             log.warning("%s", warning)
@@ -155,6 +167,7 @@ class App:
             max_connection_age_s=bounds.grpc_max_age_s,
             tls=plan.grpc_tls,
             reuse_port=plan.reuse_port,
+            trace_context=self.tracing is not None,
         )
         self.http = OpsServer(
             plan.ops_host,
@@ -205,6 +218,7 @@ class App:
             keys_wait_s=self._reload_keys_wait_s,
             loaded_text=self._config_text,
             replay=self._replay,
+            tracer=self.tracing,
         )
         if self._config_path is not None:
             self.reloader.watch(self._watch_interval_s)

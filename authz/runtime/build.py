@@ -44,6 +44,7 @@ from authz.core.policy import HeaderFromClaim
 from authz.core.tenants import PLACEHOLDER, IssuerTemplate
 from authz.core.token_cache import TokenCache
 from authz.core.tokens import HeaderSource, TokenSources
+from authz.core.tracing import Tracer
 from authz.core.verify import Clock, KeyLookup, Verifier
 from authz.keys.crypto import construct_key
 from authz.keys.fetch import AiohttpFetcher, Fetcher, ssl_context_for
@@ -55,8 +56,9 @@ from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check, errors_located
 from authz.runtime.lint import Finding, findings
 
-if TYPE_CHECKING:  # loaded only when a provider introspects
+if TYPE_CHECKING:  # loaded only when a provider introspects, or tracing is on
     from authz.core.introspect import IntrospectionSettings, Introspector
+    from authz.runtime.otel import OtelTracing
 
 
 class FetcherFor(Protocol):
@@ -113,11 +115,13 @@ def build(
     keep: Mapping[str, KeySource] | None = None,
     keep_introspectors: Mapping[str, Introspector] | None = None,
     replay: ReplayStores | None = None,
+    tracer: Tracer | None = None,
 ) -> Built:
     """Every runtime object of ``config``; nothing is fetched or started. ``keep``: sources
     to reuse by provider name (a reload keeps those whose keys are configured as before);
     ``keep_introspectors`` likewise, with their kept answers; ``replay``: the DPoP proofs
-    seen (the App keeps one across reloads; None: a new one)."""
+    seen (the App keeps one across reloads; None: a new one); ``tracer``: the App's
+    (build_tracing), for a span per check."""
     warnings = validate(config)
     sources = {
         name: (keep or {}).get(name)
@@ -131,7 +135,9 @@ def build(
         for name, provider in config.providers.items()
         if provider.introspection is not None
     }
-    authorizer = build_authorizer(config, sources, clock, observe, introspectors, replay)
+    authorizer = build_authorizer(
+        config, sources, clock, observe, introspectors, replay, tracer=tracer
+    )
     return Built(authorizer, sources, warnings, introspectors)
 
 
@@ -143,12 +149,14 @@ def build_authorizer(
     introspectors: Mapping[str, Introspector] | None = None,
     replay: ReplayStores | None = None,
     *,
+    tracer: Tracer | None = None,
     holder_checks: bool = True,
 ) -> Authorizer:
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
     each introspection provider; ``replay``: where DPoP proofs are remembered;
-    ``holder_checks`` False (offline judging only): no DPoP proof or certificate binding
-    is checked, as no live connection holds the key."""
+    ``tracer``: one span per check (None: tracing off); ``holder_checks`` False (offline
+    judging only): no DPoP proof or certificate binding is checked, as no live
+    connection holds the key."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
@@ -186,6 +194,22 @@ def build_authorizer(
         ),
         observe,
         cache,
+        tracer,
+    )
+
+
+def build_tracing(config: Config) -> OtelTracing | None:
+    """The tracer provider of ``config.tracing`` (None when tracing is off; OpenTelemetry
+    is imported only here, and only then). Its exporter connects when it first exports."""
+    settings = config.tracing
+    if settings is None:
+        return None
+    from authz.runtime.otel import OtelTracing, otlp_exporter
+
+    return OtelTracing(
+        otlp_exporter(settings.otlp_endpoint),
+        sample_ratio=settings.sample_ratio,
+        service_name=settings.service_name,
     )
 
 

@@ -1,10 +1,11 @@
 """One line per decision, for audit: JSON (default) or plain text for development.
 
-Each line has the time (RFC 3339, UTC), Envoy's x-request-id, the method, host and path
-(never the query string), the rule, the provider, the decision, the reason and the
-latency; the subject (`sub`) only with `log_subject: true`. Never the token, and no other
-claim. Allows may be sampled; denials are always written. runtime/logs.py writes the
-lines (a JSON one as it is, with the worker's index added in a supervised worker).
+Each line has the time (RFC 3339, UTC), Envoy's x-request-id, the trace id (the check's
+span's, else the caller's traceparent's), the method, host and path (never the query
+string), the rule, the provider, the decision, the reason and the latency; the subject
+(`sub`) only with `log_subject: true`. Never the token, and no other claim. Allows may be
+sampled; denials are always written. runtime/logs.py writes the lines (a JSON one as it
+is, with the worker's index added in a supervised worker).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from authz.config import DecisionLogSettings
 from authz.core.model import Decision, RequestAttributes
+from authz.core.tracing import check_trace_id
 
 LOGGER = "authz.decisions"
 # Set on the records of JSON lines: their message is a whole JSON object (runtime/logs.py).
@@ -42,7 +44,14 @@ class DecisionLog:
         self._sample = sample
         self._clock = clock
 
-    def record(self, request: RequestAttributes, decision: Decision, seconds: float) -> None:
+    def record(
+        self,
+        request: RequestAttributes,
+        decision: Decision,
+        seconds: float,
+        trace_id: str | None = None,
+    ) -> None:
+        """``trace_id``: the check's span's (the Observation's), when tracing is on."""
         settings = self._settings
         if decision.allowed and self._sample() >= settings.allow_sample_rate:
             return
@@ -53,6 +62,8 @@ class DecisionLog:
             "time": rfc3339(self._clock()),
             # Client-set behind nginx or Traefik: bounded, and no spaces or = to forge fields.
             "request_id": _UNSAFE.sub("_", request_id[:128]) if request_id else None,
+            # 32 hex digits, checked as such: the caller's traceparent is client-set too.
+            "trace_id": check_trace_id(request, trace_id),
             "method": request.method[:MAX_FIELD],
             "host": request.host[:MAX_FIELD],
             # Never the query string: tokens travel there.

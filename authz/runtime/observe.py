@@ -35,7 +35,7 @@ class Telemetry:
         self, request: RequestAttributes, decision: Decision, observation: Observation
     ) -> None:
         if self._decisions is not None:
-            self._decisions.record(request, decision, observation.seconds)
+            self._decisions.record(request, decision, observation.seconds, observation.trace_id)
         self.metrics.observe_check(
             "allow" if decision.allowed else "deny",
             decision.reason,

@@ -13,6 +13,7 @@ from typing import Any
 from authz.config import Config, ConfigError, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
 from authz.core.errors import AuthzError, JwksError
+from authz.core.tracing import Tracer
 from authz.core.verify import Clock
 from authz.keys.sources import KeySource
 from authz.runtime.build import (
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 RESTART_ONLY = (
     "listen",
     "http_authz",
+    "tracing",
     "workers",
     "shutdown_grace",
     "shutdown_drain",
@@ -73,10 +75,14 @@ class Reloader:
         keys_wait_s: float,
         loaded_text: str | None = None,
         replay: ReplayStores | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """``keys_wait_s``: how long a new key source may take to load its first key set
         before the reload gives up; ``loaded_text``: the text the running config was
-        loaded from (None: unknown), so that a reload of the same text does nothing."""
+        loaded from (None: unknown), so that a reload of the same text does nothing;
+        ``tracer``: the App's, kept by every authorizer a reload builds (a change of
+        ``tracing`` needs a restart)."""
+        self._tracer = tracer
         self._loaded_text = loaded_text
         self._replay = replay
         self._running = running
@@ -178,6 +184,7 @@ class Reloader:
             keep=keep,
             keep_introspectors=keep_introspectors,
             replay=self._replay,
+            tracer=self._tracer,
         )
         for warning in built.warnings:
             log.warning("%s", warning)

@@ -19,6 +19,7 @@ from authz.adapters.grpc_server import (
     AuthorizationServicer,
     struct_safe,
     to_attributes,
+    trace_metadata,
 )
 from authz.core.model import Decision
 from authz.runtime.app import App
@@ -161,6 +162,51 @@ async def test_not_ready_without_keys(tmp_path, rsa_signer: Signer) -> None:
         )
         assert response.denied_response.status.code == 503
         assert not app.ready
+
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ((("traceparent", PARENT), ("tracestate", "a=1"), ("x", "y")), (PARENT, "a=1")),
+        ((("traceparent", PARENT), ("traceparent", PARENT)), (f"{PARENT},{PARENT}", "")),
+        ((("tracestate", "a=1"), ("tracestate", "b=2")), ("", "a=1,b=2")),
+        ((("traceparent-bin", b"\x00"),), ("", "")),
+        (None, ("", "")),
+    ],
+)
+def test_trace_context_from_the_call_metadata(metadata: Any, expected: tuple[str, str]) -> None:
+    assert trace_metadata(metadata) == expected
+
+
+class Seen:
+    """A ServicerContext that records whether the call's metadata was read."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        self.read += 1
+        return (("traceparent", PARENT),)
+
+
+@pytest.mark.parametrize("trace_context", [False, True])
+async def test_the_call_metadata_is_read_only_for_tracing(trace_context: bool) -> None:
+    seen: list[Any] = []
+
+    class Keeps:
+        async def check(self, request: Any) -> Decision:
+            seen.append(request)
+            return Decision(allowed=False, status=401, reason="missing_token")
+
+    context = Seen()
+    servicer = AuthorizationServicer(Keeps(), trace_context=trace_context)  # type: ignore[arg-type]
+    await servicer.Check(check_request(traceparent="00-client"), context)  # type: ignore[arg-type]
+    assert context.read == int(trace_context)
+    assert seen[0].trace_parent == (PARENT if trace_context else "")
+    assert seen[0].headers["traceparent"] == "00-client"  # the request's own, beside it
 
 
 def test_to_attributes_reads_header_map_when_headers_are_raw() -> None:

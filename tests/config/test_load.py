@@ -108,6 +108,19 @@ BAD: list[tuple[str, Any, str]] = [
     ("method_override", "allow", "method_override: Input should be 'refuse' or 'judge_both'"),
     # the types of a value list
     ("rules.0.claims", [{"claim": "s", "one_of": ["a", 1]}], "all values must be of one JSON"),
+    # tracing
+    ("tracing", {"sample_ratio": 0.1}, "tracing.otlp_endpoint: Field required"),
+    ("tracing.otlp_endpoint", "grpc://collector:4317", "tracing.otlp_endpoint: the scheme must"),
+    ("tracing.otlp_endpoint", "collector:4317", "the scheme must be http (plaintext) or https"),
+    ("tracing.otlp_endpoint", "http://collector", "a port is needed"),
+    ("tracing.otlp_endpoint", "http://:4317", "a host is needed"),
+    ("tracing.otlp_endpoint", "https://u:p@collector:4317", "no credentials in the URL"),
+    ("tracing.otlp_endpoint", "http://collector:4317/v1/traces", "takes no path"),
+    ("tracing.otlp_endpoint", "http://collector:99999", "not a URL"),
+    ("tracing.sample_ratio", 1.5, "tracing.sample_ratio: Input should be less than or equal to 1"),
+    ("tracing.sample_ratio", -0.1, "tracing.sample_ratio: Input should be greater than or equal"),
+    ("tracing.service_name", "", "tracing.service_name"),
+    ("tracing.exporter", "otlp", "tracing.exporter: unknown key"),
 ]
 
 
@@ -533,3 +546,14 @@ def test_values_not_among_the_choices_list_them(path: str, value: Any, message: 
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert message in str(caught.value) + "\n"
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://collector:4317", "https://otel.example.com:443/", "http://[::1]:4317"]
+)
+def test_tracing_takes_an_otlp_grpc_endpoint(endpoint: str) -> None:
+    tracing = {"otlp_endpoint": endpoint, "sample_ratio": 0.1, "service_name": "edge-authz"}
+    loaded = parse_config({**BASE, "tracing": tracing}).tracing
+    assert loaded is not None and loaded.otlp_endpoint == endpoint
+    assert (loaded.sample_ratio, loaded.service_name) == (0.1, "edge-authz")
+    assert parse_config(BASE).tracing is None  # off unless configured

@@ -29,6 +29,7 @@ from authz.core.introspect import IntrospectionSettings, Introspector
 from tests import support
 from tests.support import NOW, FakeClock
 from tests.support.memory import texts_held_by
+from tests.support.tracing import RecordingTracer
 
 ISSUER = "https://idp.example.com"
 SETTINGS = IntrospectionSettings(
@@ -96,6 +97,26 @@ async def test_an_active_answer_is_an_identity_with_its_members_as_claims() -> N
     assert await introspector.verify("tok") is identity
     assert endpoint.asked == ["tok"]
     assert events == ["opaque:miss", "opaque:hit", "opaque:hit"]
+
+
+async def test_a_request_to_the_endpoint_is_a_step_of_the_check() -> None:
+    good, bad = "Opaque-Secret-1", "Opaque-Secret-2"
+    introspector, _, _, _ = judge({good: active(sub="alice-sub"), bad: {"active": False}})
+    tracer = RecordingTracer()
+    check = tracer.start_check(None)
+    await introspector.verify(good, check)
+    await introspector.verify(good, check)  # a kept answer: no request, no step
+    with pytest.raises(TokenInactive):
+        await introspector.verify(bad, check)
+    asked, refused = check.children
+    assert (asked.name, asked.attributes, asked.error) == (
+        "authz.introspection",
+        {"authz.provider": "opaque"},
+        None,
+    )
+    assert refused.error == "token_inactive"
+    for value in tracer.values():
+        assert all(secret not in value for secret in (good, bad, "alice-sub"))
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ def test_json_lines_without_claims(caplog: pytest.LogCaptureFixture) -> None:
     assert allow == {
         "time": "2023-11-14T22:13:20.000Z",
         "request_id": "req-1",
+        "trace_id": None,
         "method": REQUEST.method,
         "host": REQUEST.host,
         "path": REQUEST.path.split("?", 1)[0],
@@ -134,6 +135,7 @@ def test_text_lines_cannot_be_forged_by_a_subject(
     assert list(fields) == [
         "time",
         "request_id",
+        "trace_id",
         "method",
         "host",
         "path",
@@ -156,3 +158,36 @@ def test_the_time_is_rfc_3339_and_the_query_never_logged(caplog: pytest.LogCaptu
     entry = json.loads(lines(caplog)[0])
     assert entry["time"] == "2026-12-02T04:18:41.500Z"
     assert entry["path"] == "/items/7" and "secret-token" not in caplog.text
+
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("headers", "metadata", "traced", "expected"),
+    [
+        ({}, "", None, None),
+        ({"traceparent": CALLER}, "", None, "0af7651916cd43dd8448eb211c80319c"),
+        # Envoy's tracer's context (gRPC metadata) before the client's header.
+        ({"traceparent": CALLER}, CALLER.replace("0af7", "1111"), None, "1111" + CALLER[7:35]),
+        ({"traceparent": "00-not-a-trace"}, "", None, None),
+        ({"traceparent": '00-x\n{"forged":1}'}, "", None, None),
+        # The check's own span (tracing on) names the trace.
+        ({"traceparent": CALLER}, "", "ab" * 16, "ab" * 16),
+        ({}, "", "cd" * 16, "cd" * 16),
+    ],
+)
+def test_the_trace_id_is_the_span_s_or_the_caller_s(
+    caplog: pytest.LogCaptureFixture,
+    headers: dict[str, str],
+    metadata: str,
+    traced: str | None,
+    expected: str | None,
+) -> None:
+    caplog.set_level(logging.INFO)
+    request = RequestAttributes("GET", "h", "/x", headers, trace_parent=metadata)
+    DecisionLog(DecisionLogSettings(enabled=True)).record(request, DENY, 0.0, traced)
+    DecisionLog(DecisionLogSettings(enabled=True, format="text")).record(request, DENY, 0.0, traced)
+    json_line, text_line = lines(caplog)
+    assert json.loads(json_line)["trace_id"] == expected
+    assert parse_text_line(text_line)["trace_id"] == (expected or "null")

@@ -192,7 +192,7 @@ def test_a_text_decision_line_among_text_lines_is_as_before(
 ) -> None:
     settings = DecisionLogSettings(enabled=True, format="text")
     (line,) = decision_lines("text", settings, worker)
-    assert line.startswith("time=2023-11-14T22:13:20.000Z request_id=r-1 method=GET ")
+    assert line.startswith("time=2023-11-14T22:13:20.000Z request_id=r-1 trace_id=null method=GET ")
     assert line.endswith(end)
 
 

@@ -11,6 +11,7 @@ from authz.config import Config, parse_config
 from authz.core.authorizer import Authorizer, Observation
 from authz.core.model import Decision, RequestAttributes
 from authz.core.token_cache import TokenCache
+from authz.core.tracing import Tracer
 from authz.core.verify import Verifier
 from authz.keys.jwks import KeySet, parse_jwks
 from authz.runtime.build import build_authorizer, build_provider
@@ -102,16 +103,20 @@ def authorizer(
     clock: Callable[[], float] | None = None,
     observe: Recorder | None = None,
     introspectors: Mapping[str, Any] | None = None,
+    tracer: Tracer | None = None,
 ) -> Authorizer:
     """The Authorizer the build step makes of ``config``. ``keys``: one KeyLookup for every
     provider, or one per provider name; none: no keys at all. ``clock``: NOW by default.
-    ``introspectors``: the judge of each introspection provider."""
+    ``introspectors``: the judge of each introspection provider; ``tracer``: a span per
+    check (tests/support/tracing.py records them)."""
     if keys is None or isinstance(keys, FixedKeys):
         shared = keys or FixedKeys(None)
         lookups: Mapping[str, Any] = {name: shared for name in config.providers}
     else:
         lookups = keys
-    return build_authorizer(config, lookups, clock or fixed_clock(), observe, introspectors)
+    return build_authorizer(
+        config, lookups, clock or fixed_clock(), observe, introspectors, tracer=tracer
+    )
 
 
 def verifier(

@@ -27,7 +27,7 @@ def req(
     )
 
 
-def check_request(path: str = "/x", **headers: str) -> Any:
+def check_request(path: str = "/x", /, **headers: str) -> Any:
     """An Envoy CheckRequest for GET ``path`` on api.test, with an x-request-id."""
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http

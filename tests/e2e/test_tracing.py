@@ -133,5 +133,10 @@ def test_no_span_holds_the_token_or_a_claim(run: Run) -> None:
 
 
 def test_decision_lines_name_the_client_s_trace(run: Run) -> None:
-    lines = [json.loads(line) for line in run.log.splitlines() if line.startswith('{"time":')]
-    assert [line["trace_id"] for line in lines] == [CLIENT_TRACE] * 4 + [None]
+    entries = [json.loads(line) for line in run.log.splitlines() if line.startswith('{"time":')]
+    decisions = [entry for entry in entries if "decision" in entry]
+    assert [line["trace_id"] for line in decisions] == [CLIENT_TRACE] * 4 + [None]
+    # Operational lines written during a traced check carry its trace id too.
+    assert all(
+        entry.get("trace_id") in (None, CLIENT_TRACE) for entry in entries if "level" in entry
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -11,10 +12,17 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
-from authz.adapters.http_authz import Style, to_attributes
+from authz.adapters.original_request import Style, to_attributes
 from authz.config import ConfigError, parse_config
 from authz.runtime.app import App
-from tests.support import LISTEN_ANYWHERE, Signer, config_data, provider, wall_clock_claims
+from tests.support import (
+    LISTEN_ANYWHERE,
+    FakeClock,
+    Signer,
+    config_data,
+    provider,
+    wall_clock_claims,
+)
 
 
 def http_config_data(jwks: dict[str, Any], style: str) -> dict[str, Any]:
@@ -99,6 +107,7 @@ async def test_forwarding_styles_trust_only_their_own_headers(
         # The other style's headers claim a public path: they are not trusted here.
         refused = await ask(app, "/check", **spoof)
         assert refused.status == 400
+        assert json.loads(await refused.read())["error"] == "invalid_request"
         no_token = await ask(app, "/check", **good)
         assert no_token.status == 401
 
@@ -278,3 +287,81 @@ async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
         status, body = await raw_exchange(app.http_authz.port, head + cookie)
         # the Cookie header cannot be written back without the token: refused, not a 503
         assert (status, json.loads(body)["error"]) == (400, "invalid_request")
+
+
+NAMED_BY = {
+    "nginx": ("X-Original-URI and X-Original-Method", {"x_original_method": "GET"}),
+    "traefik": ("X-Forwarded-Uri and X-Forwarded-Method", {"x_forwarded_uri": "/items"}),
+}
+
+
+@pytest.mark.parametrize("style", sorted(NAMED_BY))
+async def test_a_check_naming_no_request_is_refused_counted_and_logged(
+    jwks: dict[str, Any], style: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy that leaves out a header its style needs (or is configured as another
+    proxy) gets a 400 that says which headers, in the metrics and the decision log, and
+    one warning a minute rather than one a request."""
+    needed, partial = NAMED_BY[style]
+    settings = http_config_data(jwks, style)
+    settings["decision_log"] = {"enabled": True}
+    clock = FakeClock(1000.0)
+    caplog.set_level(logging.INFO)
+    async with App(parse_config(settings), monotonic=clock) as app:
+        refused = await ask(app, "/check", x_request_id="r-1", **partial)
+        assert refused.status == 400
+        body = json.loads(await refused.read())
+        assert body == {
+            "error": "invalid_request",
+            "error_description": f"the proxy did not send {needed} naming the request to check",
+        }
+        for _ in range(3):
+            assert (await ask(app, "/check", x_original_url="http://h/x")).status == 400
+        clock.advance(61)
+        assert (await ask(app, "/check")).status == 400
+        page = app.metrics.render().decode()
+        assert (
+            'authz_checks_total{decision="deny",provider="none",'
+            'reason="missing_original_request",rule="none"} 5.0'
+        ) in page
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    refusals = [w for w in warnings if "missing_original_request" in w]
+    assert len(refusals) == 2, warnings
+    assert f"original_request: {style}" in refusals[0]
+    assert "3 more since the last warning" in refusals[1]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "authz.decisions"]
+    first = lines[0]
+    assert (first["request_id"], first["reason"], first["status"]) == (
+        "r-1",
+        "missing_original_request",
+        400,
+    )
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize(
+    ("style", "headers"),
+    [
+        ("nginx", [("x-original-uri", "/items"), ("x-original-uri", "/public")]),
+        ("traefik", [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]),
+    ],
+)
+async def test_a_header_naming_the_request_twice_is_refused(
+    jwks: dict[str, Any], style: str, headers: list[tuple[str, str]]
+) -> None:
+    complete = {
+        "nginx": [("x-original-method", "GET")],
+        "traefik": [("x-forwarded-uri", "/items")],
+    }[style]
+    async with App(config(jwks, style)) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        url = f"http://127.0.0.1:{app.http_authz.port}/check"
+        async with session.get(url, headers=[*complete, *headers]) as response:
+            assert response.status == 400
+        page = app.metrics.render().decode()
+        assert 'reason="missing_original_request"' in page
+
+
+def test_the_envoy_style_always_names_the_request() -> None:
+    attributes = to_attributes(make_mocked_request("PUT", "/authz/x?y=1"), "envoy", "/authz")
+    assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")

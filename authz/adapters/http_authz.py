@@ -57,10 +57,17 @@ def to_response(decision: Decision, style: Style) -> web.Response:
             body=decision.body.encode(),
         )
     headers = dict(decision.upstream_headers)
-    if decision.remove_headers and style == "envoy":
-        # Envoy removes these from the upstream request (identity headers a client sent,
-        # the token); nginx and Traefik overwrite them with what authz returns instead.
-        headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
+    if style == "envoy":
+        if decision.remove_headers:
+            # Envoy removes these from the upstream request (identity headers a client
+            # sent, the token). An empty header here would reach the upstream as sent.
+            headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
+    else:
+        # nginx, Traefik and Caddy copy a fixed list of headers from the answer over the
+        # client's: every identity header is answered, empty when this allow does not
+        # set it, so no proxy ever falls back to a client's copy of one.
+        for name in decision.unset_identity_headers:
+            headers.setdefault(name, "")
     return web.Response(status=200, headers=headers)
 
 

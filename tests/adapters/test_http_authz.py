@@ -365,3 +365,35 @@ async def test_a_header_naming_the_request_twice_is_refused(
 def test_the_envoy_style_always_names_the_request() -> None:
     attributes = to_attributes(make_mocked_request("PUT", "/authz/x?y=1"), "envoy", "/authz")
     assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")
+
+
+@pytest.mark.parametrize(
+    ("style", "names"),
+    [
+        ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
+        ("traefik", {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET"}),
+    ],
+)
+async def test_proxies_that_copy_headers_get_every_identity_header(
+    jwks: dict[str, Any], style: str, names: dict[str, str]
+) -> None:
+    """nginx, Traefik and Caddy copy a fixed list of headers from the answer: each one is
+    answered, empty when unset, so a proxy never keeps a client's copy in its place."""
+    async with App(config(jwks, style)) as app:
+        public = await ask(app, "/check", x_user_id="mallory", **names)
+        assert public.status == 200
+        assert public.headers["x-user-id"] == ""
+        assert public.headers["x-authz-dry-run"] == ""
+        assert "authorization" not in public.headers  # the token is not an identity header
+
+
+async def test_envoy_removes_identity_headers_rather_than_emptying_them(
+    jwks: dict[str, Any],
+) -> None:
+    """Envoy sends an empty header on to the upstream: there, they are removed instead."""
+    async with App(config(jwks, "envoy")) as app:
+        public = await ask(app, "/authz/public/x", x_user_id="mallory")
+        assert public.status == 200
+        assert "x-user-id" not in public.headers
+        removed = public.headers["x-envoy-auth-headers-to-remove"].split(",")
+        assert {"x-user-id", "x-authz-dry-run"} <= set(removed)

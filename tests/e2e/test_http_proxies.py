@@ -274,3 +274,20 @@ def test_nginx_hands_on_the_host_and_one_request_id(
     mine = [line for line in lines if line["request_id"] == request_id]
     assert [(m["host"], m["decision"]) for m in mine] == [("shop.example", "allow")]
     assert not any(line["request_id"] == "client-chosen" for line in lines)
+
+
+def test_nginx_never_hands_on_a_client_copy_of_an_absent_claim(
+    nginx: tuple[int, Stack], rsa_signer: Signer
+) -> None:
+    """The token has no realm_access: authz answers X-User-Roles empty, nginx sets it
+    empty (so sends none), and the client's own copy never reaches the upstream."""
+    port, _ = nginx
+    token = minted(rsa_signer)
+    reply = proxy_call(
+        port, "/hello", authorization=f"Bearer {token}", x_user_roles="admin", x_user_id="root"
+    )
+    assert reply.status == 200
+    seen = reply.echo["headers"]
+    assert seen["x-user-id"] == "alice"
+    assert seen.get("x-user-roles", "") == ""
+    assert "admin" not in json.dumps(seen)

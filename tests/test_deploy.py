@@ -90,18 +90,33 @@ def test_every_proxy_example_covers_the_example_identity_headers() -> None:
     hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     service = hcm["typed_config"]["http_filters"][0]["typed_config"]["http_service"]
     patterns = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
+    before, copied, after = caddyfile()
     for header in headers:
         assert re.search(rf"proxy_set_header {re.escape(header)} \$", nginx), header
         assert regex.match(header), header
         assert any(
             header == p.get("exact") or header.startswith(p.get("prefix", "\0")) for p in patterns
         ), header
+        assert header in before and header in copied, header
+    assert copied <= set(headers)  # Caddy 2.6 to 2.9 send their placeholder for any other
+    assert "*_*" in before and not after & set(headers)
     assert regex.match("Authorization")
 
 
+def caddyfile() -> tuple[set[str], set[str], set[str]]:
+    """deploy/Caddyfile's headers deleted before forward_auth, copied from authz's answer,
+    and deleted after it, lower-cased."""
+    text = (ROOT / "deploy" / "Caddyfile").read_text().lower()
+    head, block, tail = re.split(r"^\s*forward_auth \S+ \{$(.*?)^\s*\}$", text, flags=re.M | re.S)
+    deleted = re.compile(r"^\s*request_header -(\S+)$", re.M)
+    copy = re.search(r"^\s*copy_headers (.+)$", block, re.M)
+    assert copy is not None
+    return set(deleted.findall(head)), set(copy.group(1).split()), set(deleted.findall(tail))
+
+
 def test_http_proxy_examples_drop_every_token_header() -> None:
-    """nginx and Traefik cannot remove a header authz names; their configs must drop each
-    header a provider reads its token from (unless the provider forwards it)."""
+    """nginx, Traefik and Caddy cannot remove a header authz names; their configs must drop
+    each header a provider reads its token from (unless the provider forwards it)."""
     from authz.config import load_config
 
     config = load_config(ROOT / "deploy" / "authz.yaml")
@@ -117,6 +132,8 @@ def test_http_proxy_examples_drop_every_token_header() -> None:
         for source in provider.from_headers
     }
     assert names
+    _, _, caddy_after = caddyfile()
     for name in names:
         assert f'proxy_set_header {name} "";' in nginx, name
         assert regex.match(name), name
+        assert name in caddy_after, name

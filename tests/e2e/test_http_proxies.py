@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from dev.stack import (
     http_dev_config,
     nginx_binary,
 )
-from tests.support import Signer, call, ec_signer, wall_clock_claims
+from tests.support import Signer, call, ec_signer, proxy_call, wall_clock_claims
 from tests.support.dpop import make_proof, thumbprint
 
 pytestmark = pytest.mark.e2e
@@ -113,40 +112,6 @@ def nginx_call(
 ) -> tuple[int, dict[str, str], str]:
     reply = proxy_call(port, path, method, **headers)
     return reply.status, reply.headers, reply.body
-
-
-@dataclass
-class Reply:
-    status: int
-    lines: list[tuple[str, str]]  # every response header line, names lower-cased
-    body: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return dict(self.lines)
-
-    def every(self, name: str) -> list[str]:
-        return [value for key, value in self.lines if key == name]
-
-    @property
-    def echo(self) -> dict[str, Any]:
-        """What the echo upstream saw."""
-        seen: dict[str, Any] = json.loads(self.body)
-        return seen
-
-
-def proxy_call(port: int, path: str, method: str = "GET", **headers: str) -> Reply:
-    """One request to a proxy on ``port``; "_" in keyword header names becomes "-"."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(
-            method, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
-        )
-        response = connection.getresponse()
-        lines = [(k.lower(), v) for k, v in response.getheaders()]
-        return Reply(response.status, lines, response.read().decode())
-    finally:
-        connection.close()
 
 
 def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:

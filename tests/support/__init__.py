@@ -14,7 +14,15 @@ from tests.support.configs import (
     verifier,
 )
 from tests.support.requests import answer, check_request, req
-from tests.support.servers import FakeIdp, call, scrape, wait_for, wait_ready
+from tests.support.servers import (
+    FakeIdp,
+    Reply,
+    call,
+    proxy_call,
+    scrape,
+    wait_for,
+    wait_ready,
+)
 from tests.support.tokens import (
     AUDIENCE,
     ISSUER,
@@ -37,6 +45,7 @@ __all__ = [
     "FakeIdp",
     "FixedKeys",
     "Recorder",
+    "Reply",
     "Signer",
     "answer",
     "authorizer",
@@ -51,6 +60,7 @@ __all__ = [
     "fixed_keys",
     "make_signer",
     "provider",
+    "proxy_call",
     "req",
     "rsa_signer",
     "scrape",

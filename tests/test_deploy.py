@@ -68,7 +68,8 @@ def test_dashboard_queries_name_real_metrics() -> None:
                 assert metric in names, (panel["title"], metric)
 
 
-def test_every_proxy_example_covers_the_example_identity_headers() -> None:
+def example_identity_headers() -> tuple[str, ...]:
+    """Every header deploy/authz.yaml lets authz set."""
     from authz.config import load_config
     from authz.core.authorizer import identity_headers
     from authz.runtime.build import build_provider
@@ -80,7 +81,11 @@ def test_every_proxy_example_covers_the_example_identity_headers() -> None:
         build_provider(name, p, config, FixedKeys(None), fixed_clock(), None)
         for name, p in config.providers.items()
     ]
-    headers = identity_headers(build_policy(config), providers)
+    return identity_headers(build_policy(config), providers)
+
+
+def test_every_proxy_example_covers_the_example_identity_headers() -> None:
+    headers = example_identity_headers()
     nginx = (ROOT / "deploy" / "nginx.conf").read_text().lower()
     traefik = yaml.safe_load((ROOT / "deploy" / "traefik-dynamic.yml").read_text())
     regex = re.compile(
@@ -137,3 +142,39 @@ def test_http_proxy_examples_drop_every_token_header() -> None:
         assert f'proxy_set_header {name} "";' in nginx, name
         assert regex.match(name), name
         assert name in caddy_after, name
+
+
+def test_the_ingress_nginx_example_covers_the_example_identity_headers() -> None:
+    """docs/ingress-nginx.md's auth-response-headers name every identity header of
+    deploy/authz.yaml and every token header, and tests/e2e/ingress-nginx.conf holds the
+    lines the controller's template writes for them, in order."""
+    from authz.config import load_config
+
+    page = (ROOT / "docs" / "ingress-nginx.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", page, re.M | re.S)
+    [ingress] = [doc for doc in map(yaml.safe_load, blocks) if doc.get("kind") == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    names = [
+        n.strip()
+        for n in annotations["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")
+    ]
+    config = load_config(ROOT / "deploy" / "authz.yaml")
+    tokens = {
+        source.name
+        for provider in config.providers.values()
+        if not provider.forward
+        for source in provider.from_headers
+    }
+    assert {n.lower() for n in names} == set(example_identity_headers()) | tokens | {"dpop"}
+    conf = (ROOT / "tests" / "e2e" / "ingress-nginx.conf").read_text()
+    rendered = [
+        line
+        for i, name in enumerate(names)
+        for line in (
+            f"auth_request_set $authHeader{i} $upstream_http_{name.lower().replace('-', '_')};",
+            f"proxy_set_header '{name}' $authHeader{i};",
+        )
+    ]
+    written = [line.strip() for line in conf.splitlines() if "$authHeader" in line]
+    assert written == rendered
+    assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(":9002/check")

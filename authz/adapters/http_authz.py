@@ -63,9 +63,9 @@ def to_response(decision: Decision, style: Style) -> web.Response:
             # sent, the token). An empty header here would reach the upstream as sent.
             headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
     else:
-        # nginx, Traefik and Caddy copy a fixed list of headers from the answer over the
-        # client's: every identity header is answered, empty when this allow does not
-        # set it, so no proxy ever falls back to a client's copy of one.
+        # nginx, ingress-nginx, Traefik and Caddy copy a fixed list of headers from the
+        # answer over the client's: every identity header is answered, empty when this
+        # allow does not set it, so no proxy ever falls back to a client's copy of one.
         for name in decision.unset_identity_headers:
             headers.setdefault(name, "")
     return web.Response(status=200, headers=headers)

@@ -5,6 +5,9 @@ tells it (``http_authz.original_request``):
   ``path_prefix``;
 - ``nginx``: ``X-Original-Method`` and ``X-Original-URI`` (nginx's raw ``$request_uri``),
   the host from ``Host``;
+- ``ingress-nginx``: ``X-Original-Method`` and ``X-Original-URL``, the whole URL
+  (``$scheme://$http_host$request_uri``) the Kubernetes ingress-nginx controller's
+  template always sets; the host is the URL's, since ``Host`` names authz itself there;
 - ``traefik``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and ``X-Forwarded-Host`` (or
   ``Host``), as Traefik's forwardAuth and Caddy's forward_auth send them.
 
@@ -15,26 +18,40 @@ path and host themselves are judged by the core like any other request's.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from aiohttp import web
 
 from authz.adapters.certificates import Source, forwarded_certificate_sha256
-from authz.core.errors import MissingOriginalRequest
+from authz.core.errors import InvalidHost, MissingOriginalRequest
 from authz.core.model import RequestAttributes
 
-Style = Literal["envoy", "nginx", "traefik"]
+Style = Literal["envoy", "nginx", "ingress-nginx", "traefik"]
 # The headers naming the original request: (method, target), as the description says them.
 NEEDS: dict[Style, tuple[str, str]] = {
     "nginx": ("X-Original-Method", "X-Original-URI"),
+    "ingress-nginx": ("X-Original-Method", "X-Original-URL"),
     "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri"),
 }
 # Headers that only carry the original request for a proxy; never treated as the client's.
 FORWARDING: dict[Style, tuple[str, ...]] = {
     "envoy": (),
     "nginx": ("x-original-uri", "x-original-method"),
+    # X-Sent-From and X-Auth-Request-Redirect ($request_uri) come with every ingress-nginx
+    # check; X-Original-URI only with its auth-method annotation, a client's otherwise.
+    "ingress-nginx": (
+        "x-original-url",
+        "x-original-method",
+        "x-sent-from",
+        "x-auth-request-redirect",
+    ),
     "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
 }
+# scheme "://" authority, then the request target as the client sent it (path and query).
+_ABSOLUTE_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<target>.*)", re.S
+)
 
 
 def needs(style: Style) -> str:
@@ -93,6 +110,8 @@ def to_attributes(
     if style == "nginx":
         host = request.host
         scheme = ""  # nginx's recipe does not say it
+    elif style == "ingress-nginx":
+        scheme, host, original_path = split_original_url(original_path, headers)
     else:
         host = headers.get("x-forwarded-host", request.host)
         # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced).
@@ -110,6 +129,21 @@ def to_attributes(
         scheme=scheme,
         client_certificate_sha256=certificate,
     )
+
+
+def split_original_url(url: str, headers: dict[str, str]) -> tuple[str, str, str]:
+    """(scheme, host, path and query) of ingress-nginx's X-Original-URL.
+
+    Only an absolute http or https URL is read; the authority is taken whole as the host
+    (the core refuses anything but ``name[:port]``, so ``user@host`` never names
+    ``host``), and the rest is the request target as the client sent it, judged like
+    nginx's ``$request_uri``: nothing is decoded, resolved or cut here."""
+    found = _ABSOLUTE_URL.fullmatch(url)
+    if found is None or found["scheme"].lower() not in ("http", "https"):
+        raise _missing("ingress-nginx", "X-Original-URL is not an absolute http(s) URL", headers)
+    if not found["authority"]:
+        raise InvalidHost("X-Original-URL names no host")
+    return found["scheme"].lower(), found["authority"], found["target"]
 
 
 def _utf8(text: str) -> bool:

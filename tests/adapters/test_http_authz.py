@@ -82,6 +82,11 @@ async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
             {"x_forwarded_uri": "/public", "x_forwarded_method": "GET"},
         ),
         (
+            "ingress-nginx",
+            {"x_original_url": "https://api.test/items", "x_original_method": "GET"},
+            {"x_original_uri": "/public", "x_original_method": "GET"},
+        ),
+        (
             "traefik",
             {
                 "x_forwarded_uri": "/items",
@@ -174,6 +179,8 @@ def with_provider(style: str, jwks: dict[str, Any], **settings: Any) -> dict[str
         ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("ingress-nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("ingress-nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("envoy", {"from_cookies": ["session"]}, None),  # Envoy rewrites the Cookie header
         ("nginx", {"from_cookies": ["session"], "forward": True}, None),
     ],
@@ -191,7 +198,12 @@ def test_config_refuses_token_locations_the_proxy_cannot_strip(
 
 @pytest.mark.parametrize(
     ("style", "query_removable", "cookie_rewritable"),
-    [("envoy", False, True), ("nginx", False, False), ("traefik", False, False)],
+    [
+        ("envoy", False, True),
+        ("nginx", False, False),
+        ("ingress-nginx", False, False),
+        ("traefik", False, False),
+    ],
 )
 def test_http_styles_say_what_their_proxy_can_remove(
     style: Style, query_removable: bool, cookie_rewritable: bool
@@ -204,6 +216,7 @@ def test_http_styles_say_what_their_proxy_can_remove(
             "x-original-method": "GET",
             "x-forwarded-uri": "/x",
             "x-forwarded-method": "GET",
+            "x-original-url": "http://h/x",
         },
     )
     attributes = to_attributes(request, style, "")
@@ -291,6 +304,7 @@ async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
 
 NAMED_BY = {
     "nginx": ("X-Original-URI and X-Original-Method", {"x_original_method": "GET"}),
+    "ingress-nginx": ("X-Original-URL and X-Original-Method", {"x_original_method": "GET"}),
     "traefik": ("X-Forwarded-Uri and X-Forwarded-Method", {"x_forwarded_uri": "/items"}),
 }
 
@@ -316,7 +330,7 @@ async def test_a_check_naming_no_request_is_refused_counted_and_logged(
             "error_description": f"the proxy did not send {needed} naming the request to check",
         }
         for _ in range(3):
-            assert (await ask(app, "/check", x_original_url="http://h/x")).status == 400
+            assert (await ask(app, "/check", x_forwarded_host="h")).status == 400
         clock.advance(61)
         assert (await ask(app, "/check")).status == 400
         page = app.metrics.render().decode()
@@ -344,6 +358,7 @@ async def test_a_check_naming_no_request_is_refused_counted_and_logged(
     [
         ("nginx", [("x-original-uri", "/items"), ("x-original-uri", "/public")]),
         ("traefik", [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]),
+        ("ingress-nginx", [("x-original-url", "http://h/items"), ("x-original-url", "http://h/")]),
     ],
 )
 async def test_a_header_naming_the_request_twice_is_refused(
@@ -352,6 +367,7 @@ async def test_a_header_naming_the_request_twice_is_refused(
     complete = {
         "nginx": [("x-original-method", "GET")],
         "traefik": [("x-forwarded-uri", "/items")],
+        "ingress-nginx": [("x-original-method", "GET")],
     }[style]
     async with App(config(jwks, style)) as app, aiohttp.ClientSession() as session:
         assert app.http_authz is not None
@@ -372,6 +388,7 @@ def test_the_envoy_style_always_names_the_request() -> None:
     [
         ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
         ("traefik", {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET"}),
+        ("ingress-nginx", {"x_original_url": "http://h/public/x", "x_original_method": "GET"}),
     ],
 )
 async def test_proxies_that_copy_headers_get_every_identity_header(
@@ -397,3 +414,91 @@ async def test_envoy_removes_identity_headers_rather_than_emptying_them(
         assert "x-user-id" not in public.headers
         removed = public.headers["x-envoy-auth-headers-to-remove"].split(",")
         assert {"x-user-id", "x-authz-dry-run"} <= set(removed)
+
+
+@pytest.mark.parametrize(
+    ("url", "read"),
+    [
+        ("https://Shop.Example:8443/a/b?x=1", ("https", "Shop.Example:8443", "/a/b?x=1")),
+        ("HTTP://h/", ("http", "h", "/")),
+        ("http://[::1]:8080/x", ("http", "[::1]:8080", "/x")),
+        # Judged by the core as sent: the user@ authority is refused there as a host,
+        # the dot-segment and the missing path as paths.
+        ("http://admin.example@api.example/x", ("http", "admin.example@api.example", "/x")),
+        ("http://h/public/../admin", ("http", "h", "/public/../admin")),
+        ("http://h?x=1", ("http", "h", "?x=1")),
+    ],
+)
+def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, str, str]) -> None:
+    request = make_mocked_request(
+        "GET",
+        "/check",
+        headers={"host": "authz.authz.svc", "x-original-url": url, "x-original-method": "get"},
+    )
+    attributes = to_attributes(request, "ingress-nginx", "")
+    assert (attributes.scheme, attributes.host, attributes.path) == read
+    assert attributes.method == "GET"
+    assert "x-original-url" not in attributes.headers
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/items", "missing_original_request"),  # a path is not the URL
+        ("ftp://h/items", "missing_original_request"),
+        ("h/items", "missing_original_request"),
+        ("http:/h/items", "missing_original_request"),
+        ("http:///items", "invalid_host"),  # no Host from the client
+        ("http://admin.example@api.example/items", "invalid_host"),
+        ("http://a,b/items", "invalid_host"),
+        ("http://h/public/..;/items", "invalid_path"),
+        ("http://h/%2e%2e/items", "invalid_path"),
+        ("http://h?x=1", "invalid_path"),
+        ("http://h/items#x", "invalid_path"),
+    ],
+)
+async def test_ingress_nginx_refuses_what_it_cannot_read_one_way(
+    jwks: dict[str, Any], url: str, reason: str
+) -> None:
+    async with App(config(jwks, "ingress-nginx")) as app:
+        refused = await ask(app, "/check", x_original_url=url, x_original_method="GET")
+        assert refused.status == 400
+        page = app.metrics.render().decode()
+        assert f'reason="{reason}"' in page
+
+
+async def test_ingress_nginx_host_rules_judge_the_urls_host(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """ingress-nginx sends Host: the auth service's own name; the client's host is the
+    URL's (the same $http_host the upstream gets as Host)."""
+    settings = http_config_data(jwks, "ingress-nginx")
+    settings["rules"].insert(
+        0,
+        {
+            "match": {"hosts": ["admin.test"]},
+            "public": False,
+            "requires": {"provider": "corp"},
+            "claims": [{"claim": "sub", "equals": "root"}],
+        },
+    )
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(parse_config(settings)) as app:
+        admin = await ask(
+            app,
+            "/check",
+            host="api.test",
+            authorization=f"Bearer {token}",
+            x_original_url="http://admin.test/items",
+            x_original_method="GET",
+        )
+        assert admin.status == 403
+        api = await ask(
+            app,
+            "/check",
+            host="admin.test",
+            authorization=f"Bearer {token}",
+            x_original_url="http://api.test/items",
+            x_original_method="GET",
+        )
+        assert api.status == 200

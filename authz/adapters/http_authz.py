@@ -1,100 +1,36 @@
 """The HTTP authorization adapter: Envoy's http_service mode, nginx auth_request, Traefik
 and Caddy forward auth, all served by the same authorizer as the gRPC endpoint.
 
-Only the request headers of the configured ``original_request`` style are trusted to say
-what the client asked for; a client cannot pick another style by sending other headers.
+How each proxy names the request to judge is original_request.py; here, a request that
+does not name it is refused (counted, logged as a decision, and warned about), and the
+decision is rendered for the proxy.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
-from authz.adapters.certificates import Source, forwarded_certificate_sha256
+from authz.adapters.certificates import Source
 from authz.adapters.listener import ConnectionBounds, Listener
-from authz.core.authorizer import Checker
+from authz.adapters.original_request import Style, to_attributes
+from authz.core.authorizer import Checker, Observation, Observer
 from authz.core.decisions import deny, internal_error
-from authz.core.errors import InvalidPath
+from authz.core.errors import CheckError, MissingOriginalRequest
 from authz.core.model import Decision, RequestAttributes
+from authz.support.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
-Style = Literal["envoy", "nginx", "traefik"]
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
-# Headers that only carry the original request for a proxy; never treated as the client's.
-FORWARDING = {
-    "envoy": (),
-    "nginx": ("x-original-uri", "x-original-method"),
-    "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
-}
-
-
-def to_attributes(
-    request: web.BaseRequest, style: Style, path_prefix: str, certificates: Source = "none"
-) -> RequestAttributes:
-    # Repeated headers are joined, as Envoy does for gRPC, and counted as sent: a second
-    # copy must never silently replace the first.
-    joined: dict[str, list[str]] = {}
-    for key, value in request.headers.items():
-        joined.setdefault(key.lower(), []).append(value)
-    headers = {key: ",".join(values) for key, values in joined.items()}
-    count = len(request.headers)
-    certificate = forwarded_certificate_sha256(certificates, headers)
-    if style == "envoy":
-        # Envoy sends the original method and headers, and the original path behind its
-        # http_service path_prefix.
-        path = request.raw_path
-        if path_prefix and path.startswith(path_prefix):
-            path = path[len(path_prefix) :] or "/"
-        return RequestAttributes(
-            request.method,
-            request.host,
-            path,
-            headers,
-            header_count=count,
-            query_removable=False,
-            # allowed_upstream_headers lets authz's cookie header replace the client's; a
-            # Cookie header that is not UTF-8 cannot be written back as it came.
-            cookie_rewritable=_utf8(headers.get("cookie", "")),
-            client_certificate_sha256=certificate,
-        )
-    if style == "nginx":
-        original_path = headers.get("x-original-uri")
-        method = headers.get("x-original-method")
-        host = request.host
-    else:
-        original_path = headers.get("x-forwarded-uri")
-        method = headers.get("x-forwarded-method")
-        host = headers.get("x-forwarded-host", request.host)
-    # Traefik sets X-Forwarded-Proto itself (the client's copy is replaced); nginx's
-    # recipe does not send one.
-    scheme = headers.get("x-forwarded-proto", "").lower() if style == "traefik" else ""
-    if not original_path or not method:
-        raise InvalidPath(f"the {style} headers naming the original request are missing")
-    for name in FORWARDING[style]:
-        headers.pop(name, None)
-    return RequestAttributes(
-        method.upper(),
-        host,
-        original_path,
-        headers,
-        header_count=count,
-        query_removable=False,
-        cookie_rewritable=False,
-        scheme=scheme,
-        client_certificate_sha256=certificate,
-    )
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")  # aiohttp decodes other bytes to lone surrogates
-    except UnicodeEncodeError:
-        return False
-    return True
+# A proxy that does not name the original request does so for every request: warn once a
+# minute, not once a request.
+MISSING_WARNING_INTERVAL_S = 60.0
 
 
 class _ParserLogger(logging.Logger):
@@ -121,10 +57,17 @@ def to_response(decision: Decision, style: Style) -> web.Response:
             body=decision.body.encode(),
         )
     headers = dict(decision.upstream_headers)
-    if decision.remove_headers and style == "envoy":
-        # Envoy removes these from the upstream request (identity headers a client sent,
-        # the token); nginx and Traefik overwrite them with what authz returns instead.
-        headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
+    if style == "envoy":
+        if decision.remove_headers:
+            # Envoy removes these from the upstream request (identity headers a client
+            # sent, the token). An empty header here would reach the upstream as sent.
+            headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
+    else:
+        # nginx, ingress-nginx, Traefik and Caddy copy a fixed list of headers from the
+        # answer over the client's: every identity header is answered, empty when this
+        # allow does not set it, so no proxy ever falls back to a client's copy of one.
+        for name in decision.unset_identity_headers:
+            headers.setdefault(name, "")
     return web.Response(status=200, headers=headers)
 
 
@@ -146,12 +89,17 @@ class HttpAuthzServer:
         close_timeout_s: float,
         reuse_port: bool = False,
         certificate_source: Source = "none",
+        observe: Observer | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``max_headers``, ``max_header_bytes``: authz's own limits (431 beyond them);
         aiohttp's parser is set just above them, so its defaults (8190-byte lines, 128
         headers) never refuse a request authz would judge. ``close_timeout_s``: how long
-        stop() lets checks in flight finish."""
+        stop() lets checks in flight finish. ``observe``: told of the requests refused
+        here, before any check (the authorizer tells it of the others)."""
         self._authorizer = authorizer
+        self._observe = observe
+        self._missing_warning = Throttle(MISSING_WARNING_INTERVAL_S, monotonic)
         self._style = style
         self._prefix = path_prefix.rstrip("/")
         self._certificate_source = certificate_source
@@ -183,14 +131,36 @@ class HttpAuthzServer:
         await self._listener.stop()
 
     async def _check(self, request: web.BaseRequest) -> web.Response:
+        started = time.perf_counter()
         try:
             try:
                 attributes = to_attributes(
                     request, self._style, self._prefix, self._certificate_source
                 )
-            except InvalidPath as exc:
-                return to_response(deny(exc, request.host, None, None, expose=False), self._style)
+            except CheckError as exc:
+                return to_response(self._refuse(request, exc, started), self._style)
             return to_response(await self._authorizer.check(attributes), self._style)
         except Exception as exc:  # fail closed: never a 5xx page from aiohttp, never an allow
             log.error("HTTP check adapter failed with %s", type(exc).__name__)
             return to_response(internal_error(), self._style)
+
+    def _refuse(self, request: web.BaseRequest, error: CheckError, started: float) -> Decision:
+        """The deny for a request that names no request to judge, observed like any
+        check's: the check request as it came stands for the request (its own method, Host
+        and path: a decision line and a metric, never a verdict on another request)."""
+        if isinstance(error, MissingOriginalRequest):
+            held = self._missing_warning.due()
+            if held is not None:
+                log.warning(
+                    "HTTP check refused (400 missing_original_request): %s; is the proxy "
+                    "configured for original_request: %s?%s",
+                    error.detail,
+                    self._style,
+                    f" ({held} more since the last warning)" if held else "",
+                )
+        decision = deny(error, request.host, None, None, expose=False)
+        if self._observe is not None:
+            headers = {key.lower(): value for key, value in request.headers.items()}
+            stand_in = RequestAttributes(request.method, request.host, request.raw_path, headers)
+            self._observe(stand_in, decision, Observation(time.perf_counter() - started))
+        return decision

@@ -28,9 +28,10 @@ class HttpAuthz(Model):
     listen: str
     # Which headers say what the client asked for, and so are trusted for it:
     # envoy: the request itself (Envoy http_service); nginx: X-Original-URI and
-    # X-Original-Method (auth_request); traefik: X-Forwarded-Method/-Uri/-Host (Traefik
-    # forwardAuth, Caddy forward_auth).
-    original_request: Literal["envoy", "nginx", "traefik"] = "envoy"
+    # X-Original-Method (auth_request); ingress-nginx: X-Original-URL and
+    # X-Original-Method (the Kubernetes controller's auth-url); traefik:
+    # X-Forwarded-Method/-Uri/-Host (Traefik forwardAuth, Caddy forward_auth).
+    original_request: Literal["envoy", "nginx", "ingress-nginx", "traefik"] = "envoy"
     path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
     # Where the proxy passes the client's TLS certificate, for certificate-bound tokens:
     # xfcc (Envoy's x-forwarded-client-cert), nginx (X-SSL-Client-Cert); each only with

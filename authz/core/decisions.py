@@ -135,7 +135,8 @@ def allow(
     """An allow: ``upstream`` headers set; every identity header authz may set but does not
     here removed (a client's own copy must never pass); the token stripped per ``plan``."""
     headers = dict(upstream)
-    remove = [h for h in identity_headers if h not in headers]
+    unset = tuple(h for h in identity_headers if h not in headers)
+    remove = list(unset)
     params = strip_tokens(request, plan, headers, remove)
     return Decision(
         allowed=True,
@@ -145,6 +146,7 @@ def allow(
         provider=provider,
         upstream_headers=tuple(headers.items()),
         remove_headers=tuple(dict.fromkeys(remove)),
+        unset_identity_headers=unset,
         remove_query_params=params,
         metadata=metadata,
     )
@@ -157,5 +159,8 @@ def dry_run_answer(answer: Decision, would: Decision) -> Decision:
         answer,
         upstream_headers=(*answer.upstream_headers, (DRY_RUN_HEADER, verdict)),
         remove_headers=tuple(h for h in answer.remove_headers if h != DRY_RUN_HEADER),
+        unset_identity_headers=tuple(
+            h for h in answer.unset_identity_headers if h != DRY_RUN_HEADER
+        ),
         dry_run=(verdict, would.reason),
     )

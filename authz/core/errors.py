@@ -123,6 +123,23 @@ class AmbiguousToken(CheckError):
     description = "the request carries more than one copy of the token"
 
 
+class MissingOriginalRequest(CheckError):
+    """A proxy asking over HTTP did not name the request to judge in the headers of the
+    configured ``http_authz.original_request`` style (or named it twice, or in a form the
+    style never sends). Other headers naming a request are never trusted in their place."""
+
+    reason = "missing_original_request"
+    outcome = Outcome.BAD_REQUEST
+    description = "the proxy did not say which request to check"
+
+    def __init__(self, detail: str = "", *, needs: str = "") -> None:
+        """``needs``: the headers the configured style reads, e.g. "X-Original-URI and
+        X-Original-Method" (config words, never a request's values)."""
+        if needs:
+            self.description = f"the proxy did not send {needs} naming the request to check"
+        super().__init__(detail)
+
+
 class RequestTooLarge(CheckError):
     reason = "request_too_large"
     outcome = Outcome.HEADERS_TOO_LARGE

@@ -102,7 +102,9 @@ class Decision:
     """The answer to one check; the adapters turn it into a proto or HTTP reply.
 
     For an allow, ``upstream_headers`` are set on the request (overwriting what the
-    client sent), ``remove_headers`` and ``remove_query_params`` are stripped from it.
+    client sent), ``remove_headers`` and ``remove_query_params`` are stripped from it;
+    ``unset_identity_headers`` are the identity headers among ``remove_headers`` (those
+    authz may set and this answer does not), for proxies that can only overwrite.
     For a deny, ``status``, ``response_headers`` and ``body`` form the local reply.
     """
 
@@ -113,6 +115,7 @@ class Decision:
     provider: str | None = None
     upstream_headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
+    unset_identity_headers: tuple[str, ...] = ()
     remove_query_params: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     response_headers: tuple[tuple[str, str], ...] = ()

@@ -201,6 +201,8 @@ class App:
                 connections=http_bounds,
                 close_timeout_s=self._shutdown_grace - self._shutdown_drain,
                 reuse_port=plan.reuse_port,
+                observe=self.observer,
+                monotonic=self._monotonic,
             )
         # Both check listeners close together, sharing what the drain left of the grace.
         self._stack.push_async_callback(self._close_check_listeners)

@@ -173,8 +173,12 @@ def _pins_tenant(condition: ClaimCondition, provider: str, first: str) -> bool:
 def dpop_without_origin(config: Config) -> list[str]:
     """Warnings for DPoP providers served over HTTP by a proxy that does not tell the
     scheme (Envoy's http_service, nginx) with no external_origin: their bound tokens
-    cannot be checked there (503 dpop_origin_unknown)."""
-    if config.http_authz is None or config.http_authz.original_request == "traefik":
+    cannot be checked there (503 dpop_origin_unknown). Traefik and Caddy send
+    X-Forwarded-Proto, ingress-nginx a whole URL."""
+    if config.http_authz is None or config.http_authz.original_request in (
+        "traefik",
+        "ingress-nginx",
+    ):
         return []
     return [
         f"providers.{name}.dpop: http_authz ({config.http_authz.original_request}) does not "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -11,10 +12,17 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
-from authz.adapters.http_authz import Style, to_attributes
+from authz.adapters.original_request import Style, to_attributes
 from authz.config import ConfigError, parse_config
 from authz.runtime.app import App
-from tests.support import LISTEN_ANYWHERE, Signer, config_data, provider, wall_clock_claims
+from tests.support import (
+    LISTEN_ANYWHERE,
+    FakeClock,
+    Signer,
+    config_data,
+    provider,
+    wall_clock_claims,
+)
 
 
 def http_config_data(jwks: dict[str, Any], style: str) -> dict[str, Any]:
@@ -74,6 +82,11 @@ async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
             {"x_forwarded_uri": "/public", "x_forwarded_method": "GET"},
         ),
         (
+            "ingress-nginx",
+            {"x_original_url": "https://api.test/items", "x_original_method": "GET"},
+            {"x_original_uri": "/public", "x_original_method": "GET"},
+        ),
+        (
             "traefik",
             {
                 "x_forwarded_uri": "/items",
@@ -99,6 +112,7 @@ async def test_forwarding_styles_trust_only_their_own_headers(
         # The other style's headers claim a public path: they are not trusted here.
         refused = await ask(app, "/check", **spoof)
         assert refused.status == 400
+        assert json.loads(await refused.read())["error"] == "invalid_request"
         no_token = await ask(app, "/check", **good)
         assert no_token.status == 401
 
@@ -165,6 +179,8 @@ def with_provider(style: str, jwks: dict[str, Any], **settings: Any) -> dict[str
         ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("ingress-nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
+        ("ingress-nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("envoy", {"from_cookies": ["session"]}, None),  # Envoy rewrites the Cookie header
         ("nginx", {"from_cookies": ["session"], "forward": True}, None),
     ],
@@ -182,7 +198,12 @@ def test_config_refuses_token_locations_the_proxy_cannot_strip(
 
 @pytest.mark.parametrize(
     ("style", "query_removable", "cookie_rewritable"),
-    [("envoy", False, True), ("nginx", False, False), ("traefik", False, False)],
+    [
+        ("envoy", False, True),
+        ("nginx", False, False),
+        ("ingress-nginx", False, False),
+        ("traefik", False, False),
+    ],
 )
 def test_http_styles_say_what_their_proxy_can_remove(
     style: Style, query_removable: bool, cookie_rewritable: bool
@@ -195,6 +216,7 @@ def test_http_styles_say_what_their_proxy_can_remove(
             "x-original-method": "GET",
             "x-forwarded-uri": "/x",
             "x-forwarded-method": "GET",
+            "x-original-url": "http://h/x",
         },
     )
     attributes = to_attributes(request, style, "")
@@ -278,3 +300,205 @@ async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
         status, body = await raw_exchange(app.http_authz.port, head + cookie)
         # the Cookie header cannot be written back without the token: refused, not a 503
         assert (status, json.loads(body)["error"]) == (400, "invalid_request")
+
+
+NAMED_BY = {
+    "nginx": ("X-Original-URI and X-Original-Method", {"x_original_method": "GET"}),
+    "ingress-nginx": ("X-Original-URL and X-Original-Method", {"x_original_method": "GET"}),
+    "traefik": ("X-Forwarded-Uri and X-Forwarded-Method", {"x_forwarded_uri": "/items"}),
+}
+
+
+@pytest.mark.parametrize("style", sorted(NAMED_BY))
+async def test_a_check_naming_no_request_is_refused_counted_and_logged(
+    jwks: dict[str, Any], style: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy that leaves out a header its style needs (or is configured as another
+    proxy) gets a 400 that says which headers, in the metrics and the decision log, and
+    one warning a minute rather than one a request."""
+    needed, partial = NAMED_BY[style]
+    settings = http_config_data(jwks, style)
+    settings["decision_log"] = {"enabled": True}
+    clock = FakeClock(1000.0)
+    caplog.set_level(logging.INFO)
+    async with App(parse_config(settings), monotonic=clock) as app:
+        refused = await ask(app, "/check", x_request_id="r-1", **partial)
+        assert refused.status == 400
+        body = json.loads(await refused.read())
+        assert body == {
+            "error": "invalid_request",
+            "error_description": f"the proxy did not send {needed} naming the request to check",
+        }
+        for _ in range(3):
+            assert (await ask(app, "/check", x_forwarded_host="h")).status == 400
+        clock.advance(61)
+        assert (await ask(app, "/check")).status == 400
+        page = app.metrics.render().decode()
+        assert (
+            'authz_checks_total{decision="deny",provider="none",'
+            'reason="missing_original_request",rule="none"} 5.0'
+        ) in page
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    refusals = [w for w in warnings if "missing_original_request" in w]
+    assert len(refusals) == 2, warnings
+    assert f"original_request: {style}" in refusals[0]
+    assert "3 more since the last warning" in refusals[1]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "authz.decisions"]
+    first = lines[0]
+    assert (first["request_id"], first["reason"], first["status"]) == (
+        "r-1",
+        "missing_original_request",
+        400,
+    )
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize(
+    ("style", "headers"),
+    [
+        ("nginx", [("x-original-uri", "/items"), ("x-original-uri", "/public")]),
+        ("traefik", [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]),
+        ("ingress-nginx", [("x-original-url", "http://h/items"), ("x-original-url", "http://h/")]),
+    ],
+)
+async def test_a_header_naming_the_request_twice_is_refused(
+    jwks: dict[str, Any], style: str, headers: list[tuple[str, str]]
+) -> None:
+    complete = {
+        "nginx": [("x-original-method", "GET")],
+        "traefik": [("x-forwarded-uri", "/items")],
+        "ingress-nginx": [("x-original-method", "GET")],
+    }[style]
+    async with App(config(jwks, style)) as app, aiohttp.ClientSession() as session:
+        assert app.http_authz is not None
+        url = f"http://127.0.0.1:{app.http_authz.port}/check"
+        async with session.get(url, headers=[*complete, *headers]) as response:
+            assert response.status == 400
+        page = app.metrics.render().decode()
+        assert 'reason="missing_original_request"' in page
+
+
+def test_the_envoy_style_always_names_the_request() -> None:
+    attributes = to_attributes(make_mocked_request("PUT", "/authz/x?y=1"), "envoy", "/authz")
+    assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")
+
+
+@pytest.mark.parametrize(
+    ("style", "names"),
+    [
+        ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
+        ("traefik", {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET"}),
+        ("ingress-nginx", {"x_original_url": "http://h/public/x", "x_original_method": "GET"}),
+    ],
+)
+async def test_proxies_that_copy_headers_get_every_identity_header(
+    jwks: dict[str, Any], style: str, names: dict[str, str]
+) -> None:
+    """nginx, Traefik and Caddy copy a fixed list of headers from the answer: each one is
+    answered, empty when unset, so a proxy never keeps a client's copy in its place."""
+    async with App(config(jwks, style)) as app:
+        public = await ask(app, "/check", x_user_id="mallory", **names)
+        assert public.status == 200
+        assert public.headers["x-user-id"] == ""
+        assert public.headers["x-authz-dry-run"] == ""
+        assert "authorization" not in public.headers  # the token is not an identity header
+
+
+async def test_envoy_removes_identity_headers_rather_than_emptying_them(
+    jwks: dict[str, Any],
+) -> None:
+    """Envoy sends an empty header on to the upstream: there, they are removed instead."""
+    async with App(config(jwks, "envoy")) as app:
+        public = await ask(app, "/authz/public/x", x_user_id="mallory")
+        assert public.status == 200
+        assert "x-user-id" not in public.headers
+        removed = public.headers["x-envoy-auth-headers-to-remove"].split(",")
+        assert {"x-user-id", "x-authz-dry-run"} <= set(removed)
+
+
+@pytest.mark.parametrize(
+    ("url", "read"),
+    [
+        ("https://Shop.Example:8443/a/b?x=1", ("https", "Shop.Example:8443", "/a/b?x=1")),
+        ("HTTP://h/", ("http", "h", "/")),
+        ("http://[::1]:8080/x", ("http", "[::1]:8080", "/x")),
+        # Judged by the core as sent: the user@ authority is refused there as a host,
+        # the dot-segment and the missing path as paths.
+        ("http://admin.example@api.example/x", ("http", "admin.example@api.example", "/x")),
+        ("http://h/public/../admin", ("http", "h", "/public/../admin")),
+        ("http://h?x=1", ("http", "h", "?x=1")),
+    ],
+)
+def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, str, str]) -> None:
+    request = make_mocked_request(
+        "GET",
+        "/check",
+        headers={"host": "authz.authz.svc", "x-original-url": url, "x-original-method": "get"},
+    )
+    attributes = to_attributes(request, "ingress-nginx", "")
+    assert (attributes.scheme, attributes.host, attributes.path) == read
+    assert attributes.method == "GET"
+    assert "x-original-url" not in attributes.headers
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/items", "missing_original_request"),  # a path is not the URL
+        ("ftp://h/items", "missing_original_request"),
+        ("h/items", "missing_original_request"),
+        ("http:/h/items", "missing_original_request"),
+        ("http:///items", "invalid_host"),  # no Host from the client
+        ("http://admin.example@api.example/items", "invalid_host"),
+        ("http://a,b/items", "invalid_host"),
+        ("http://h/public/..;/items", "invalid_path"),
+        ("http://h/%2e%2e/items", "invalid_path"),
+        ("http://h?x=1", "invalid_path"),
+        ("http://h/items#x", "invalid_path"),
+    ],
+)
+async def test_ingress_nginx_refuses_what_it_cannot_read_one_way(
+    jwks: dict[str, Any], url: str, reason: str
+) -> None:
+    async with App(config(jwks, "ingress-nginx")) as app:
+        refused = await ask(app, "/check", x_original_url=url, x_original_method="GET")
+        assert refused.status == 400
+        page = app.metrics.render().decode()
+        assert f'reason="{reason}"' in page
+
+
+async def test_ingress_nginx_host_rules_judge_the_urls_host(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """ingress-nginx sends Host: the auth service's own name; the client's host is the
+    URL's (the same $http_host the upstream gets as Host)."""
+    settings = http_config_data(jwks, "ingress-nginx")
+    settings["rules"].insert(
+        0,
+        {
+            "match": {"hosts": ["admin.test"]},
+            "public": False,
+            "requires": {"provider": "corp"},
+            "claims": [{"claim": "sub", "equals": "root"}],
+        },
+    )
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(parse_config(settings)) as app:
+        admin = await ask(
+            app,
+            "/check",
+            host="api.test",
+            authorization=f"Bearer {token}",
+            x_original_url="http://admin.test/items",
+            x_original_method="GET",
+        )
+        assert admin.status == 403
+        api = await ask(
+            app,
+            "/check",
+            host="admin.test",
+            authorization=f"Bearer {token}",
+            x_original_url="http://api.test/items",
+            x_original_method="GET",
+        )
+        assert api.status == 200

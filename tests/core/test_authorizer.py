@@ -83,6 +83,8 @@ async def test_missing_claim_header_is_removed_not_passed_through(
     )
     assert dict(decision.upstream_headers) == {"x-user-id": "alice"}
     assert set(decision.remove_headers) == {"x-user-roles", "authorization", "x-authz-dry-run"}
+    # The identity headers among them, for proxies that can only overwrite: not the token.
+    assert decision.unset_identity_headers == ("x-authz-dry-run", "x-user-roles")
 
 
 async def test_forward_keeps_the_token(jwks: dict[str, Any], rsa_signer: Signer) -> None:
@@ -446,6 +448,8 @@ async def test_dry_run_rule_allows_and_records_the_would_be_denial(
     assert no_token.allowed and no_token.dry_run == ("deny", "missing_token")
     assert dict(no_token.upstream_headers) == {"x-authz-dry-run": "deny"}
     assert "x-user-id" in no_token.remove_headers
+    assert "x-user-id" in no_token.unset_identity_headers
+    assert "x-authz-dry-run" not in no_token.unset_identity_headers  # it is set
 
     good = await authorizer.check(
         req("/beta/x", authorization=f"Bearer {rsa_signer.token(plan='beta')}")

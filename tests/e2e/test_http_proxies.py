@@ -21,7 +21,7 @@ from dev.stack import (
     http_dev_config,
     nginx_binary,
 )
-from tests.support import Signer, call, ec_signer, wall_clock_claims
+from tests.support import Signer, call, ec_signer, proxy_call, wall_clock_claims
 from tests.support.dpop import make_proof, thumbprint
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +94,7 @@ def nginx(
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
     config = http_dev_config(jwks, ports, "nginx")
+    config["decision_log"] = {"enabled": True}
     # nginx does not tell authz the scheme: DPoP needs the origin clients use.
     (workdir / "nonce-secret").write_bytes(b"n" * 32)
     config["providers"]["dev"]["dpop"] = {
@@ -109,21 +110,8 @@ def nginx(
 def nginx_call(
     port: int, path: str, method: str = "GET", **headers: str
 ) -> tuple[int, dict[str, str], str]:
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(
-            method, path, headers={k.replace("_", "-"): v for k, v in headers.items()}
-        )
-        response = connection.getresponse()
-        return (
-            response.status,
-            {k.lower(): v for k, v in response.getheaders()},
-            response.read().decode(),
-        )
-    finally:
-        connection.close()
+    reply = proxy_call(port, path, method, **headers)
+    return reply.status, reply.headers, reply.body
 
 
 def test_nginx_auth_request(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:
@@ -205,3 +193,75 @@ def test_nginx_hands_the_dpop_nonce_and_drops_the_proof(
     status, _, body = nginx_call(port, "/hello", authorization=f"DPoP {token}", dpop=retry)
     assert status == 200, body
     assert "dpop" not in json.loads(body)["headers"]
+
+
+def test_nginx_answers_one_challenge(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:
+    """nginx's auth_request copies WWW-Authenticate from a 401 itself; deploy/nginx.conf
+    adds authz's challenge on a 403 only, so no answer carries two."""
+    port, _ = nginx
+    missing = proxy_call(port, "/hello")
+    assert missing.status == 401
+    assert missing.every("www-authenticate") == ['Bearer realm="127.0.0.1"']
+    expired = minted(rsa_signer, exp=1_600_000_000, iat=1_599_999_000)
+    invalid = proxy_call(port, "/hello", authorization=f"Bearer {expired}")
+    assert invalid.status == 401 and len(invalid.every("www-authenticate")) == 1
+    assert 'error="invalid_token"' in invalid.headers["www-authenticate"]
+    reader = minted(rsa_signer, scope="read")
+    scope = proxy_call(port, "/items", "POST", authorization=f"Bearer {reader}")
+    assert scope.status == 403 and len(scope.every("www-authenticate")) == 1
+    assert 'error="insufficient_scope"' in scope.headers["www-authenticate"]
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    forbidden = proxy_call(port, "/admin/x", authorization=f"Bearer {user}")
+    assert forbidden.status == 403 and forbidden.every("www-authenticate") == []
+
+
+def test_nginx_hands_on_the_host_and_one_request_id(
+    nginx: tuple[int, Stack], rsa_signer: Signer
+) -> None:
+    """The upstream sees the Host the client asked for (not the upstream block's name),
+    and the request id nginx made, which authz's decision line names too; a client's own
+    X-Request-Id is replaced in both."""
+    port, stack = nginx
+    token = minted(rsa_signer)
+    reply = proxy_call(
+        port,
+        "/hello",
+        host="shop.example",
+        authorization=f"Bearer {token}",
+        x_request_id="client-chosen",
+    )
+    assert reply.status == 200
+    seen = reply.echo["headers"]
+    assert seen["host"] == "shop.example"
+    request_id = seen["x-request-id"]
+    assert len(request_id) == 32 and request_id != "client-chosen"
+    lines = [json.loads(line) for line in stack.log("authz").splitlines() if '"request_id"' in line]
+    mine = [line for line in lines if line["request_id"] == request_id]
+    assert [(m["host"], m["decision"]) for m in mine] == [("shop.example", "allow")]
+    assert not any(line["request_id"] == "client-chosen" for line in lines)
+
+
+def test_nginx_never_hands_on_a_client_copy_of_an_absent_claim(
+    nginx: tuple[int, Stack], rsa_signer: Signer
+) -> None:
+    """The token has no realm_access: authz answers X-User-Roles empty, nginx sets it
+    empty (so sends none), and the client's own copy never reaches the upstream, in no
+    spelling."""
+    port, _ = nginx
+    token = minted(rsa_signer)
+    # Other spellings of the names, which CGI, WSGI and PHP read as X-User-Id: nginx's
+    # defaults (underscores_in_headers off, ignore_invalid_headers on) drop them.
+    aliases = {f"X{char}User{char}Id": "admin" for char in "!#$%&'*+.^_`|~"}
+    reply = proxy_call(
+        port,
+        "/hello",
+        raw=aliases,
+        authorization=f"Bearer {token}",
+        x_user_roles="admin",
+        x_user_id="root",
+    )
+    assert reply.status == 200
+    seen = reply.echo["headers"]
+    assert seen["x-user-id"] == "alice"
+    assert seen.get("x-user-roles", "") == ""
+    assert "admin" not in json.dumps(seen)

@@ -395,3 +395,24 @@ def test_keys_shared_by_every_tenant_are_one_source() -> None:
         observe=None,
     )
     assert isinstance(built.sources["mt"], RemoteKeySource)
+
+
+@pytest.mark.parametrize(
+    ("style", "warned"),
+    [("envoy", True), ("nginx", True), ("ingress-nginx", False), ("traefik", False)],
+)
+def test_dpop_over_http_is_warned_about_where_the_scheme_is_unknown(
+    style: str, warned: bool
+) -> None:
+    """Traefik and Caddy send X-Forwarded-Proto, ingress-nginx a whole URL; Envoy's
+    http_service and nginx say no scheme, so DPoP there needs dpop.external_origin."""
+    from authz.config import parse_config
+    from authz.runtime.lint import dpop_without_origin
+    from tests.support import LISTEN_ANYWHERE, config_data, provider
+
+    data = config_data(
+        listen=LISTEN_ANYWHERE,
+        http_authz={"listen": "127.0.0.1:0", "original_request": style},
+        providers={"corp": provider(jwks={"inline": {"keys": []}}, dpop={"mode": "required"})},
+    )
+    assert bool(dpop_without_origin(parse_config(data))) is warned

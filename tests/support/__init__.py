@@ -16,8 +16,10 @@ from tests.support.configs import (
 from tests.support.requests import answer, check_request, req
 from tests.support.servers import (
     FakeIdp,
+    Reply,
     call,
     log_entries,
+    proxy_call,
     scrape,
     start_serve,
     wait_for,
@@ -46,6 +48,7 @@ __all__ = [
     "FakeIdp",
     "FixedKeys",
     "Recorder",
+    "Reply",
     "Signer",
     "answer",
     "authorizer",
@@ -61,6 +64,7 @@ __all__ = [
     "log_entries",
     "make_signer",
     "provider",
+    "proxy_call",
     "req",
     "rsa_signer",
     "scrape",

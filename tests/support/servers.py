@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,45 @@ def call(
         else body.decode()
     )
     return response.status, response_headers, parsed
+
+
+@dataclass
+class Reply:
+    """A proxy's answer, every header line kept (names lower-cased): a header sent twice
+    shows twice."""
+
+    status: int
+    lines: list[tuple[str, str]]
+    body: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.lines)
+
+    def every(self, name: str) -> list[str]:
+        return [value for key, value in self.lines if key == name]
+
+    @property
+    def echo(self) -> dict[str, Any]:
+        """What the echo upstream saw."""
+        seen: dict[str, Any] = json.loads(self.body)
+        return seen
+
+
+def proxy_call(
+    port: int, path: str, method: str = "GET", raw: dict[str, str] | None = None, **headers: str
+) -> Reply:
+    """One request to a proxy on ``port``; "_" in keyword header names becomes "-", ``raw``
+    names are sent as they are (X_User_Id)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            method,
+            path,
+            headers={**{k.replace("_", "-"): v for k, v in headers.items()}, **(raw or {})},
+        )
+        response = connection.getresponse()
+        lines = [(k.lower(), v) for k, v in response.getheaders()]
+        return Reply(response.status, lines, response.read().decode())
+    finally:
+        connection.close()

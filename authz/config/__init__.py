@@ -6,6 +6,7 @@ fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/che
 
 from authz.config.base import ConfigError, split_address
 from authz.config.load import Config, load_config, parse_config, read_config_text
+from authz.config.overrides import Overrides, parse_workers
 from authz.config.providers import (
     AnyTenant,
     Dpop,
@@ -44,6 +45,7 @@ __all__ = [
     "Limits",
     "Listen",
     "Match",
+    "Overrides",
     "PathSettings",
     "Provider",
     "RemoteJwks",
@@ -55,6 +57,7 @@ __all__ = [
     "TracingSettings",
     "load_config",
     "parse_config",
+    "parse_workers",
     "read_config_text",
     "split_address",
 ]

@@ -30,6 +30,7 @@ from authz.config.server import (
 from authz.config.source import SourceMap, parse_yaml
 
 DEFAULT_DRAIN = 3.0
+MAX_WORKERS = 64
 
 
 class Config(Model):
@@ -48,7 +49,9 @@ class Config(Model):
     # Not given: DEFAULT_DRAIN, or half the grace when that leaves too little of it.
     shutdown_drain: float = Field(default=DEFAULT_DRAIN, ge=0)
     startup_wait: float = Field(default=0.0, ge=0)
-    workers: int = Field(default=1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT)
+    workers: int = Field(
+        default=1, ge=1, le=MAX_WORKERS
+    )  # processes sharing the ports (SO_REUSEPORT)
     paths: PathSettings = Field(default_factory=PathSettings)
     # X-HTTP-Method-Override and friends naming another method: refuse (400 method_override),
     # or judge the request under both methods and allow only when both are allowed.

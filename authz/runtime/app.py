@@ -20,7 +20,7 @@ from authz.adapters.grpc_server import GrpcServer
 from authz.adapters.http_authz import HttpAuthzServer
 from authz.adapters.listener import ConnectionBounds
 from authz.adapters.ops_server import OpsServer
-from authz.config import Config, split_address
+from authz.config import Config, Overrides, split_address
 from authz.core.authorizer import CurrentAuthorizer
 from authz.core.verify import Clock
 from authz.keys.crypto import assert_cryptography_backend
@@ -80,11 +80,14 @@ class App:
         watch_interval_s: float = 2.0,
         reload_keys_wait_s: float = 10.0,
         config_text: str | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         """``watch_interval_s``: how often the config file is checked for changes;
         ``reload_keys_wait_s``: how long a reload waits for a new provider's first keys;
-        ``config_text``: what ``config`` was loaded from, when it came from the file."""
+        ``config_text``: what ``config`` was loaded from, when it came from the file;
+        ``overrides``: settings given outside the file, applied to every reload too."""
         self._config_text = config_text
+        self._overrides = overrides or Overrides()
         assert_cryptography_backend()
         self.metrics = Metrics()
         self._clock = clock
@@ -221,6 +224,7 @@ class App:
             loaded_text=self._config_text,
             replay=self._replay,
             tracer=self.tracing,
+            overrides=self._overrides,
         )
         if self._config_path is not None:
             self.reloader.watch(self._watch_interval_s)

@@ -7,7 +7,7 @@ import logging
 import signal
 from pathlib import Path
 
-from authz.config import Config, ConfigError, load_config, read_config_text
+from authz.config import Config, ConfigError, Overrides, load_config, read_config_text
 from authz.core.errors import AuthzError
 from authz.runtime.app import App, raise_descriptor_limit
 from authz.runtime.build import build, build_listeners
@@ -37,8 +37,10 @@ def check_config(path: str | Path, text: str | None = None) -> tuple[Config, tup
     return config, built.warnings
 
 
-def serve(path: str) -> int:
-    """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes."""
+def serve(path: str, overrides: Overrides | None = None) -> int:
+    """Run until SIGTERM or SIGINT; with workers > 1, supervise that many processes.
+    ``overrides``: settings given outside the file (``--workers``, AUTHZ_WORKERS)."""
+    overrides = overrides or Overrides()
     # Until the reload handler is installed, a SIGHUP (a reload asked for early) must not
     # end the process, as its default action would.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -47,13 +49,18 @@ def serve(path: str) -> int:
         text, fell_back = _worker_config_text(path)
     else:
         text = read_config_text(path)
-    config, _ = check_config(path, text)
+    loaded, _ = check_config(path, text)
+    config = overrides.apply(loaded)
     configure_logging(config.log_format, config.log_level, worker_index())
     if fell_back:
         log.error(
             "%s does not load (%s): serving the last config the supervisor saw load",
             path,
             fell_back,
+        )
+    if config.workers != loaded.workers and not in_worker():
+        log.info(
+            "workers: %d (given outside %s, which says %d)", config.workers, path, loaded.workers
         )
     if config.workers > 1 and not in_worker():
         return Supervisor(
@@ -62,14 +69,16 @@ def serve(path: str) -> int:
             config.shutdown_grace,
             config_text=text,
             validate=lambda candidate: check_config(path, candidate)[0],
+            # Each worker must know the count too: it shares the ports only with workers > 1.
+            worker_args=("--workers", str(config.workers)) if overrides.workers else (),
         ).run()
     # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
     # CPU per call); plain asyncio remains the fallback where uvloop is not installed.
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(config, path, text))
-    return uvloop.run(_serve(config, path, text))
+        return asyncio.run(_serve(config, path, text, overrides))
+    return uvloop.run(_serve(config, path, text, overrides))
 
 
 def _worker_config_text(path: str) -> tuple[str, str]:
@@ -88,13 +97,13 @@ def _worker_config_text(path: str) -> tuple[str, str]:
         return fallback, str(exc).splitlines()[0]
 
 
-async def _serve(config: Config, path: str, text: str) -> int:
+async def _serve(config: Config, path: str, text: str, overrides: Overrides) -> int:
     raise_descriptor_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(config, config_path=path, config_text=text)
+    app = App(config, config_path=path, config_text=text, overrides=overrides)
     replacing = restarted_worker()
     if replacing is not None:
         app.metrics.worker_restarts.labels(replacing).inc()

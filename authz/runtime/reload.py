@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from authz.config import Config, ConfigError, load_config, read_config_text
+from authz.config import Config, ConfigError, Overrides, load_config, read_config_text
 from authz.core.authorizer import Authorizer, CurrentAuthorizer
 from authz.core.errors import AuthzError, JwksError
 from authz.core.tracing import Tracer
@@ -76,13 +76,16 @@ class Reloader:
         loaded_text: str | None = None,
         replay: ReplayStores | None = None,
         tracer: Tracer | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         """``keys_wait_s``: how long a new key source may take to load its first key set
         before the reload gives up; ``loaded_text``: the text the running config was
         loaded from (None: unknown), so that a reload of the same text does nothing;
         ``tracer``: the App's, kept by every authorizer a reload builds (a change of
-        ``tracing`` needs a restart)."""
+        ``tracing`` needs a restart); ``overrides``: settings given outside the file, which
+        win over the new file's."""
         self._tracer = tracer
+        self._overrides = overrides or Overrides()
         self._loaded_text = loaded_text
         self._replay = replay
         self._running = running
@@ -125,7 +128,8 @@ class Reloader:
                     # round: the running config is this file already.
                     log.info("config reload: %s is what is running; nothing to do", self._path)
                     return True
-                config = _keep_listener_limits(load_config(self._path, text), running.config)
+                loaded = self._overrides.apply(load_config(self._path, text))
+                config = _keep_listener_limits(loaded, running.config)
                 built, started, introspectors = await self._build(config)
             except (AuthzError, ConfigError, OSError) as exc:
                 log.error("config reload failed, keeping the running config: %s", exc)

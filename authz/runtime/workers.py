@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -144,10 +144,13 @@ class Supervisor:
         validate: Callable[[str], object],
         policy: Callable[[], RestartPolicy] = RestartPolicy,
         monotonic: Callable[[], float] = time.monotonic,
+        worker_args: Sequence[str] = (),
     ) -> None:
         """``config_text``: the config as loaded; ``validate``: raises unless a config text
-        would serve. The supervisor follows the file as the workers' reloads do, and keeps
-        the last text that loaded for workers that start when the file does not."""
+        would serve; ``worker_args``: more arguments for each worker's ``authz serve``. The
+        supervisor follows the file as the workers' reloads do, and keeps the last text that
+        loaded for workers that start when the file does not."""
+        self._worker_args = tuple(worker_args)
         self._config_path = config_path
         self._config_text = config_text
         self._validate = validate
@@ -207,7 +210,15 @@ class Supervisor:
             if self._shutdown:  # asked for before the signals were blocked: start nothing
                 return
             slot.proc = subprocess.Popen(
-                [sys.executable, "-m", "authz", "serve", "-c", self._config_path],
+                [
+                    sys.executable,
+                    "-m",
+                    "authz",
+                    "serve",
+                    "-c",
+                    self._config_path,
+                    *self._worker_args,
+                ],
                 env=env,
                 preexec_fn=lambda: _die_with_parent(parent),
             )

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz.config import load_config
+from authz.config import Overrides, load_config
 from authz.runtime.app import App
 from dev.stack import free_port
 from tests.support import (
@@ -235,3 +235,26 @@ async def test_limits_the_listeners_were_built_with_keep_their_running_values(
         big.attributes.request.http.body = "a" * (2 << 20)  # over the running limit
         response = await stub.Check(big)
         assert response.denied_response.status.code == 413
+
+
+async def test_workers_given_outside_the_file_survive_a_reload(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer, caplog: Any
+) -> None:
+    """AUTHZ_WORKERS (or --workers) wins over the file's workers on every reload, and the
+    file's own value is no change that needs a restart."""
+    path = tmp_path / "authz.yaml"
+    text = write(path, jwks, "x-user-a")
+    overrides = Overrides(workers=3)
+    app = App(
+        overrides.apply(load_config(path, text)),
+        config_path=path,
+        watch_interval_s=3600,
+        config_text=text,
+        overrides=overrides,
+    )
+    async with app:
+        write(path, jwks, "x-user-b")
+        assert await app.reload() is True
+        assert app.config.workers == 3
+        assert app.config.providers["corp"].claim_to_headers[0].header == "x-user-b"
+        assert "workers changes need a restart" not in caplog.text

@@ -46,16 +46,21 @@ def worker_pids(parent: int) -> set[int]:
 
 
 def serve_workers(
-    tmp_path: Path, jwks: dict[str, Any], **extra: Any
+    tmp_path: Path,
+    jwks: dict[str, Any],
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    **extra: Any,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """`authz serve` with two workers on fresh ports, once ready: (process, gRPC, HTTP)."""
+    """`authz serve` with two workers on fresh ports, once ready: (process, gRPC, HTTP).
+    ``env``: variables added to ours; ``args``: more arguments for `authz serve`."""
     grpc_port, http_port = free_port(), free_port()
     config = config_data(
         listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
         providers={"corp": provider(jwks={"inline": jwks})},
         **{"workers": 2, "shutdown_grace": 2, **extra},
     )
-    proc, _ = start_serve(tmp_path, config)
+    proc, _ = start_serve(tmp_path, config, args, env)
     wait_ready(http_port, proc)
     deadline = time.monotonic() + 10
     while len(worker_pids(proc.pid)) < 2:  # the second worker may lag the first
@@ -68,7 +73,12 @@ def test_two_workers_share_ports_and_metrics(
     tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:
     proc, grpc_port, http_port = serve_workers(tmp_path, jwks)
+    log = tmp_path / "authz.log"
     try:
+        deadline = time.monotonic() + 10
+        while log.read_text().count("authz serving") < 2 and "cannot" not in log.read_text():
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
         assert len(worker_pids(proc.pid)) == 2
         token = rsa_signer.token(**wall_clock_claims())
         checks = 24
@@ -127,6 +137,40 @@ def test_every_line_is_json_and_says_which_worker_wrote_it(
     assert len(decisions) == 8 and {d["worker"] for d in decisions} <= {0, 1}
     assert all(d["decision"] == "allow" and "message" not in d for d in decisions)
     assert token.split(".")[2] not in text
+
+
+@pytest.mark.parametrize(("env", "args"), [({"AUTHZ_WORKERS": "2"}, ()), ({}, ("--workers", "2"))])
+def test_workers_given_outside_the_file_share_the_ports(
+    tmp_path: Path,
+    jwks: dict[str, Any],
+    rsa_signer: Signer,
+    env: dict[str, str],
+    args: tuple[str, ...],
+) -> None:
+    """AUTHZ_WORKERS or --workers over a file that says 1 (a Deployment sizing workers to
+    its CPU limit): two workers, each of which shares the ports (SO_REUSEPORT needs all of
+    them to ask for it: the supervisor passes the flag on)."""
+    proc, grpc_port, _ = serve_workers(tmp_path, jwks, env=env, args=args, workers=1)
+    log = tmp_path / "authz.log"
+    try:
+        deadline = time.monotonic() + 10
+        while log.read_text().count("authz serving") < 2 and "cannot" not in log.read_text():
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        assert len(worker_pids(proc.pid)) == 2
+        token = rsa_signer.token(**wall_clock_claims())
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            response = stub.Check(check_request(authorization=f"Bearer {token}"), timeout=5)
+            assert response.HasField("ok_response")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        text = log.read_text()
+        assert "workers: 2 (given outside" in text and "cannot listen" not in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_workers_die_with_a_killed_supervisor(tmp_path: Path, jwks: dict[str, Any]) -> None:

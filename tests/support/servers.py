@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -95,14 +96,21 @@ class FakeIdp:
         return self.url("/").rstrip("/")
 
 
-def start_serve(tmp_path: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
-    """`authz serve` on ``config`` (written to tmp_path/authz.yaml): the process, and the
-    file its stderr goes to."""
+def start_serve(
+    tmp_path: Path,
+    config: dict[str, Any],
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`authz serve` on ``config`` (written to tmp_path/authz.yaml), with more ``args`` and
+    ``env`` added to ours: the process, and the file its stderr goes to."""
     path, log = tmp_path / "authz.yaml", tmp_path / "authz.log"
     path.write_text(json.dumps(config))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "authz", "serve", "-c", str(path)], stderr=out
+            [sys.executable, "-m", "authz", "serve", "-c", str(path), *args],
+            stderr=out,
+            env={**os.environ, **env} if env else None,
         )
     return proc, log
 

@@ -1,0 +1,200 @@
+"""Istio and Envoy Gateway: deploy/istio and deploy/envoy-gateway render and validate
+strictly (tests/support/kubernetes.py), and the Envoy each control plane generates gets
+deploy/envoy.yaml's ext_authz settings, the ones that file is tested with for real. What
+a control plane cannot set is in docs/istio.md and docs/envoy-gateway.md."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from authz.config import Config, parse_config
+from authz.core.overrides import METHOD_OVERRIDE_HEADERS
+from authz.runtime.commands import check_config
+from tests.support.crd_schemas import ISTIOD_VALUES
+from tests.support.kubernetes import (
+    DEPLOY,
+    envoy_ext_authz,
+    kustomize,
+    mounted_config,
+    one,
+    validate,
+    validate_uncached,
+)
+
+
+@pytest.fixture(scope="module")
+def renders() -> dict[str, list[dict[str, Any]]]:
+    return {name: kustomize(DEPLOY / name) for name in ("istio", "envoy-gateway")}
+
+
+@pytest.mark.parametrize("name", ["istio", "envoy-gateway"])
+def test_each_renders_validates_and_mounts_a_config_that_serves(
+    renders: dict[str, list[dict[str, Any]]], name: str, tmp_path: Path
+) -> None:
+    for doc in renders[name]:
+        validate(doc)
+    check_config(tmp_path / "authz.yaml", mounted_config(renders[name]))
+
+
+def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> None:
+    """A misspelt field fails the Istio models and the schemas of the fields used."""
+    mistakes = [
+        ("istio", "AuthorizationPolicy", "authz", ["spec", "actions"]),
+        ("istio", "DestinationRule", "authz", ["spec", "trafficPolicy", "connectionPol"]),
+        ("envoy-gateway", "SecurityPolicy", "authz", ["spec", "extAuth", "failopen"]),
+        ("envoy-gateway", "ClientTrafficPolicy", "authz", ["spec", "headers", "underscores"]),
+        ("envoy-gateway", "ReferenceGrant", "authz-from-security-policy", ["spec", "form"]),
+    ]
+    for render, kind, name, path in mistakes:
+        doc = copy.deepcopy(one(renders[render], kind, name))
+        node: Any = doc
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = "x"
+        with pytest.raises((AssertionError, jsonschema.ValidationError)):
+            validate_uncached(doc)
+    values = yaml.safe_load((DEPLOY / "istio" / "istiod-values.yaml").read_text())
+    values["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]["failopen"] = False
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(values, ISTIOD_VALUES)
+
+
+def test_istio_asks_authz_as_deploy_envoy_yaml_does(
+    renders: dict[str, list[dict[str, Any]]],
+) -> None:
+    values = yaml.safe_load((DEPLOY / "istio" / "istiod-values.yaml").read_text())
+    jsonschema.validate(values, ISTIOD_VALUES)
+    filter_config, cluster = envoy_ext_authz()
+    (provider,) = values["meshConfig"]["extensionProviders"]
+    grpc = provider["envoyExtAuthzGrpc"]
+    assert grpc["failOpen"] is filter_config["failure_mode_allow"] is False
+    assert grpc["timeout"] == filter_config["grpc_service"]["timeout"] == "1s"
+    assert (
+        filter_config["status_on_error"]["code"] == "ServiceUnavailable"
+        and grpc["statusOnError"] == "503"
+    )
+    assert "with_request_body" not in filter_config and "includeRequestBodyInCheck" not in grpc
+    # Istio's gRPC provider sends every header, as deploy/envoy.yaml (no allowed_headers).
+    assert "allowed_headers" not in filter_config
+    assert values["meshConfig"]["pathNormalization"]["normalization"] == "MERGE_SLASHES"
+    docs = renders["istio"]
+    service = one(docs, "Service")
+    assert (
+        grpc["service"]
+        == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    )
+    assert grpc["port"] == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    policy = one(docs, "AuthorizationPolicy")
+    assert (
+        policy["spec"]["action"] == "CUSTOM"
+        and policy["spec"]["provider"]["name"] == provider["name"]
+    )
+    assert policy["spec"]["rules"] == [{}]  # every request
+    rule = one(docs, "DestinationRule")
+    assert rule["spec"]["host"] == grpc["service"]
+    streams = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    wanted = streams["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"]
+    assert rule["spec"]["trafficPolicy"]["connectionPool"]["http"]["maxConcurrentStreams"] == wanted
+    assert "tls" not in rule["spec"]["trafficPolicy"]  # Istio's automatic mutual TLS stays
+    assert_reached_from(docs, policy["metadata"]["namespace"])
+
+
+def test_envoy_gateway_asks_authz_as_deploy_envoy_yaml_does(
+    renders: dict[str, list[dict[str, Any]]],
+) -> None:
+    filter_config, cluster = envoy_ext_authz()
+    docs = renders["envoy-gateway"]
+    policy = one(docs, "SecurityPolicy")
+    ext_auth = policy["spec"]["extAuth"]
+    assert ext_auth["failOpen"] is filter_config["failure_mode_allow"] is False
+    assert ext_auth["timeout"] == filter_config["grpc_service"]["timeout"] == "1s"
+    assert (
+        ext_auth["statusOnError"] == 503
+        and filter_config["status_on_error"]["code"] == "ServiceUnavailable"
+    )
+    assert "bodyToExtAuth" not in ext_auth and "with_request_body" not in filter_config
+    (backend,) = ext_auth["grpc"]["backendRefs"]
+    service = one(docs, "Service")
+    assert (backend["kind"], backend["name"], backend["namespace"]) == ("Service", "authz", "authz")
+    assert backend["port"] == next(
+        p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"
+    )
+    settings = ext_auth["grpc"]["backendSettings"]
+    (health,) = cluster["health_checks"]
+    active = settings["healthCheck"]["active"]
+    assert active["type"] == "GRPC"
+    assert active["grpc"]["service"] == health["grpc_health_check"]["service_name"]
+    for ours, envoys in (
+        ("timeout", "timeout"),
+        ("interval", "interval"),
+        ("unhealthyThreshold", "unhealthy_threshold"),
+        ("healthyThreshold", "healthy_threshold"),
+    ):
+        assert active[ours] == health[envoys], ours
+    streams = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    wanted = streams["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"]
+    assert settings["http2"]["maxConcurrentStreams"] == wanted
+    # The ReferenceGrant lets exactly this policy's namespace reach exactly this Service.
+    grant = one(docs, "ReferenceGrant", "authz-from-security-policy")
+    assert grant["metadata"]["namespace"] == backend["namespace"]
+    assert grant["spec"]["from"] == [
+        {
+            "group": "gateway.envoyproxy.io",
+            "kind": "SecurityPolicy",
+            "namespace": policy["metadata"]["namespace"],
+        }
+    ]
+    assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": backend["name"]}]
+    # The listener settings deploy/envoy.yaml has besides ext_authz, on the same Gateway.
+    traffic = one(docs, "ClientTrafficPolicy")
+    assert traffic["spec"]["targetRefs"] == policy["spec"]["targetRefs"]
+    assert traffic["spec"]["headers"]["withUnderscoresAction"] == "RejectRequest"
+    assert traffic["spec"]["path"] == {
+        "escapedSlashesAction": "UnescapeAndRedirect",
+        "disableMergeSlashes": False,
+    }
+    assert_reached_from(docs, "envoy-gateway-system")
+
+
+def assert_reached_from(docs: list[dict[str, Any]], namespace: str) -> None:
+    proxy_rule = one(docs, "NetworkPolicy")["spec"]["ingress"][0]
+    assert proxy_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    ]
+
+
+def headers_authz_reads(config: Config) -> Iterator[str]:
+    """The request headers a config's checks read (beyond the path, method and host Envoy
+    always sends): token locations, the DPoP proof, the method overrides refused, header
+    matches, and the request id of the decision log."""
+    for provider in config.providers.values():
+        yield from (source.name for source in provider.from_headers)
+        if provider.from_cookies:
+            yield "cookie"
+        if provider.dpop.mode != "off":
+            yield "dpop"
+    yield from METHOD_OVERRIDE_HEADERS
+    for rule in config.rules:
+        yield from (header.name for header in rule.match.headers)
+    if config.decision_log.enabled:
+        yield "x-request-id"
+
+
+def test_envoy_gateway_sends_every_header_authz_reads(
+    renders: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = renders["envoy-gateway"]
+    config = parse_config(yaml.safe_load(mounted_config(docs)))
+    sent = set(one(docs, "SecurityPolicy")["spec"]["extAuth"]["headersToExtAuth"])
+    assert set(headers_authz_reads(config)) <= sent

@@ -19,8 +19,14 @@ LABEL org.opencontainers.image.title="authz" \
 RUN groupadd --gid 10001 authz \
     && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin authz
 COPY requirements.lock /tmp/requirements.lock
+# xds-protos ships an old copy of the opentelemetry.proto modules; installed after
+# opentelemetry-proto it hides what the OTLP exporter imports: its pinned, hash-checked
+# entry is installed again, last.
 RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
-    && rm /tmp/requirements.lock
+    && python -c "import re; lock = open('/tmp/requirements.lock').read(); \
+open('/tmp/otel.lock', 'w').write(re.search(r'^opentelemetry-proto==.*?(?=^\S)', lock, re.M | re.S)[0])" \
+    && pip install --no-cache-dir --require-hashes --no-deps --force-reinstall -r /tmp/otel.lock \
+    && rm /tmp/requirements.lock /tmp/otel.lock
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && rm -rf /wheels
 USER 10001:10001

@@ -120,19 +120,34 @@ class SourceMap:
 def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """The data of a YAML document and where each key in it was written; ConfigError
     naming FILE:LINE:COLUMN when it is not valid YAML."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already
         node = loader.get_single_node()
         source = _source_map(node, file)
         # Constructing flattens merge keys in the nodes: after the marks are collected.
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(_yaml_problem(exc, file)) from exc
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_column(text, exc.position)
+        raise ConfigError(
+            f"{file}:{line}:{column}: not valid YAML: character #x{exc.character:04x} is "
+            "not allowed (a control character)"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{file}: not valid YAML: nested too deeply") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, source
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> str:

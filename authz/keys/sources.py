@@ -15,12 +15,13 @@ from typing import Protocol
 
 from authz.core.errors import JwksError, JwksReadError
 from authz.keys.jwks import KeySet, parse_jwks_bytes
-from authz.support.files import file_signature, watch_file
+from authz.support.files import file_signature, read_regular_file, watch_file
 from authz.support.tasks import OwnedTasks
 
 log = logging.getLogger(__name__)
 
 Monotonic = Callable[[], float]
+MAX_JWKS_FILE_BYTES = 1 << 20  # as a remote JWKS's default max_bytes
 
 
 class KeyEvents(Protocol):
@@ -135,7 +136,7 @@ class FileKeySource(KeySource):
 
     async def load(self) -> None:
         try:
-            data = await asyncio.to_thread(self.path.read_bytes)
+            data = await asyncio.to_thread(read_regular_file, self.path, MAX_JWKS_FILE_BYTES)
         except OSError as exc:
             await self._failed(JwksReadError(f"cannot read {self.path}: {exc.strerror}"))
             return

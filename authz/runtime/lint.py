@@ -17,6 +17,8 @@ from authz.config import AnyTenant, ClaimCondition, Config, Match
 from authz.core.errors import JwksError
 from authz.core.policy import literal_prefix
 from authz.keys.jwks import parse_jwks_bytes
+from authz.keys.sources import MAX_JWKS_FILE_BYTES
+from authz.support.files import read_regular_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +219,7 @@ def missing_files(config: Config) -> list[str]:
             "tokens) until it is fixed"
         )
         try:
-            data = file.path.read_bytes()
+            data = read_regular_file(file.path, MAX_JWKS_FILE_BYTES)
         except FileNotFoundError:
             warnings.append(f"{where}: {file.path} does not exist: {consequence}")
             continue

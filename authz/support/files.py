@@ -9,12 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 Signature = tuple[int, int, int]
+
+
+def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; OSError otherwise (a device
+    such as /dev/zero or a FIFO would never end or never answer)."""
+    # Checked before opening (opening a FIFO waits for a writer) and after (a swap between).
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(0, "not a regular file")
+    with open(path, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(0, f"larger than {max_bytes} bytes")
+    return data
 
 
 def file_signature(path: str | Path) -> Signature | None:

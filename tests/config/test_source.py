@@ -111,3 +111,16 @@ def test_yaml_errors_name_the_file_line_and_column(text: str, message: str) -> N
         parse_yaml(text, "f.yaml")
     assert str(caught.value).startswith(message)
     assert "<unicode string>" not in str(caught.value)
+
+
+def test_a_control_character_is_a_located_error_not_a_traceback() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml("rules:\n  - name: r\x0c\n", "authz.yaml")
+    assert str(caught.value) == (
+        "authz.yaml:2:12: not valid YAML: character #x000c is not allowed (a control character)"
+    )
+
+
+def test_nesting_beyond_what_can_be_read_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"authz\.yaml: not valid YAML: nested too deeply"):
+        parse_yaml("rules: " + "[" * 5000 + "]" * 5000, "authz.yaml")

@@ -156,6 +156,21 @@ async def test_missing_file_at_start(tmp_path: Path) -> None:
     assert events.sets == [("read_error", None)]
 
 
+async def test_a_file_that_is_a_device_or_too_large_is_a_read_error(tmp_path: Path) -> None:
+    """Never read unbounded: /dev/zero would fill memory, a FIFO never answer."""
+    import os
+
+    os.symlink("/dev/zero", tmp_path / "zero.json")
+    (tmp_path / "big.json").write_bytes(b" " * (1 << 20) + b"{}")
+    os.mkfifo(tmp_path / "fifo.json")
+    for name in ("zero.json", "big.json", "fifo.json"):
+        events = Events()
+        source = file_source(tmp_path / name, events)
+        await source.start()
+        await source.stop()
+        assert (source.keys, events.sets) == (None, [("read_error", None)]), name
+
+
 async def test_remote_rotation_and_outages_keep_the_last_good_set(
     idp: FakeIdp, session, rsa_signer: Signer, other_rsa_signer: Signer
 ) -> None:

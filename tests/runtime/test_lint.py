@@ -221,6 +221,25 @@ def test_a_jwks_file_serve_would_start_without(tmp_path: Path) -> None:
     assert warned(tmp_path, JWKS_FILE) == []
 
 
+def test_a_jwks_file_that_is_a_device_or_a_fifo_is_warned_about_not_read(tmp_path: Path) -> None:
+    """/dev/zero would never end and a FIFO never answer: check-config (and serve's build
+    on a reload, in the event loop) must not hang on either."""
+    import os
+
+    (tmp_path / "keys").mkdir()
+    os.mkfifo(tmp_path / "keys" / "jwks.json")
+    (warning,) = warned(tmp_path, JWKS_FILE)
+    assert "cannot read ~/keys/jwks.json (not a regular file)" in warning
+    os.unlink(tmp_path / "keys" / "jwks.json")
+    os.symlink("/dev/zero", tmp_path / "keys" / "jwks.json")
+    (warning,) = warned(tmp_path, JWKS_FILE)
+    assert "(not a regular file)" in warning
+    os.unlink(tmp_path / "keys" / "jwks.json")
+    (tmp_path / "keys" / "jwks.json").write_bytes(b" " * (1 << 20) + b"{}")
+    (warning,) = warned(tmp_path, JWKS_FILE)
+    assert "(larger than 1048576 bytes)" in warning
+
+
 def test_keys_written_twice(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AUTHZ_TEST_SECRET", "s" * 32)
     text = LOADED.split("  - name: api-admin")[0].replace(

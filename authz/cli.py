@@ -17,12 +17,17 @@ from authz import __version__
 from authz.config import ConfigError, Overrides, load_config, parse_workers
 from authz.core.errors import AuthzError
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
-from authz.runtime.commands import check_config, serve
 
 WORKERS_ENV = "AUTHZ_WORKERS"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # gRPC's C core writes its own lines straight to stderr (a port taken: a line of its
+    # format among the JSON ones); authz logs each failure it sees itself. Set before
+    # grpc is first imported, which reads it then; GRPC_VERBOSITY given wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from authz.runtime.commands import serve
+
     return serve(args.config, serve_overrides(args.workers, os.environ))
 
 
@@ -36,6 +41,8 @@ def serve_overrides(workers_flag: str | None, environ: Mapping[str, str]) -> Ove
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from authz.runtime.commands import check_config
+
     config, warnings = check_config(args.config)
     for warning in warnings:
         where = f"{warning.where}: " if warning.where else ""

@@ -14,6 +14,7 @@ claims rules and headers read, as a JWT's are.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import re
@@ -152,7 +153,10 @@ class Introspector:
         if task is None:
             if len(self._in_flight) >= self._settings.max_in_flight:
                 raise Overloaded(f"provider {self.provider}: too many introspections in flight")
-            task = asyncio.get_running_loop().create_task(self._introspect(key, token))
+            # Shared by every check asking for this token: not in the first one's context.
+            task = asyncio.get_running_loop().create_task(
+                self._introspect(key, token), context=contextvars.Context()
+            )
             self._in_flight[key] = task
             task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import sys
+import threading
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
@@ -48,9 +49,22 @@ class JsonLines(JsonFormatter):
             static_fields={"worker": worker},
             json_serializer=functools.partial(json.dumps, separators=(",", ":")),
         )
+        self._worker = worker
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return rfc3339(record.created)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        # The fixed fields are the record's own, whatever a library's extra= or dict
+        # message said about time, level, logger, worker or pid.
+        log_data["time"] = self.formatTime(record)
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        log_data["worker"] = self._worker
+        log_data["pid"] = record.process
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         log_data["trace_id"] = current_trace_id.get()
@@ -103,7 +117,11 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # a warning is a log line too, not lines of plain text
+    # A record that fails to format (a library's bad %-arguments) is dropped, not written
+    # as a multi-line "--- Logging error ---" traceback among the JSON lines.
+    logging.raiseExceptions = False
     sys.excepthook = log_uncaught
+    threading.excepthook = log_thread_uncaught
     # The CEL library logs each failed function call; a strict comparison between different
     # types (cel_strict) fails that way by design, and authz logs the failed condition.
     logging.getLogger("cel").setLevel(logging.ERROR)
@@ -114,6 +132,19 @@ def configure_logging(
     )
     decisions.addHandler(own)
     decisions.propagate = False
+
+
+def log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    """An exception that ended a thread (an exporter's, a library's), as one log line."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("authz").error(
+        "thread %s stopped by an unexpected %s",
+        name,
+        args.exc_type.__name__,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def log_uncaught(

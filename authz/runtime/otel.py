@@ -10,7 +10,9 @@ explicitly, so OpenTelemetry's current-context variable is never set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from contextvars import Token
 
 from opentelemetry.context import Context
@@ -149,8 +151,27 @@ class OtelTracing:
         if self._stopped:
             return
         self._stopped = True
+        # A daemon thread, not asyncio.to_thread: the loop's executor and the interpreter
+        # wait for their threads at exit, and the SDK's shutdown may wait 30 s for a
+        # collector that does not answer.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def shut_down() -> None:
+            try:
+                self._provider.shutdown()
+            finally:
+                if not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # closed in between
+                        loop.call_soon_threadsafe(finished)
+
+        threading.Thread(target=shut_down, name="otel-shutdown", daemon=True).start()
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._provider.shutdown), wait_s)
+            await asyncio.wait_for(asyncio.shield(done), wait_s)
         except TimeoutError:
             log.warning("tracing: spans not exported within %gs of stopping were dropped", wait_s)
 

@@ -42,6 +42,9 @@ from authz.config import read_config_text
 from authz.support.files import file_signature
 
 log = logging.getLogger(__name__)
+# After the grace, what a worker may still take to stop: flushing its spans to a collector
+# (at most 6 s, authz/runtime/otel.py) and a little more.
+STOP_MARGIN_S = 8.0
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_ENV = "AUTHZ_WORKER"
@@ -294,7 +297,7 @@ class Supervisor:
     def _wait_all(self) -> bool:
         """Wait for every worker to stop (killing any that outlasts the grace); whether
         each stopped cleanly."""
-        deadline = self._monotonic() + self._grace_s + 5
+        deadline = self._monotonic() + self._grace_s + STOP_MARGIN_S
         clean = True
         for slot in self._slots:
             if slot.proc is None:

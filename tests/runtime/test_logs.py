@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,10 @@ def configured() -> Iterator[io.StringIO]:
     """What configure_logging changes, put back afterwards; yields nothing but a stream."""
     root, decisions, cel = (logging.getLogger(n) for n in ("", "authz.decisions", "cel"))
     saved = (root.handlers[:], root.level, decisions.handlers[:], decisions.propagate, cel.level)
-    hook = sys.excepthook
+    hook, thread_hook, raising = sys.excepthook, threading.excepthook, logging.raiseExceptions
     yield io.StringIO()
-    sys.excepthook = hook
+    sys.excepthook, threading.excepthook = hook, thread_hook
+    logging.raiseExceptions = raising
     root.handlers[:], decisions.handlers[:] = saved[0], saved[2]
     root.setLevel(saved[1])
     decisions.propagate = saved[3]
@@ -152,6 +154,35 @@ def test_an_exception_nothing_caught_is_a_log_line(configured: io.StringIO) -> N
         "stopped by an unexpected RuntimeError",
     )
     assert entry["exc_info"].endswith("RuntimeError: a bug")
+
+
+def test_a_library_cannot_overwrite_the_fixed_fields() -> None:
+    forged = {"time": "1970", "level": "CRITICAL", "logger": "x", "worker": 99, "pid": 1}
+    (line,) = written(JsonLines(2), lambda log: log.info("m", extra=forged))
+    entry = json.loads(line)
+    assert (entry["level"], entry["logger"], entry["worker"], entry["pid"]) == (
+        "INFO",
+        "tests.logs",
+        2,
+        os.getpid(),
+    )
+    assert TIME.match(entry["time"])
+
+
+def test_a_thread_s_exception_and_a_bad_record_stay_json(configured: io.StringIO) -> None:
+    configure_logging("json", "INFO", None, configured)
+
+    def fail() -> None:
+        raise RuntimeError("in a thread")
+
+    thread = threading.Thread(target=fail, name="exporter")
+    thread.start()
+    thread.join()
+    logging.getLogger("some.library").info("%d items", "not a number")  # a bug of its own
+    (line,) = configured.getvalue().splitlines()  # the bad record is dropped, not a traceback
+    entry = json.loads(line)
+    assert entry["message"] == "thread exporter stopped by an unexpected RuntimeError"
+    assert entry["exc_info"].endswith("RuntimeError: in a thread")
 
 
 def decision_lines(
@@ -248,11 +279,17 @@ def test_serve_writes_text_lines_when_asked(tmp_path: Path, jwks: dict[str, Any]
     )
 
 
-def test_serve_logs_why_it_cannot_serve(tmp_path: Path, jwks: dict[str, Any]) -> None:
+@pytest.mark.parametrize("taken_port", ["http", "grpc"])
+def test_serve_logs_why_it_cannot_serve(
+    tmp_path: Path, jwks: dict[str, Any], taken_port: str
+) -> None:
+    """One JSON line saying why, whichever port is taken: gRPC's C core writes nothing of
+    its own format among them."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        listen = {"grpc": "127.0.0.1:0", "http": f"127.0.0.1:{taken.getsockname()[1]}"}
+        listen = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"}
+        listen[taken_port] = f"127.0.0.1:{taken.getsockname()[1]}"
         config = config_data(listen=listen, providers={"corp": provider(jwks={"inline": jwks})})
         proc, log = start_serve(tmp_path, config)
         assert proc.wait(timeout=30) == 2

@@ -5,6 +5,7 @@ is off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -138,6 +139,54 @@ async def test_log_lines_during_a_traced_check_carry_its_trace_id() -> None:
     check.end()
     assert current_trace_id.get() is None and "trace_id" not in line()
     await tracing.stop()
+
+
+async def test_stop_returns_while_a_stuck_export_still_runs() -> None:
+    """The SDK's shutdown waits up to 30 s for an export; stop gives up at its bound and
+    leaves a daemon thread behind, which neither the loop nor the interpreter waits for."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    release, exporting = threading.Event(), threading.Event()
+
+    class Stuck(InMemorySpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            exporting.set()
+            release.wait(30)
+            return SpanExportResult.SUCCESS
+
+    tracing = OtelTracing(Stuck(), sample_ratio=1.0, service_name="authz", schedule_delay_s=0.01)
+    span = tracing.start_check(None)
+    assert span is not None
+    span.end()
+    assert await asyncio.to_thread(exporting.wait, 5)
+    await tracing.stop(wait_s=0.2)
+    assert not release.is_set()  # stop came back while the export was still stuck
+    shutdown = [t for t in threading.enumerate() if t.name == "otel-shutdown"]
+    assert shutdown and all(t.daemon for t in shutdown)
+    release.set()
+
+
+async def test_tasks_started_during_a_check_do_not_log_under_its_trace_id() -> None:
+    from authz.support.log_context import current_trace_id
+    from authz.support.tasks import OwnedTasks
+
+    tasks = OwnedTasks()
+    token = current_trace_id.set(TRACE)
+    try:
+        seen = await tasks.spawn(asyncio.sleep(0, result=None), "probe")
+        background = tasks.spawn(_current_trace_id(), "refresh")
+        assert seen is None and await background is None
+    finally:
+        current_trace_id.reset(token)
+    await tasks.stop()
+
+
+async def _current_trace_id() -> str | None:
+    from authz.support.log_context import current_trace_id
+
+    return current_trace_id.get()
 
 
 async def test_the_caller_s_context_in_the_grpc_metadata_comes_first(

@@ -127,7 +127,8 @@ def report(results: list[CaseResult], *, verbose: bool = False) -> str:
         lines.append("     why:")
         lines += [f"       {line}" for line in to_text(result.evaluation).splitlines()]
     failed = sum(not r.passed for r in results)
-    lines.append(f"{len(results)} cases, {len(results) - failed} passed, {failed} failed")
+    cases = f"{len(results)} case{'' if len(results) == 1 else 's'}"
+    lines.append(f"{cases}, {len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)
 
 

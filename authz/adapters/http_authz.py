@@ -158,9 +158,11 @@ class HttpAuthzServer:
                     self._style,
                     f" ({held} more since the last warning)" if held else "",
                 )
-        decision = deny(error, request.host, None, None, expose=False)
+        # The Host header as sent: aiohttp's request.host would name this machine without one.
+        host = request.headers.get("host", "")
+        decision = deny(error, host, None, None, expose=False)
         if self._observe is not None:
             headers = {key.lower(): value for key, value in request.headers.items()}
-            stand_in = RequestAttributes(request.method, request.host, request.raw_path, headers)
+            stand_in = RequestAttributes(request.method, host, request.raw_path, headers)
             self._observe(stand_in, decision, Observation(time.perf_counter() - started))
         return decision

@@ -212,10 +212,12 @@ def test_http_styles_say_what_their_proxy_can_remove(
         "GET",
         "/x",
         headers={
+            "host": "h",
             "x-original-uri": "/x",
             "x-original-method": "GET",
             "x-forwarded-uri": "/x",
             "x-forwarded-method": "GET",
+            "x-forwarded-host": "h",
             "x-original-url": "http://h/x",
         },
     )
@@ -303,9 +305,12 @@ async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
 
 
 NAMED_BY = {
-    "nginx": ("X-Original-URI and X-Original-Method", {"x_original_method": "GET"}),
+    "nginx": ("X-Original-URI, X-Original-Method and Host", {"x_original_method": "GET"}),
     "ingress-nginx": ("X-Original-URL and X-Original-Method", {"x_original_method": "GET"}),
-    "traefik": ("X-Forwarded-Uri and X-Forwarded-Method", {"x_forwarded_uri": "/items"}),
+    "traefik": (
+        "X-Forwarded-Uri, X-Forwarded-Method and X-Forwarded-Host",
+        {"x_forwarded_uri": "/items"},
+    ),
 }
 
 
@@ -358,6 +363,7 @@ async def test_a_check_naming_no_request_is_refused_counted_and_logged(
     [
         ("nginx", [("x-original-uri", "/items"), ("x-original-uri", "/public")]),
         ("traefik", [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]),
+        ("traefik", [("x-forwarded-host", "api.test"), ("x-forwarded-host", "admin.test")]),
         ("ingress-nginx", [("x-original-url", "http://h/items"), ("x-original-url", "http://h/")]),
     ],
 )
@@ -365,10 +371,16 @@ async def test_a_header_naming_the_request_twice_is_refused(
     jwks: dict[str, Any], style: str, headers: list[tuple[str, str]]
 ) -> None:
     complete = {
-        "nginx": [("x-original-method", "GET")],
-        "traefik": [("x-forwarded-uri", "/items")],
-        "ingress-nginx": [("x-original-method", "GET")],
+        "nginx": [("x-original-uri", "/items"), ("x-original-method", "GET")],
+        "traefik": [
+            ("x-forwarded-uri", "/items"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "api.test"),
+        ],
+        "ingress-nginx": [("x-original-url", "http://h/items"), ("x-original-method", "GET")],
     }[style]
+    twice = {name for name, _ in headers}
+    complete = [(name, value) for name, value in complete if name not in twice]
     async with App(config(jwks, style)) as app, aiohttp.ClientSession() as session:
         assert app.http_authz is not None
         url = f"http://127.0.0.1:{app.http_authz.port}/check"
@@ -387,7 +399,10 @@ def test_the_envoy_style_always_names_the_request() -> None:
     ("style", "names"),
     [
         ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
-        ("traefik", {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET"}),
+        (
+            "traefik",
+            {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET", "x_forwarded_host": "h"},
+        ),
         ("ingress-nginx", {"x_original_url": "http://h/public/x", "x_original_method": "GET"}),
     ],
 )
@@ -448,7 +463,7 @@ def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, s
         ("ftp://h/items", "missing_original_request"),
         ("h/items", "missing_original_request"),
         ("http:/h/items", "missing_original_request"),
-        ("http:///items", "invalid_host"),  # no Host from the client
+        ("http:///items", "missing_original_request"),  # no Host from the client
         ("http://admin.example@api.example/items", "invalid_host"),
         ("http://a,b/items", "invalid_host"),
         ("http://h/public/..;/items", "invalid_path"),
@@ -502,3 +517,49 @@ async def test_ingress_nginx_host_rules_judge_the_urls_host(
             x_original_method="GET",
         )
         assert api.status == 200
+
+
+# Each style's complete check naming a request, less its host, which the test adds.
+HOSTLESS = {
+    "nginx": "X-Original-URI: /items\r\nX-Original-Method: GET\r\n",
+    "traefik": "X-Forwarded-Uri: /items\r\nX-Forwarded-Method: GET\r\n",
+    "ingress-nginx": "X-Original-Method: GET\r\n",
+}
+HOST_LINES = {
+    # (the header the style reads the host from, lines without one, lines with it empty)
+    "nginx": ("Host", "", "Host: \r\n"),
+    "traefik": ("X-Forwarded-Host", "Host: authz.internal\r\n", "X-Forwarded-Host: \r\n"),
+    # nginx's $scheme://$http_host$request_uri when the client sent no Host
+    "ingress-nginx": (
+        "X-Original-URL",
+        "Host: authz.internal\r\nX-Original-URL: http:///items\r\n",
+        "Host: authz.internal\r\nX-Original-URL: https:///items\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["absent", "empty"])
+@pytest.mark.parametrize("style", sorted(HOSTLESS))
+async def test_a_check_naming_no_host_is_refused_not_guessed(
+    jwks: dict[str, Any], rsa_signer: Signer, style: str, empty: bool
+) -> None:
+    """No host, or an empty one (an HTTP/1.0 client sent none: Caddy forwards an empty
+    X-Forwarded-Host, Traefik none): no host rule could judge the request, and the check
+    request's own Host (authz's address; aiohttp's machine name without one) is not the
+    client's. Refused with a valid token, never judged as "" or as authz's own name."""
+    token = rsa_signer.token(**wall_clock_claims())
+    named, absent, blank = HOST_LINES[style]
+    async with App(config(jwks, style)) as app:
+        assert app.http_authz is not None
+        request = (
+            "GET /check HTTP/1.0\r\n"
+            + HOSTLESS[style]
+            + (blank if empty else absent)
+            + f"Authorization: Bearer {token}\r\n\r\n"
+        )
+        status, body = await raw_exchange(app.http_authz.port, request.encode())
+        assert status == 400, body
+        assert json.loads(body)["error"] == "invalid_request"
+        assert named in json.loads(body)["error_description"]
+        page = app.metrics.render().decode()
+        assert 'reason="missing_original_request"' in page

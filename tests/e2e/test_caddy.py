@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from dev.stack import DEV_AUDIENCE, DEV_ISSUER, Ports, Stack, caddy_binary, http_dev_config
+from dev.stack import (
+    CADDY_TEMPLATE,
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    Ports,
+    Stack,
+    caddy_binary,
+    http_dev_config,
+)
 from tests.support import Signer, ec_signer, proxy_call, wall_clock_claims
 from tests.support.dpop import make_proof, thumbprint
 
@@ -214,3 +222,70 @@ def test_caddy_refuses_a_request_without_a_host(caddy: Stack, rsa_signer: Signer
     assert [(line["reason"], line["status"]) for line in lines] == [
         ("missing_original_request", 400)
     ]
+
+
+@pytest.fixture(scope="module")
+def trusting_caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    """deploy/Caddyfile behind a load balancer, as docs/caddy.md describes it: forward_auth
+    trusts the X-Forwarded-* headers of 127.0.0.1 (here: every test client)."""
+    if caddy_binary() is None:
+        pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
+    workdir = tmp_path_factory.mktemp("caddy-trusted")
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
+    ports = Ports()
+    config = http_dev_config(jwks, ports, "traefik")
+    config["decision_log"] = {"enabled": True}
+    config["providers"]["dev"]["claim_to_headers"].append(
+        {"header": "x-user-email", "claim": "email"}
+    )
+    admin_host = {
+        "name": "admin-host",
+        "match": {"hosts": ["admin.example"]},
+        "requires": {"provider": "dev"},
+        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+    }
+    config["rules"].insert(1, admin_host)
+    recipe = CADDY_TEMPLATE.read_text()
+    assert recipe.count("\t\t\turi /check\n") == 1
+    template = workdir / "Caddyfile.trusted"
+    template.write_text(
+        recipe.replace(
+            "\t\t\turi /check\n", "\t\t\turi /check\n\t\t\ttrusted_proxies 127.0.0.1/32\n"
+        )
+    )
+    stack = Stack(workdir, config, ports, proxy="caddy", proxy_template=template)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_caddy_behind_trusted_proxies_judges_the_host_it_routes_by(
+    trusting_caddy: Stack, rsa_signer: Signer
+) -> None:
+    """A trusted hop's X-Forwarded-Host is the client's own (the balancer passes it on):
+    Caddy routes by Host and sends it upstream, so that is the host authz must judge.
+    Without header_up X-Forwarded-Host in forward_auth, authz judged shop.example and a
+    user reached admin.example."""
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    port = trusting_caddy.ports.envoy
+    reply = proxy_call(
+        port,
+        "/x",
+        host="admin.example",
+        authorization=f"Bearer {user}",
+        x_forwarded_host="shop.example",
+        x_request_id="trusted-spoof",
+    )
+    lines = [
+        json.loads(line)
+        for line in trusting_caddy.log("authz").splitlines()
+        if "trusted-spoof" in line
+    ]
+    assert [(line["host"], line["reason"]) for line in lines] == [
+        ("admin.example", "claim_mismatch")
+    ]
+    assert reply.status == 403
+    admin = minted(rsa_signer, realm_access={"roles": ["admin"]})
+    allowed = proxy_call(port, "/x", host="admin.example:8443", authorization=f"Bearer {admin}")
+    assert allowed.status == 200 and allowed.echo["headers"]["host"] == "admin.example:8443"

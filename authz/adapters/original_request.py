@@ -7,7 +7,12 @@ tells it (``http_authz.original_request``):
   the host from ``Host`` (nginx's ``$host``);
 - ``ingress-nginx``: ``X-Original-Method`` and ``X-Original-URL``, the whole URL
   (``$scheme://$http_host$request_uri``) the Kubernetes ingress-nginx controller's
-  template always sets; the host is the URL's, since ``Host`` names authz itself there;
+  template always sets; the host is the URL's, since ``Host`` names authz itself there.
+  The URL's host is the client's Host header, while nginx routes by ``$host`` (the
+  request line's host for an absolute-form target) and sends the upstream
+  ``$best_http_host`` (the client's X-Forwarded-Host with ``use-forwarded-headers``):
+  ``X-Authz-Host`` and ``X-Authz-Upstream-Host``, which the recipe's
+  ``auth-proxy-set-headers`` ConfigMap sets to those two, must name the same host;
 - ``traefik``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and ``X-Forwarded-Host``, as
   Traefik's forwardAuth and Caddy's forward_auth send them.
 
@@ -26,15 +31,19 @@ from typing import Literal
 from aiohttp import web
 
 from authz.adapters.certificates import Source, forwarded_certificate_sha256
-from authz.core.errors import MissingOriginalRequest
-from authz.core.model import RequestAttributes
+from authz.core.errors import InvalidHost, MissingOriginalRequest
+from authz.core.model import RequestAttributes, hostname
+from authz.core.paths import check_host
 
 Style = Literal["envoy", "nginx", "ingress-nginx", "traefik"]
+# ingress-nginx: $host (the host nginx routes by) and $best_http_host (the Host the
+# upstream gets), set by the recipe's auth-proxy-set-headers ConfigMap.
+INGRESS_NGINX_HOSTS = ("X-Authz-Host", "X-Authz-Upstream-Host")
 # The headers naming the original request: (method, target, then any other), as the
 # description says them. Each must come exactly once, not empty.
 NEEDS: dict[Style, tuple[str, ...]] = {
     "nginx": ("X-Original-Method", "X-Original-URI", "Host"),
-    "ingress-nginx": ("X-Original-Method", "X-Original-URL"),
+    "ingress-nginx": ("X-Original-Method", "X-Original-URL", *INGRESS_NGINX_HOSTS),
     "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
 }
 # Headers that only carry the original request for a proxy; never treated as the client's.
@@ -46,6 +55,8 @@ FORWARDING: dict[Style, tuple[str, ...]] = {
     "ingress-nginx": (
         "x-original-url",
         "x-original-method",
+        "x-authz-host",
+        "x-authz-upstream-host",
         "x-sent-from",
         "x-auth-request-redirect",
     ),
@@ -116,6 +127,8 @@ def to_attributes(
         scheme = ""  # nginx's recipe does not say it
     elif style == "ingress-nginx":
         scheme, host, original_path = split_original_url(original_path, headers)
+        for name in INGRESS_NGINX_HOSTS:
+            same_host(host, name, headers[name.lower()])
     else:
         host = headers["x-forwarded-host"]
         # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced).
@@ -149,6 +162,16 @@ def split_original_url(url: str, headers: dict[str, str]) -> tuple[str, str, str
         # nginx's $http_host is empty when an HTTP/1.0 client sends no Host.
         raise _missing("ingress-nginx", "X-Original-URL names no host", headers)
     return found["scheme"].lower(), found["authority"], found["target"]
+
+
+def same_host(host: str, name: str, other: str) -> None:
+    """InvalidHost unless header ``name``'s value ``other`` names the host of ``host``,
+    X-Original-URL's: the same name once lower-cased, without port or trailing dot (as
+    nginx keeps ``$host``). A request whose hosts differ is refused, not judged by one."""
+    check_host(host)
+    check_host(other)
+    if hostname(other) != hostname(host):
+        raise InvalidHost(f"{name} names another host than X-Original-URL")
 
 
 def _utf8(text: str) -> bool:

@@ -13,8 +13,9 @@ tells it (``http_authz.original_request``):
   ``$best_http_host`` (the client's X-Forwarded-Host with ``use-forwarded-headers``):
   ``X-Authz-Host`` and ``X-Authz-Upstream-Host``, which the recipe's
   ``auth-proxy-set-headers`` ConfigMap sets to those two, must name the same host;
-- ``traefik``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and ``X-Forwarded-Host``, as
-  Traefik's forwardAuth and Caddy's forward_auth send them.
+- ``traefik`` and ``caddy``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and
+  ``X-Forwarded-Host``, as Traefik's forwardAuth and Caddy's forward_auth send them (the
+  two differ in what they do with the answer, http_authz.py).
 
 Only the configured style's headers are trusted: a client cannot pick another style by
 sending other headers. A missing, empty, repeated or malformed one is
@@ -35,7 +36,7 @@ from authz.core.errors import InvalidHost, MissingOriginalRequest
 from authz.core.model import RequestAttributes, hostname
 from authz.core.paths import check_host
 
-Style = Literal["envoy", "nginx", "ingress-nginx", "traefik"]
+Style = Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"]
 # ingress-nginx: $host (the host nginx routes by) and $best_http_host (the Host the
 # upstream gets), set by the recipe's auth-proxy-set-headers ConfigMap.
 INGRESS_NGINX_HOSTS = ("X-Authz-Host", "X-Authz-Upstream-Host")
@@ -45,6 +46,7 @@ NEEDS: dict[Style, tuple[str, ...]] = {
     "nginx": ("X-Original-Method", "X-Original-URI", "Host"),
     "ingress-nginx": ("X-Original-Method", "X-Original-URL", *INGRESS_NGINX_HOSTS),
     "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
+    "caddy": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
 }
 # Headers that only carry the original request for a proxy; never treated as the client's.
 FORWARDING: dict[Style, tuple[str, ...]] = {
@@ -61,6 +63,7 @@ FORWARDING: dict[Style, tuple[str, ...]] = {
         "x-auth-request-redirect",
     ),
     "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
+    "caddy": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
 }
 # scheme "://" authority, then the request target as the client sent it (path and query).
 _ABSOLUTE_URL = re.compile(
@@ -80,6 +83,7 @@ def _missing(style: Style, why: str, headers: dict[str, str]) -> MissingOriginal
     style's header that came instead (a proxy configured as another style). Names only."""
     wanted = NEEDS[style][1]
     others = [n[1] for n in NEEDS.values() if n[1] != wanted and n[1].lower() in headers]
+    others = list(dict.fromkeys(others))  # traefik and caddy share their headers
     hint = f" ({' and '.join(others)} came instead)" if others else ""
     return MissingOriginalRequest(f"{why}{hint}", needs=needs(style))
 
@@ -131,7 +135,8 @@ def to_attributes(
             same_host(host, name, headers[name.lower()])
     else:
         host = headers["x-forwarded-host"]
-        # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced).
+        # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced
+        # unless it comes from a hop they trust).
         scheme = headers.get("x-forwarded-proto", "").lower()
     for name in FORWARDING[style]:
         headers.pop(name, None)

@@ -98,14 +98,17 @@ async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
             ingress_nginx("https://api.test/items", "api.test"),
             {"x_original_uri": "/public", "x_original_method": "GET"},
         ),
-        (
-            "traefik",
-            {
-                "x_forwarded_uri": "/items",
-                "x_forwarded_method": "GET",
-                "x_forwarded_host": "api.test",
-            },
-            {"x_original_uri": "/public", "x_original_method": "GET"},
+        *(
+            (
+                style,
+                {
+                    "x_forwarded_uri": "/items",
+                    "x_forwarded_method": "GET",
+                    "x_forwarded_host": "api.test",
+                },
+                {"x_original_uri": "/public", "x_original_method": "GET"},
+            )
+            for style in ("traefik", "caddy")
         ),
     ],
 )
@@ -190,6 +193,7 @@ def with_provider(style: str, jwks: dict[str, Any], **settings: Any) -> dict[str
         ("envoy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("caddy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("ingress-nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("ingress-nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
@@ -215,6 +219,7 @@ def test_config_refuses_token_locations_the_proxy_cannot_strip(
         ("nginx", False, False),
         ("ingress-nginx", False, False),
         ("traefik", False, False),
+        ("caddy", False, False),
     ],
 )
 def test_http_styles_say_what_their_proxy_can_remove(
@@ -329,6 +334,7 @@ NAMED_BY = {
         {"x_forwarded_uri": "/items"},
     ),
 }
+NAMED_BY["caddy"] = NAMED_BY["traefik"]
 
 
 @pytest.mark.parametrize("style", sorted(NAMED_BY))
@@ -416,28 +422,50 @@ def test_the_envoy_style_always_names_the_request() -> None:
     assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")
 
 
+TRAEFIK_NAMES = {
+    "x_forwarded_uri": "/public/x",
+    "x_forwarded_method": "GET",
+    "x_forwarded_host": "h",
+}
+
+
 @pytest.mark.parametrize(
     ("style", "names"),
     [
         ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
-        (
-            "traefik",
-            {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET", "x_forwarded_host": "h"},
-        ),
+        ("caddy", TRAEFIK_NAMES),
         ("ingress-nginx", ingress_nginx("http://h/public/x")),
     ],
 )
 async def test_proxies_that_copy_headers_get_every_identity_header(
     jwks: dict[str, Any], style: str, names: dict[str, str]
 ) -> None:
-    """nginx, Traefik and Caddy copy a fixed list of headers from the answer: each one is
-    answered, empty when unset, so a proxy never keeps a client's copy in its place."""
+    """Caddy 2.5.1 to 2.8.4 send their placeholder text on for a copy_headers header
+    the answer lacks: each one is answered, empty when unset. nginx sends no header for
+    an empty value, as for an absent one: the upstream sees none either way."""
     async with App(config(jwks, style)) as app:
         public = await ask(app, "/check", x_user_id="mallory", **names)
         assert public.status == 200
         assert public.headers["x-user-id"] == ""
         assert public.headers["x-authz-dry-run"] == ""
         assert "authorization" not in public.headers  # the token is not an identity header
+
+
+async def test_traefik_gets_no_header_for_an_unset_claim(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """Traefik copies every answer header its regex matches, an empty one too, after
+    deleting the client's copies of them all: an identity header the answer lacks is
+    absent upstream, as an app checking for its presence expects."""
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "traefik")) as app:
+        public = await ask(app, "/check", x_user_id="mallory", **TRAEFIK_NAMES)
+        assert public.status == 200
+        assert "x-user-id" not in public.headers and "x-authz-dry-run" not in public.headers
+        names = {**TRAEFIK_NAMES, "x_forwarded_uri": "/items"}
+        allowed = await ask(app, "/check", authorization=f"Bearer {token}", **names)
+        assert allowed.status == 200 and allowed.headers["x-user-id"] == "alice"
+        assert "x-authz-dry-run" not in allowed.headers
 
 
 async def test_envoy_removes_identity_headers_rather_than_emptying_them(
@@ -551,6 +579,7 @@ HOSTLESS = {
     "traefik": "X-Forwarded-Uri: /items\r\nX-Forwarded-Method: GET\r\n",
     "ingress-nginx": "X-Original-Method: GET\r\nX-Authz-Host: h\r\nX-Authz-Upstream-Host: h\r\n",
 }
+HOSTLESS["caddy"] = HOSTLESS["traefik"]
 HOST_LINES = {
     # (the header the style reads the host from, lines without one, lines with it empty)
     "nginx": ("Host", "", "Host: \r\n"),
@@ -562,6 +591,7 @@ HOST_LINES = {
         "Host: authz.internal\r\nX-Original-URL: https:///items\r\n",
     ),
 }
+HOST_LINES["caddy"] = HOST_LINES["traefik"]
 
 
 @pytest.mark.parametrize("empty", [False, True], ids=["absent", "empty"])

@@ -30,7 +30,7 @@ PROXIES = ("envoy-grpc", "envoy-http", "nginx", "caddy", "ingress-nginx")
 STYLES = {
     "envoy-http": "envoy",
     "nginx": "nginx",
-    "caddy": "traefik",
+    "caddy": "caddy",
     "ingress-nginx": "ingress-nginx",
 }
 # What a client gets when authz answers 400: ingress-nginx (nginx's auth_request) turns

@@ -1,5 +1,5 @@
 """End to end through Debian's Caddy with deploy/Caddyfile (only its ports changed):
-forward_auth to authz's HTTP endpoint in the traefik style, whose headers Caddy sends."""
+forward_auth to authz's HTTP endpoint in the caddy style."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Itera
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = http_dev_config(jwks, ports, "traefik")
+    config = http_dev_config(jwks, ports, "caddy")
     config["decision_log"] = {"enabled": True}
     provider = config["providers"]["dev"]
     # Every identity header of deploy/authz.yaml, so that each copy_headers entry of
@@ -234,7 +234,7 @@ def trusting_caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer)
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = http_dev_config(jwks, ports, "traefik")
+    config = http_dev_config(jwks, ports, "caddy")
     config["decision_log"] = {"enabled": True}
     config["providers"]["dev"]["claim_to_headers"].append(
         {"header": "x-user-email", "claim": "email"}

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,12 +33,9 @@ def minted(signer: Signer, **claims: Any) -> str:
     return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
-@pytest.fixture(scope="module")
-def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
-    binary = caddy_binary()
-    if binary is None:
+def start(workdir: Path, rsa_signer: Signer, template: Path = CADDY_TEMPLATE) -> Stack:
+    if caddy_binary() is None:
         pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
-    workdir = tmp_path_factory.mktemp("caddy")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
@@ -47,6 +45,12 @@ def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Itera
     # Every identity header of deploy/authz.yaml, so that each copy_headers entry of
     # deploy/Caddyfile is one authz answers.
     provider["claim_to_headers"].append({"header": "x-user-email", "claim": "email"})
+    admin_host = {
+        "name": "admin-host",
+        "match": {"hosts": ["admin.example"]},
+        "requires": {"provider": "dev"},
+        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+    }
     profile = {
         "name": "own-profile",
         "match": {"template": "/users/{id}"},
@@ -54,12 +58,18 @@ def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Itera
         "claims": [{"request": "param.id", "equals_claim": "sub"}],
         "headers": {"x-profile-access": "self"},
     }
-    config["rules"].insert(1, profile)
+    config["rules"][1:1] = [admin_host, profile]
     # Caddy says the scheme (X-Forwarded-Proto): DPoP needs no external_origin here.
     (workdir / "nonce-secret").write_bytes(b"n" * 32)
     provider["dpop"] = {"nonce": {"secret": {"file": str(workdir / "nonce-secret")}}}
-    stack = Stack(workdir, config, ports, proxy="caddy")
+    stack = Stack(workdir, config, ports, proxy="caddy", proxy_template=template)
     stack.start()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    stack = start(tmp_path_factory.mktemp("caddy"), rsa_signer)
     yield stack
     stack.stop()
 
@@ -228,24 +238,7 @@ def test_caddy_refuses_a_request_without_a_host(caddy: Stack, rsa_signer: Signer
 def trusting_caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
     """deploy/Caddyfile behind a load balancer, as docs/caddy.md describes it: forward_auth
     trusts the X-Forwarded-* headers of 127.0.0.1 (here: every test client)."""
-    if caddy_binary() is None:
-        pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
     workdir = tmp_path_factory.mktemp("caddy-trusted")
-    jwks = workdir / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
-    ports = Ports()
-    config = http_dev_config(jwks, ports, "caddy")
-    config["decision_log"] = {"enabled": True}
-    config["providers"]["dev"]["claim_to_headers"].append(
-        {"header": "x-user-email", "claim": "email"}
-    )
-    admin_host = {
-        "name": "admin-host",
-        "match": {"hosts": ["admin.example"]},
-        "requires": {"provider": "dev"},
-        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
-    }
-    config["rules"].insert(1, admin_host)
     recipe = CADDY_TEMPLATE.read_text()
     assert recipe.count("\t\t\turi /check\n") == 1
     template = workdir / "Caddyfile.trusted"
@@ -254,8 +247,7 @@ def trusting_caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer)
             "\t\t\turi /check\n", "\t\t\turi /check\n\t\t\ttrusted_proxies 127.0.0.1/32\n"
         )
     )
-    stack = Stack(workdir, config, ports, proxy="caddy", proxy_template=template)
-    stack.start()
+    stack = start(workdir, rsa_signer, template)
     yield stack
     stack.stop()
 

@@ -51,7 +51,7 @@ def render_nginx_config(ports: Ports, workdir: Path, template: Path = NGINX_TEMP
     """``template`` (deploy/nginx.conf) with its ports and pid file moved to this stack."""
     text = (
         template.read_text()
-        .replace("listen 8000;", f"listen 127.0.0.1:{ports.envoy};")
+        .replace("listen 8000", f"listen 127.0.0.1:{ports.envoy}")
         .replace("127.0.0.1:9002", f"127.0.0.1:{ports.authz_http_authz}")
         .replace("127.0.0.1:8080", f"127.0.0.1:{ports.upstream}")
         .replace("pid /run/nginx-authz.pid;", f"pid {workdir}/nginx.pid;")

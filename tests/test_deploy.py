@@ -205,13 +205,18 @@ def test_http_proxy_examples_drop_every_token_header() -> None:
 
 def test_the_ingress_nginx_example_covers_the_example_identity_headers() -> None:
     """docs/ingress-nginx.md's auth-response-headers name every identity header of
-    deploy/authz.yaml and every token header, and tests/e2e/ingress-nginx.conf holds the
-    lines the controller's template writes for them, in order."""
+    deploy/authz.yaml and every token header, its auth-proxy-set-headers ConfigMap sets
+    the headers the ingress-nginx style requires, and each server block of
+    tests/e2e/ingress-nginx.conf holds the lines the controller's template writes for
+    them, in order."""
+    from authz.adapters.original_request import INGRESS_NGINX_HOSTS
     from authz.config import load_config
 
     page = (ROOT / "docs" / "ingress-nginx.md").read_text()
     blocks = re.findall(r"^```yaml\n(.*?)^```", page, re.M | re.S)
-    [ingress] = [doc for doc in map(yaml.safe_load, blocks) if doc.get("kind") == "Ingress"]
+    documents = list(map(yaml.safe_load, blocks))
+    [ingress] = [doc for doc in documents if doc.get("kind") == "Ingress"]
+    [hosts] = [doc for doc in documents if doc.get("kind") == "ConfigMap"]
     annotations = ingress["metadata"]["annotations"]
     names = [
         n.strip()
@@ -235,5 +240,21 @@ def test_the_ingress_nginx_example_covers_the_example_identity_headers() -> None
         )
     ]
     written = [line.strip() for line in conf.splitlines() if "$authHeader" in line]
-    assert written == rendered
+    servers = len(re.findall(r"^\s*server_name ", conf, re.M))
+    assert servers == 2 and written == rendered * servers
+    assert (
+        annotations["nginx.ingress.kubernetes.io/auth-proxy-set-headers"]
+        == (hosts["metadata"]["name"])
+    )
+    assert hosts["data"] == {
+        "X-Authz-Host": "$host",
+        "X-Authz-Upstream-Host": "$best_http_host",
+    }
+    assert set(hosts["data"]) == set(INGRESS_NGINX_HOSTS)
+    # The template's buildAuthProxySetHeaders: proxy_set_header %q %q;, sorted.
+    proxy_set = sorted(f'proxy_set_header "{k}" "{v}";' for k, v in hosts["data"].items())
+    added = [
+        line.strip() for line in conf.splitlines() if line.strip().startswith('proxy_set_header "')
+    ]
+    assert added == proxy_set * servers
     assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith(":9002/check")

@@ -28,6 +28,14 @@ from authz.support.throttle import Throttle
 log = logging.getLogger(__name__)
 
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
+# The styles answering every identity header of the config, empty when this allow does
+# not set it. Caddy 2.5.1 to 2.8.4 would otherwise copy their placeholder text
+# ({http.reverse_proxy.header.X-User-Email}) onto the request. nginx (ingress-nginx too)
+# sends no header for an empty value, as for an absent one, and drops a client's copy
+# either way: the upstream sees none. Traefik passes an empty header on as one, after
+# deleting the client's copies of every name its regex matches: there an unset header
+# is left out, so the upstream sees none. Envoy is told what to remove instead.
+ANSWERED_EMPTY: frozenset[Style] = frozenset({"nginx", "ingress-nginx", "caddy"})
 # A proxy that does not name the original request does so for every request: warn once a
 # minute, not once a request.
 MISSING_WARNING_INTERVAL_S = 60.0
@@ -62,10 +70,7 @@ def to_response(decision: Decision, style: Style) -> web.Response:
             # Envoy removes these from the upstream request (identity headers a client
             # sent, the token). An empty header here would reach the upstream as sent.
             headers[REMOVE_HEADER] = ",".join(decision.remove_headers)
-    else:
-        # nginx, ingress-nginx, Traefik and Caddy copy a fixed list of headers from the
-        # answer over the client's: every identity header is answered, empty when this
-        # allow does not set it, so no proxy ever falls back to a client's copy of one.
+    elif style in ANSWERED_EMPTY:
         for name in decision.unset_identity_headers:
             headers.setdefault(name, "")
     return web.Response(status=200, headers=headers)
@@ -158,9 +163,11 @@ class HttpAuthzServer:
                     self._style,
                     f" ({held} more since the last warning)" if held else "",
                 )
-        decision = deny(error, request.host, None, None, expose=False)
+        # The Host header as sent: aiohttp's request.host would name this machine without one.
+        host = request.headers.get("host", "")
+        decision = deny(error, host, None, None, expose=False)
         if self._observe is not None:
             headers = {key.lower(): value for key, value in request.headers.items()}
-            stand_in = RequestAttributes(request.method, request.host, request.raw_path, headers)
+            stand_in = RequestAttributes(request.method, host, request.raw_path, headers)
             self._observe(stand_in, decision, Observation(time.perf_counter() - started))
         return decision

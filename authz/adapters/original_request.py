@@ -4,16 +4,24 @@ tells it (``http_authz.original_request``):
 - ``envoy``: the check request is the client's (Envoy's http_service), its path behind
   ``path_prefix``;
 - ``nginx``: ``X-Original-Method`` and ``X-Original-URI`` (nginx's raw ``$request_uri``),
-  the host from ``Host``;
+  the host from ``Host`` (nginx's ``$host``);
 - ``ingress-nginx``: ``X-Original-Method`` and ``X-Original-URL``, the whole URL
   (``$scheme://$http_host$request_uri``) the Kubernetes ingress-nginx controller's
-  template always sets; the host is the URL's, since ``Host`` names authz itself there;
-- ``traefik``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and ``X-Forwarded-Host`` (or
-  ``Host``), as Traefik's forwardAuth and Caddy's forward_auth send them.
+  template always sets; the host is the URL's, since ``Host`` names authz itself there.
+  The URL's host is the client's Host header, while nginx routes by ``$host`` (the
+  request line's host for an absolute-form target) and sends the upstream
+  ``$best_http_host`` (the client's X-Forwarded-Host with ``use-forwarded-headers``):
+  ``X-Authz-Host`` and ``X-Authz-Upstream-Host``, which the recipe's
+  ``auth-proxy-set-headers`` ConfigMap sets to those two, must name the same host;
+- ``traefik`` and ``caddy``: ``X-Forwarded-Method``, ``X-Forwarded-Uri`` and
+  ``X-Forwarded-Host``, as Traefik's forwardAuth and Caddy's forward_auth send them (the
+  two differ in what they do with the answer, http_authz.py).
 
 Only the configured style's headers are trusted: a client cannot pick another style by
-sending other headers. A missing, repeated or malformed one is MissingOriginalRequest; the
-path and host themselves are judged by the core like any other request's.
+sending other headers. A missing, empty, repeated or malformed one is
+MissingOriginalRequest, the host included: an HTTP/1.0 client may send none, and then no
+host rule can judge the request; the check request's own Host names authz, never the
+client's. The path and host themselves are judged by the core like any other request's.
 """
 
 from __future__ import annotations
@@ -25,14 +33,20 @@ from aiohttp import web
 
 from authz.adapters.certificates import Source, forwarded_certificate_sha256
 from authz.core.errors import InvalidHost, MissingOriginalRequest
-from authz.core.model import RequestAttributes
+from authz.core.model import RequestAttributes, hostname
+from authz.core.paths import check_host
 
-Style = Literal["envoy", "nginx", "ingress-nginx", "traefik"]
-# The headers naming the original request: (method, target), as the description says them.
-NEEDS: dict[Style, tuple[str, str]] = {
-    "nginx": ("X-Original-Method", "X-Original-URI"),
-    "ingress-nginx": ("X-Original-Method", "X-Original-URL"),
-    "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri"),
+Style = Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"]
+# ingress-nginx: $host (the host nginx routes by) and $best_http_host (the Host the
+# upstream gets), set by the recipe's auth-proxy-set-headers ConfigMap.
+INGRESS_NGINX_HOSTS = ("X-Authz-Host", "X-Authz-Upstream-Host")
+# The headers naming the original request: (method, target, then any other), as the
+# description says them. Each must come exactly once, not empty.
+NEEDS: dict[Style, tuple[str, ...]] = {
+    "nginx": ("X-Original-Method", "X-Original-URI", "Host"),
+    "ingress-nginx": ("X-Original-Method", "X-Original-URL", *INGRESS_NGINX_HOSTS),
+    "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
+    "caddy": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
 }
 # Headers that only carry the original request for a proxy; never treated as the client's.
 FORWARDING: dict[Style, tuple[str, ...]] = {
@@ -43,10 +57,13 @@ FORWARDING: dict[Style, tuple[str, ...]] = {
     "ingress-nginx": (
         "x-original-url",
         "x-original-method",
+        "x-authz-host",
+        "x-authz-upstream-host",
         "x-sent-from",
         "x-auth-request-redirect",
     ),
     "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
+    "caddy": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
 }
 # scheme "://" authority, then the request target as the client sent it (path and query).
 _ABSOLUTE_URL = re.compile(
@@ -55,16 +72,18 @@ _ABSOLUTE_URL = re.compile(
 
 
 def needs(style: Style) -> str:
-    """The headers ``style`` reads, for a description: "X-Original-URI and ..."."""
-    method, target = NEEDS[style]
-    return f"{target} and {method}"
+    """The headers ``style`` reads, for a description: "X-Original-URI, ... and Host"."""
+    method, target, *more = NEEDS[style]
+    names = [target, method, *more]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _missing(style: Style, why: str, headers: dict[str, str]) -> MissingOriginalRequest:
     """The refusal; its detail, for operators, says what was wrong and names any other
     style's header that came instead (a proxy configured as another style). Names only."""
     wanted = NEEDS[style][1]
-    others = [t for _, t in NEEDS.values() if t != wanted and t.lower() in headers]
+    others = [n[1] for n in NEEDS.values() if n[1] != wanted and n[1].lower() in headers]
+    others = list(dict.fromkeys(others))  # traefik and caddy share their headers
     hint = f" ({' and '.join(others)} came instead)" if others else ""
     return MissingOriginalRequest(f"{why}{hint}", needs=needs(style))
 
@@ -98,8 +117,8 @@ def to_attributes(
             cookie_rewritable=_utf8(headers.get("cookie", "")),
             client_certificate_sha256=certificate,
         )
-    method_header, target_header = NEEDS[style]
-    for name in (method_header, target_header):
+    method_header, target_header, *_ = NEEDS[style]
+    for name in NEEDS[style]:
         sent = len(joined.get(name.lower(), ()))
         if sent == 0 or not headers[name.lower()]:
             raise _missing(style, f"no {name}", headers)
@@ -108,13 +127,16 @@ def to_attributes(
     method = headers[method_header.lower()]
     original_path = headers[target_header.lower()]
     if style == "nginx":
-        host = request.host
+        host = headers["host"]
         scheme = ""  # nginx's recipe does not say it
     elif style == "ingress-nginx":
         scheme, host, original_path = split_original_url(original_path, headers)
+        for name in INGRESS_NGINX_HOSTS:
+            same_host(host, name, headers[name.lower()])
     else:
-        host = headers.get("x-forwarded-host", request.host)
-        # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced).
+        host = headers["x-forwarded-host"]
+        # Traefik and Caddy set X-Forwarded-Proto themselves (a client's copy is replaced
+        # unless it comes from a hop they trust).
         scheme = headers.get("x-forwarded-proto", "").lower()
     for name in FORWARDING[style]:
         headers.pop(name, None)
@@ -142,8 +164,19 @@ def split_original_url(url: str, headers: dict[str, str]) -> tuple[str, str, str
     if found is None or found["scheme"].lower() not in ("http", "https"):
         raise _missing("ingress-nginx", "X-Original-URL is not an absolute http(s) URL", headers)
     if not found["authority"]:
-        raise InvalidHost("X-Original-URL names no host")
+        # nginx's $http_host is empty when an HTTP/1.0 client sends no Host.
+        raise _missing("ingress-nginx", "X-Original-URL names no host", headers)
     return found["scheme"].lower(), found["authority"], found["target"]
+
+
+def same_host(host: str, name: str, other: str) -> None:
+    """InvalidHost unless header ``name``'s value ``other`` names the host of ``host``,
+    X-Original-URL's: the same name once lower-cased, without port or trailing dot (as
+    nginx keeps ``$host``). A request whose hosts differ is refused, not judged by one."""
+    check_host(host)
+    check_host(other)
+    if hostname(other) != hostname(host):
+        raise InvalidHost(f"{name} names another host than X-Original-URL")
 
 
 def _utf8(text: str) -> bool:

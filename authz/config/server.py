@@ -29,9 +29,11 @@ class HttpAuthz(Model):
     # Which headers say what the client asked for, and so are trusted for it:
     # envoy: the request itself (Envoy http_service); nginx: X-Original-URI and
     # X-Original-Method (auth_request); ingress-nginx: X-Original-URL and
-    # X-Original-Method (the Kubernetes controller's auth-url); traefik:
-    # X-Forwarded-Method/-Uri/-Host (Traefik forwardAuth, Caddy forward_auth).
-    original_request: Literal["envoy", "nginx", "ingress-nginx", "traefik"] = "envoy"
+    # X-Original-Method (the Kubernetes controller's auth-url), X-Authz-Host and
+    # X-Authz-Upstream-Host (its auth-proxy-set-headers); traefik and caddy:
+    # X-Forwarded-Method/-Uri/-Host (Traefik forwardAuth, Caddy forward_auth; they differ
+    # in how an unset identity header is answered).
+    original_request: Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"] = "envoy"
     path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
     # Where the proxy passes the client's TLS certificate, for certificate-bound tokens:
     # xfcc (Envoy's x-forwarded-client-cert), nginx (X-SSL-Client-Cert); each only with

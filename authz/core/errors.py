@@ -90,7 +90,9 @@ class InvalidPath(CheckError):
 
 class InvalidHost(CheckError):
     """A Host (or :authority) that is not ``name[:port]`` or ``[v6][:port]``: upstreams
-    read ``a.example.com:1:2`` or ``a,b`` differently, so host rules cannot be trusted."""
+    read ``a.example.com:1:2`` or ``a,b`` differently, so host rules cannot be trusted.
+    Also a request whose proxy routes by, or sends the upstream, another host than the
+    one it names for authz (ingress-nginx: an absolute-form request line)."""
 
     reason = "invalid_host"
     outcome = Outcome.BAD_REQUEST

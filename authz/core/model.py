@@ -10,6 +10,16 @@ from urllib.parse import unquote_plus
 Claims = Mapping[str, Any]
 
 
+def hostname(host: str) -> str:
+    """``host`` (``name[:port]`` or ``[v6][:port]``) without its port or a trailing dot,
+    lower-cased: the name host rules compare, as nginx's ``$host`` holds it."""
+    host = host.lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host[:-1] if host.endswith(".") else host
+
+
 @dataclass(frozen=True, slots=True)
 class RequestAttributes:
     """The parts of an HTTP request a check looks at.
@@ -50,11 +60,7 @@ class RequestAttributes:
     @property
     def hostname(self) -> str:
         """The host without its port or a trailing dot, lower-cased."""
-        host = self.host.lower()
-        if host.startswith("["):
-            return host.split("]", 1)[0] + "]"
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host[:-1] if host.endswith(".") else host
+        return hostname(self.host)
 
     @property
     def query_params(self) -> dict[str, str]:

@@ -537,7 +537,7 @@ def build_key_source(
 class HttpAuthzPlan:
     host: str
     port: int
-    style: Literal["envoy", "nginx", "ingress-nginx", "traefik"]
+    style: Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"]
     path_prefix: str
     certificate_source: Literal["none", "xfcc", "nginx"] = "none"
 

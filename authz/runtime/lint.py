@@ -179,6 +179,7 @@ def dpop_without_origin(config: Config) -> list[str]:
     X-Forwarded-Proto, ingress-nginx a whole URL."""
     if config.http_authz is None or config.http_authz.original_request in (
         "traefik",
+        "caddy",
         "ingress-nginx",
     ):
         return []

@@ -45,6 +45,18 @@ def config(jwks: dict[str, Any], style: str) -> Any:
     return parse_config(http_config_data(jwks, style))
 
 
+def ingress_nginx(url: str, host: str = "h", upstream: str | None = None) -> dict[str, str]:
+    """The headers naming a request that ingress-nginx sends with the recipe's
+    auth-proxy-set-headers: X-Authz-Host ($host, ``host``) and X-Authz-Upstream-Host
+    ($best_http_host, ``upstream``, by default ``host``)."""
+    return {
+        "x_original_url": url,
+        "x_original_method": "GET",
+        "x_authz_host": host,
+        "x_authz_upstream_host": host if upstream is None else upstream,
+    }
+
+
 async def ask(app: App, path: str, method: str = "GET", **headers: str) -> aiohttp.ClientResponse:
     assert app.http_authz is not None
     async with aiohttp.ClientSession() as session:
@@ -83,17 +95,20 @@ async def test_envoy_style(jwks: dict[str, Any], rsa_signer: Signer) -> None:
         ),
         (
             "ingress-nginx",
-            {"x_original_url": "https://api.test/items", "x_original_method": "GET"},
+            ingress_nginx("https://api.test/items", "api.test"),
             {"x_original_uri": "/public", "x_original_method": "GET"},
         ),
-        (
-            "traefik",
-            {
-                "x_forwarded_uri": "/items",
-                "x_forwarded_method": "GET",
-                "x_forwarded_host": "api.test",
-            },
-            {"x_original_uri": "/public", "x_original_method": "GET"},
+        *(
+            (
+                style,
+                {
+                    "x_forwarded_uri": "/items",
+                    "x_forwarded_method": "GET",
+                    "x_forwarded_host": "api.test",
+                },
+                {"x_original_uri": "/public", "x_original_method": "GET"},
+            )
+            for style in ("traefik", "caddy")
         ),
     ],
 )
@@ -178,6 +193,7 @@ def with_provider(style: str, jwks: dict[str, Any], **settings: Any) -> dict[str
         ("envoy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("traefik", {"from_cookies": ["session"]}, "cannot remove one cookie"),
+        ("caddy", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
         ("ingress-nginx", {"from_params": ["access_token"]}, "cannot remove a query parameter"),
         ("ingress-nginx", {"from_cookies": ["session"]}, "cannot remove one cookie"),
@@ -203,6 +219,7 @@ def test_config_refuses_token_locations_the_proxy_cannot_strip(
         ("nginx", False, False),
         ("ingress-nginx", False, False),
         ("traefik", False, False),
+        ("caddy", False, False),
     ],
 )
 def test_http_styles_say_what_their_proxy_can_remove(
@@ -212,11 +229,15 @@ def test_http_styles_say_what_their_proxy_can_remove(
         "GET",
         "/x",
         headers={
+            "host": "h",
             "x-original-uri": "/x",
             "x-original-method": "GET",
             "x-forwarded-uri": "/x",
             "x-forwarded-method": "GET",
+            "x-forwarded-host": "h",
             "x-original-url": "http://h/x",
+            "x-authz-host": "h",
+            "x-authz-upstream-host": "h",
         },
     )
     attributes = to_attributes(request, style, "")
@@ -303,10 +324,17 @@ async def test_bytes_that_are_not_utf8_are_a_decision_not_a_503(
 
 
 NAMED_BY = {
-    "nginx": ("X-Original-URI and X-Original-Method", {"x_original_method": "GET"}),
-    "ingress-nginx": ("X-Original-URL and X-Original-Method", {"x_original_method": "GET"}),
-    "traefik": ("X-Forwarded-Uri and X-Forwarded-Method", {"x_forwarded_uri": "/items"}),
+    "nginx": ("X-Original-URI, X-Original-Method and Host", {"x_original_method": "GET"}),
+    "ingress-nginx": (
+        "X-Original-URL, X-Original-Method, X-Authz-Host and X-Authz-Upstream-Host",
+        {"x_original_method": "GET"},
+    ),
+    "traefik": (
+        "X-Forwarded-Uri, X-Forwarded-Method and X-Forwarded-Host",
+        {"x_forwarded_uri": "/items"},
+    ),
 }
+NAMED_BY["caddy"] = NAMED_BY["traefik"]
 
 
 @pytest.mark.parametrize("style", sorted(NAMED_BY))
@@ -358,17 +386,28 @@ async def test_a_check_naming_no_request_is_refused_counted_and_logged(
     [
         ("nginx", [("x-original-uri", "/items"), ("x-original-uri", "/public")]),
         ("traefik", [("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]),
+        ("traefik", [("x-forwarded-host", "api.test"), ("x-forwarded-host", "admin.test")]),
         ("ingress-nginx", [("x-original-url", "http://h/items"), ("x-original-url", "http://h/")]),
+        ("ingress-nginx", [("x-authz-host", "h"), ("x-authz-host", "h")]),
     ],
 )
 async def test_a_header_naming_the_request_twice_is_refused(
     jwks: dict[str, Any], style: str, headers: list[tuple[str, str]]
 ) -> None:
     complete = {
-        "nginx": [("x-original-method", "GET")],
-        "traefik": [("x-forwarded-uri", "/items")],
-        "ingress-nginx": [("x-original-method", "GET")],
+        "nginx": [("x-original-uri", "/items"), ("x-original-method", "GET")],
+        "traefik": [
+            ("x-forwarded-uri", "/items"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "api.test"),
+        ],
+        "ingress-nginx": [
+            (name.replace("_", "-"), value)
+            for name, value in ingress_nginx("http://h/items").items()
+        ],
     }[style]
+    twice = {name for name, _ in headers}
+    complete = [(name, value) for name, value in complete if name not in twice]
     async with App(config(jwks, style)) as app, aiohttp.ClientSession() as session:
         assert app.http_authz is not None
         url = f"http://127.0.0.1:{app.http_authz.port}/check"
@@ -383,25 +422,50 @@ def test_the_envoy_style_always_names_the_request() -> None:
     assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")
 
 
+TRAEFIK_NAMES = {
+    "x_forwarded_uri": "/public/x",
+    "x_forwarded_method": "GET",
+    "x_forwarded_host": "h",
+}
+
+
 @pytest.mark.parametrize(
     ("style", "names"),
     [
         ("nginx", {"x_original_uri": "/public/x", "x_original_method": "GET"}),
-        ("traefik", {"x_forwarded_uri": "/public/x", "x_forwarded_method": "GET"}),
-        ("ingress-nginx", {"x_original_url": "http://h/public/x", "x_original_method": "GET"}),
+        ("caddy", TRAEFIK_NAMES),
+        ("ingress-nginx", ingress_nginx("http://h/public/x")),
     ],
 )
 async def test_proxies_that_copy_headers_get_every_identity_header(
     jwks: dict[str, Any], style: str, names: dict[str, str]
 ) -> None:
-    """nginx, Traefik and Caddy copy a fixed list of headers from the answer: each one is
-    answered, empty when unset, so a proxy never keeps a client's copy in its place."""
+    """Caddy 2.5.1 to 2.8.4 send their placeholder text on for a copy_headers header
+    the answer lacks: each one is answered, empty when unset. nginx sends no header for
+    an empty value, as for an absent one: the upstream sees none either way."""
     async with App(config(jwks, style)) as app:
         public = await ask(app, "/check", x_user_id="mallory", **names)
         assert public.status == 200
         assert public.headers["x-user-id"] == ""
         assert public.headers["x-authz-dry-run"] == ""
         assert "authorization" not in public.headers  # the token is not an identity header
+
+
+async def test_traefik_gets_no_header_for_an_unset_claim(
+    jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """Traefik copies every answer header its regex matches, an empty one too, after
+    deleting the client's copies of them all: an identity header the answer lacks is
+    absent upstream, as an app checking for its presence expects."""
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "traefik")) as app:
+        public = await ask(app, "/check", x_user_id="mallory", **TRAEFIK_NAMES)
+        assert public.status == 200
+        assert "x-user-id" not in public.headers and "x-authz-dry-run" not in public.headers
+        names = {**TRAEFIK_NAMES, "x_forwarded_uri": "/items"}
+        allowed = await ask(app, "/check", authorization=f"Bearer {token}", **names)
+        assert allowed.status == 200 and allowed.headers["x-user-id"] == "alice"
+        assert "x-authz-dry-run" not in allowed.headers
 
 
 async def test_envoy_removes_identity_headers_rather_than_emptying_them(
@@ -422,23 +486,30 @@ async def test_envoy_removes_identity_headers_rather_than_emptying_them(
         ("https://Shop.Example:8443/a/b?x=1", ("https", "Shop.Example:8443", "/a/b?x=1")),
         ("HTTP://h/", ("http", "h", "/")),
         ("http://[::1]:8080/x", ("http", "[::1]:8080", "/x")),
-        # Judged by the core as sent: the user@ authority is refused there as a host,
-        # the dot-segment and the missing path as paths.
-        ("http://admin.example@api.example/x", ("http", "admin.example@api.example", "/x")),
+        # Judged by the core as sent: the dot-segment and the missing path are refused
+        # there as paths.
         ("http://h/public/../admin", ("http", "h", "/public/../admin")),
         ("http://h?x=1", ("http", "h", "?x=1")),
     ],
 )
 def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, str, str]) -> None:
+    # nginx's $host: lower-cased, without the port
+    host = {"Shop.Example:8443": "shop.example", "[::1]:8080": "[::1]"}.get(read[1], read[1])
     request = make_mocked_request(
         "GET",
         "/check",
-        headers={"host": "authz.authz.svc", "x-original-url": url, "x-original-method": "get"},
+        headers={
+            "host": "authz.authz.svc",
+            "x-original-url": url,
+            "x-original-method": "get",
+            "x-authz-host": host,
+            "x-authz-upstream-host": read[1],
+        },
     )
     attributes = to_attributes(request, "ingress-nginx", "")
     assert (attributes.scheme, attributes.host, attributes.path) == read
     assert attributes.method == "GET"
-    assert "x-original-url" not in attributes.headers
+    assert not {"x-original-url", "x-authz-host", "x-authz-upstream-host"} & set(attributes.headers)
 
 
 @pytest.mark.parametrize(
@@ -448,9 +519,9 @@ def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, s
         ("ftp://h/items", "missing_original_request"),
         ("h/items", "missing_original_request"),
         ("http:/h/items", "missing_original_request"),
-        ("http:///items", "invalid_host"),  # no Host from the client
-        ("http://admin.example@api.example/items", "invalid_host"),
-        ("http://a,b/items", "invalid_host"),
+        ("http:///items", "missing_original_request"),  # no Host from the client
+        ("http://h@h/items", "invalid_host"),
+        ("http://h,h/items", "invalid_host"),
         ("http://h/public/..;/items", "invalid_path"),
         ("http://h/%2e%2e/items", "invalid_path"),
         ("http://h?x=1", "invalid_path"),
@@ -461,7 +532,7 @@ async def test_ingress_nginx_refuses_what_it_cannot_read_one_way(
     jwks: dict[str, Any], url: str, reason: str
 ) -> None:
     async with App(config(jwks, "ingress-nginx")) as app:
-        refused = await ask(app, "/check", x_original_url=url, x_original_method="GET")
+        refused = await ask(app, "/check", **ingress_nginx(url, "h"))
         assert refused.status == 400
         page = app.metrics.render().decode()
         assert f'reason="{reason}"' in page
@@ -489,8 +560,7 @@ async def test_ingress_nginx_host_rules_judge_the_urls_host(
             "/check",
             host="api.test",
             authorization=f"Bearer {token}",
-            x_original_url="http://admin.test/items",
-            x_original_method="GET",
+            **ingress_nginx("http://admin.test/items", "admin.test"),
         )
         assert admin.status == 403
         api = await ask(
@@ -498,7 +568,91 @@ async def test_ingress_nginx_host_rules_judge_the_urls_host(
             "/check",
             host="admin.test",
             authorization=f"Bearer {token}",
-            x_original_url="http://api.test/items",
-            x_original_method="GET",
+            **ingress_nginx("http://api.test/items", "api.test"),
         )
         assert api.status == 200
+
+
+# Each style's complete check naming a request, less its host, which the test adds.
+HOSTLESS = {
+    "nginx": "X-Original-URI: /items\r\nX-Original-Method: GET\r\n",
+    "traefik": "X-Forwarded-Uri: /items\r\nX-Forwarded-Method: GET\r\n",
+    "ingress-nginx": "X-Original-Method: GET\r\nX-Authz-Host: h\r\nX-Authz-Upstream-Host: h\r\n",
+}
+HOSTLESS["caddy"] = HOSTLESS["traefik"]
+HOST_LINES = {
+    # (the header the style reads the host from, lines without one, lines with it empty)
+    "nginx": ("Host", "", "Host: \r\n"),
+    "traefik": ("X-Forwarded-Host", "Host: authz.internal\r\n", "X-Forwarded-Host: \r\n"),
+    # nginx's $scheme://$http_host$request_uri when the client sent no Host
+    "ingress-nginx": (
+        "X-Original-URL",
+        "Host: authz.internal\r\nX-Original-URL: http:///items\r\n",
+        "Host: authz.internal\r\nX-Original-URL: https:///items\r\n",
+    ),
+}
+HOST_LINES["caddy"] = HOST_LINES["traefik"]
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["absent", "empty"])
+@pytest.mark.parametrize("style", sorted(HOSTLESS))
+async def test_a_check_naming_no_host_is_refused_not_guessed(
+    jwks: dict[str, Any], rsa_signer: Signer, style: str, empty: bool
+) -> None:
+    """No host, or an empty one (an HTTP/1.0 client sent none: Caddy forwards an empty
+    X-Forwarded-Host, Traefik none): no host rule could judge the request, and the check
+    request's own Host (authz's address; aiohttp's machine name without one) is not the
+    client's. Refused with a valid token, never judged as "" or as authz's own name."""
+    token = rsa_signer.token(**wall_clock_claims())
+    named, absent, blank = HOST_LINES[style]
+    async with App(config(jwks, style)) as app:
+        assert app.http_authz is not None
+        request = (
+            "GET /check HTTP/1.0\r\n"
+            + HOSTLESS[style]
+            + (blank if empty else absent)
+            + f"Authorization: Bearer {token}\r\n\r\n"
+        )
+        status, body = await raw_exchange(app.http_authz.port, request.encode())
+        assert status == 400, body
+        assert json.loads(body)["error"] == "invalid_request"
+        assert named in json.loads(body)["error_description"]
+        page = app.metrics.render().decode()
+        assert 'reason="missing_original_request"' in page
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "upstream", "judged"),
+    [
+        # the same host, as nginx's $host keeps it: lower-cased, without port or final dot
+        ("http://Shop.Example:8443/items", "shop.example", "Shop.Example:8443", "allow"),
+        ("http://shop.example./items", "shop.example", "shop.example.", "allow"),
+        ("http://[::1]:80/items", "[::1]", "[::1]:80", "allow"),
+        # an absolute-form request line: nginx routes by its host, not the Host header's
+        ("http://shop.example/items", "admin.example", "shop.example", "invalid_host"),
+        # use-forwarded-headers: the upstream gets the client's X-Forwarded-Host as Host
+        ("http://shop.example/items", "shop.example", "admin.example", "invalid_host"),
+        ("http://shop.example/items", "shop.example", "shop.example.evil", "invalid_host"),
+        ("http://shop.example/items", "shop.example", "admin.example:1:2", "invalid_host"),
+        ("http://shop.example/items", "shop.example", "shop.example,x", "invalid_host"),
+        ("http://shop.example/items", "shop.example", "", "missing_original_request"),
+        ("http://shop.example/items", "", "shop.example", "missing_original_request"),
+    ],
+)
+async def test_ingress_nginx_refuses_hosts_that_nginx_reads_apart(
+    jwks: dict[str, Any], rsa_signer: Signer, url: str, host: str, upstream: str, judged: str
+) -> None:
+    """X-Original-URL holds the client's Host header; nginx routes by $host (X-Authz-Host)
+    and sends the upstream $best_http_host (X-Authz-Upstream-Host). A request whose
+    hosts differ is refused, whatever the token: no host rule can judge it one way."""
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(config(jwks, "ingress-nginx")) as app:
+        reply = await ask(
+            app, "/check", authorization=f"Bearer {token}", **ingress_nginx(url, host, upstream)
+        )
+        page = app.metrics.render().decode()
+    if judged == "allow":
+        assert reply.status == 200
+    else:
+        assert reply.status == 400
+        assert f'reason="{judged}"' in page

@@ -521,8 +521,8 @@ def test_operators_that_do_not_exist_say_what_does_their_work(written: str, hint
         (
             "http_authz",
             {"listen": "127.0.0.1:1", "original_request": "ngnix"},
-            "http_authz.original_request: Input should be 'envoy', 'nginx', 'ingress-nginx' or "
-            "'traefik' (did you mean nginx?)",
+            "http_authz.original_request: Input should be 'envoy', 'nginx', 'ingress-nginx', "
+            "'traefik' or 'caddy' (did you mean nginx?)",
         ),
         (
             "log_level",

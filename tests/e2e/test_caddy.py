@@ -1,16 +1,26 @@
 """End to end through Debian's Caddy with deploy/Caddyfile (only its ports changed):
-forward_auth to authz's HTTP endpoint in the traefik style, whose headers Caddy sends."""
+forward_auth to authz's HTTP endpoint in the caddy style."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dev.stack import DEV_AUDIENCE, DEV_ISSUER, Ports, Stack, caddy_binary, http_dev_config
+from dev.stack import (
+    CADDY_TEMPLATE,
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    Ports,
+    Stack,
+    caddy_binary,
+    http_dev_config,
+)
 from tests.support import Signer, ec_signer, proxy_call, wall_clock_claims
 from tests.support.dpop import make_proof, thumbprint
 
@@ -23,21 +33,24 @@ def minted(signer: Signer, **claims: Any) -> str:
     return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
-@pytest.fixture(scope="module")
-def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
-    binary = caddy_binary()
-    if binary is None:
+def start(workdir: Path, rsa_signer: Signer, template: Path = CADDY_TEMPLATE) -> Stack:
+    if caddy_binary() is None:
         pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
-    workdir = tmp_path_factory.mktemp("caddy")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
-    config = http_dev_config(jwks, ports, "traefik")
+    config = http_dev_config(jwks, ports, "caddy")
     config["decision_log"] = {"enabled": True}
     provider = config["providers"]["dev"]
     # Every identity header of deploy/authz.yaml, so that each copy_headers entry of
     # deploy/Caddyfile is one authz answers.
     provider["claim_to_headers"].append({"header": "x-user-email", "claim": "email"})
+    admin_host = {
+        "name": "admin-host",
+        "match": {"hosts": ["admin.example"]},
+        "requires": {"provider": "dev"},
+        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+    }
     profile = {
         "name": "own-profile",
         "match": {"template": "/users/{id}"},
@@ -45,12 +58,18 @@ def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Itera
         "claims": [{"request": "param.id", "equals_claim": "sub"}],
         "headers": {"x-profile-access": "self"},
     }
-    config["rules"].insert(1, profile)
+    config["rules"][1:1] = [admin_host, profile]
     # Caddy says the scheme (X-Forwarded-Proto): DPoP needs no external_origin here.
     (workdir / "nonce-secret").write_bytes(b"n" * 32)
     provider["dpop"] = {"nonce": {"secret": {"file": str(workdir / "nonce-secret")}}}
-    stack = Stack(workdir, config, ports, proxy="caddy")
+    stack = Stack(workdir, config, ports, proxy="caddy", proxy_template=template)
     stack.start()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    stack = start(tmp_path_factory.mktemp("caddy"), rsa_signer)
     yield stack
     stack.stop()
 
@@ -188,3 +207,77 @@ def test_caddy_dpop_without_an_external_origin(caddy: Stack, rsa_signer: Signer)
     assert reply.status == 200, reply.body
     assert "dpop" not in reply.echo["headers"]
     assert "authorization" not in reply.echo["headers"]
+
+
+def test_caddy_refuses_a_request_without_a_host(caddy: Stack, rsa_signer: Signer) -> None:
+    """An HTTP/1.0 client may send no Host: Caddy then sends authz an empty
+    X-Forwarded-Host, which authz judged as the host "" (no host rule applies to it) and
+    allowed. Now it is a 400 naming the header, and the upstream is never reached."""
+    token = minted(rsa_signer)
+    request = (
+        f"GET /hello HTTP/1.0\r\nX-Request-Id: hostless\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", caddy.ports.envoy), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert int(head.split()[1]) == 400, answer[:300]
+    assert json.loads(body)["error_description"] == (
+        "the proxy did not send X-Forwarded-Uri, X-Forwarded-Method and X-Forwarded-Host "
+        "naming the request to check"
+    )
+    lines = [json.loads(line) for line in caddy.log("authz").splitlines() if "hostless" in line]
+    assert [(line["reason"], line["status"]) for line in lines] == [
+        ("missing_original_request", 400)
+    ]
+
+
+@pytest.fixture(scope="module")
+def trusting_caddy(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    """deploy/Caddyfile behind a load balancer, as docs/caddy.md describes it: forward_auth
+    trusts the X-Forwarded-* headers of 127.0.0.1 (here: every test client)."""
+    workdir = tmp_path_factory.mktemp("caddy-trusted")
+    recipe = CADDY_TEMPLATE.read_text()
+    assert recipe.count("\t\t\turi /check\n") == 1
+    template = workdir / "Caddyfile.trusted"
+    template.write_text(
+        recipe.replace(
+            "\t\t\turi /check\n", "\t\t\turi /check\n\t\t\ttrusted_proxies 127.0.0.1/32\n"
+        )
+    )
+    stack = start(workdir, rsa_signer, template)
+    yield stack
+    stack.stop()
+
+
+def test_caddy_behind_trusted_proxies_judges_the_host_it_routes_by(
+    trusting_caddy: Stack, rsa_signer: Signer
+) -> None:
+    """A trusted hop's X-Forwarded-Host is the client's own (the balancer passes it on):
+    Caddy routes by Host and sends it upstream, so that is the host authz must judge.
+    Without header_up X-Forwarded-Host in forward_auth, authz judged shop.example and a
+    user reached admin.example."""
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    port = trusting_caddy.ports.envoy
+    reply = proxy_call(
+        port,
+        "/x",
+        host="admin.example",
+        authorization=f"Bearer {user}",
+        x_forwarded_host="shop.example",
+        x_request_id="trusted-spoof",
+    )
+    lines = [
+        json.loads(line)
+        for line in trusting_caddy.log("authz").splitlines()
+        if "trusted-spoof" in line
+    ]
+    assert [(line["host"], line["reason"]) for line in lines] == [
+        ("admin.example", "claim_mismatch")
+    ]
+    assert reply.status == 403
+    admin = minted(rsa_signer, realm_access={"roles": ["admin"]})
+    allowed = proxy_call(port, "/x", host="admin.example:8443", authorization=f"Bearer {admin}")
+    assert allowed.status == 200 and allowed.echo["headers"]["host"] == "admin.example:8443"

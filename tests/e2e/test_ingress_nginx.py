@@ -25,11 +25,9 @@ def minted(signer: Signer, **claims: Any) -> str:
     return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
-@pytest.fixture(scope="module")
-def ingress(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+def start(workdir: Path, rsa_signer: Signer, conf: Path) -> Stack:
     if nginx_binary() is None:
         pytest.fail("nginx is not installed: .ci/run installs Debian's nginx")
-    workdir = tmp_path_factory.mktemp("ingress-nginx")
     jwks = workdir / "jwks.json"
     jwks.write_text(json.dumps({"keys": [rsa_signer.jwk]}))
     ports = Ports()
@@ -53,8 +51,31 @@ def ingress(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Ite
         "headers": {"x-profile-access": "self"},
     }
     config["rules"][1:1] = [admin_host, profile]
-    stack = Stack(workdir, config, ports, proxy="nginx", proxy_template=CONF)
+    stack = Stack(workdir, config, ports, proxy="nginx", proxy_template=conf)
     stack.start()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def ingress(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
+    stack = start(tmp_path_factory.mktemp("ingress-nginx"), rsa_signer, CONF)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def forwarding_ingress(
+    tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer
+) -> Iterator[Stack]:
+    """The controller with use-forwarded-headers: true: $best_http_host, the Host the
+    upstream gets, is the first host of the client's X-Forwarded-Host."""
+    workdir = tmp_path_factory.mktemp("ingress-nginx-forwarded")
+    text = CONF.read_text()
+    line = "set $best_http_host $lua_best_http_host;"
+    assert text.count(line) == 2  # one location per server block
+    conf = workdir / "ingress-nginx-forwarded.conf"
+    conf.write_text(text.replace(line, "set $best_http_host $lua_forwarded_best_http_host;"))
+    stack = start(workdir, rsa_signer, conf)
     yield stack
     stack.stop()
 
@@ -111,7 +132,7 @@ def test_ingress_nginx_never_hands_on_a_client_copy_of_an_identity_header(
     seen = reply.echo["headers"]
     assert seen["x-user-id"] == "alice"
     for name in ("x-user-email", "x-user-roles", "x-authz-dry-run"):
-        assert seen.get(name, "") == "", name
+        assert name not in seen, name
     assert "admin" not in json.dumps(seen)
     public = through(ingress, "/healthz", x_user_id="admin", x_jwt_payload="forged")
     assert public.status == 200
@@ -162,3 +183,59 @@ def test_ingress_nginx_replaces_the_headers_naming_the_request(ingress: Stack) -
     assert [(m["host"], m["path"], m["reason"]) for m in decision_lines(ingress, "url-spoof")] == [
         (HOST, "/hello", "missing_token")
     ]
+
+
+def test_ingress_nginx_judges_the_host_nginx_routes_by(ingress: Stack, rsa_signer: Signer) -> None:
+    """An absolute-form request line names the host nginx routes by ($host): here
+    admin.example's server block, and so its Ingress and Service, whatever Host says.
+    X-Original-URL is built from Host ($http_host): authz judged shop.example and let a
+    user into admin.example's Service. With X-Authz-Host ($host, the recipe's
+    auth-proxy-set-headers) the two hosts apart are refused: 400, nginx's 500."""
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    reply = through(
+        ingress,
+        "http://admin.example/x",
+        authorization=f"Bearer {user}",
+        x_request_id="absolute-form",
+        # a client's own copies are replaced in the auth location
+        x_authz_host=HOST,
+        x_authz_upstream_host=HOST,
+    )
+    assert [(m["host"], m["reason"]) for m in decision_lines(ingress, "absolute-form")] == [
+        ("authz.authz.svc.cluster.local", "invalid_host")
+    ]
+    assert reply.status == 500 and "x-test-ingress" not in reply.body
+    # The same host in both places, in any case and with a port: judged, and routed, alike.
+    admin = minted(rsa_signer, realm_access={"roles": ["admin"]})
+    for target, host in (("http://admin.example/x", "admin.example"), ("/x", "Admin.Example:80")):
+        allowed = through(ingress, target, host=host, authorization=f"Bearer {admin}")
+        assert allowed.status == 200, (target, host, allowed.body)
+        assert allowed.echo["headers"]["x-test-ingress"] == "admin"
+    denied = through(ingress, "/x", host="ADMIN.example", authorization=f"Bearer {user}")
+    assert denied.status == 403
+
+
+def test_ingress_nginx_with_forwarded_headers_judges_the_host_the_upstream_gets(
+    forwarding_ingress: Stack, rsa_signer: Signer
+) -> None:
+    """With use-forwarded-headers: true the upstream gets the client's X-Forwarded-Host as
+    its Host ($best_http_host), while X-Original-URL carries the Host header: authz judged
+    shop.example and shop's Service served admin.example. With X-Authz-Upstream-Host
+    ($best_http_host) the two hosts apart are refused."""
+    user = minted(rsa_signer, realm_access={"roles": ["user"]})
+    reply = through(
+        forwarding_ingress,
+        "/x",
+        authorization=f"Bearer {user}",
+        x_forwarded_host="admin.example",
+        x_request_id="forwarded-host",
+    )
+    assert [
+        (m["host"], m["reason"]) for m in decision_lines(forwarding_ingress, "forwarded-host")
+    ] == [("authz.authz.svc.cluster.local", "invalid_host")]
+    assert reply.status == 500 and "x-test-ingress" not in reply.body
+    # A balancer that passes on the same host as Host: judged, and sent, alike.
+    same = through(forwarding_ingress, "/x", authorization=f"Bearer {user}", x_forwarded_host=HOST)
+    assert same.status == 200 and same.echo["headers"]["host"] == HOST
+    plain = through(forwarding_ingress, "/x", authorization=f"Bearer {user}")
+    assert plain.status == 200 and plain.echo["headers"]["host"] == HOST

@@ -399,7 +399,13 @@ def test_keys_shared_by_every_tenant_are_one_source() -> None:
 
 @pytest.mark.parametrize(
     ("style", "warned"),
-    [("envoy", True), ("nginx", True), ("ingress-nginx", False), ("traefik", False)],
+    [
+        ("envoy", True),
+        ("nginx", True),
+        ("ingress-nginx", False),
+        ("traefik", False),
+        ("caddy", False),
+    ],
 )
 def test_dpop_over_http_is_warned_about_where_the_scheme_is_unknown(
     style: str, warned: bool

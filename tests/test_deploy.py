@@ -242,10 +242,11 @@ def test_the_ingress_nginx_example_covers_the_example_identity_headers() -> None
     written = [line.strip() for line in conf.splitlines() if "$authHeader" in line]
     servers = len(re.findall(r"^\s*server_name ", conf, re.M))
     assert servers == 2 and written == rendered * servers
-    assert (
-        annotations["nginx.ingress.kubernetes.io/auth-proxy-set-headers"]
-        == (hosts["metadata"]["name"])
+    # The controller finds the ConfigMap by namespace/name only (its store's key).
+    assert annotations["nginx.ingress.kubernetes.io/auth-proxy-set-headers"] == (
+        f"{hosts['metadata']['namespace']}/{hosts['metadata']['name']}"
     )
+    assert ingress["metadata"]["namespace"] == hosts["metadata"]["namespace"]
     assert hosts["data"] == {
         "X-Authz-Host": "$host",
         "X-Authz-Upstream-Host": "$best_http_host",

@@ -33,9 +33,10 @@ REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 # ({http.reverse_proxy.header.X-User-Email}) onto the request. nginx (ingress-nginx too)
 # sends no header for an empty value, as for an absent one, and drops a client's copy
 # either way: the upstream sees none. Traefik passes an empty header on as one, after
-# deleting the client's copies of every name its regex matches: there an unset header
-# is left out, so the upstream sees none. Envoy is told what to remove instead.
-ANSWERED_EMPTY: frozenset[Style] = frozenset({"nginx", "ingress-nginx", "caddy"})
+# deleting the client's copies of every name its regex matches; it is answered empty
+# too, so that a Caddy configured with the traefik style (as the recipe once said) never
+# sends its placeholder text. Envoy is told what to remove instead.
+ANSWERED_EMPTY: frozenset[Style] = frozenset({"nginx", "ingress-nginx", "traefik", "caddy"})
 # A proxy that does not name the original request does so for every request: warn once a
 # minute, not once a request.
 MISSING_WARNING_INTERVAL_S = 60.0

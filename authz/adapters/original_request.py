@@ -48,6 +48,8 @@ NEEDS: dict[Style, tuple[str, ...]] = {
     "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
     "caddy": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
 }
+# The headers carrying the client's own Host: empty only when the client sent none.
+_CLIENT_HOSTS = frozenset({"Host", "X-Forwarded-Host"})
 # Headers that only carry the original request for a proxy; never treated as the client's.
 FORWARDING: dict[Style, tuple[str, ...]] = {
     "envoy": (),
@@ -105,9 +107,13 @@ def to_attributes(
         path = request.raw_path
         if path_prefix and path.startswith(path_prefix):
             path = path[len(path_prefix) :] or "/"
+        hosts = joined.get("host", [])
+        if len(hosts) != 1 or not hosts[0]:
+            # Never aiohttp's stand-in for a missing Host (authz's own address).
+            raise InvalidHost("the check names no one host")
         return RequestAttributes(
             request.method,
-            request.host,
+            hosts[0],
             path,
             headers,
             header_count=count,
@@ -121,6 +127,10 @@ def to_attributes(
     for name in NEEDS[style]:
         sent = len(joined.get(name.lower(), ()))
         if sent == 0 or not headers[name.lower()]:
+            if name in _CLIENT_HOSTS:
+                # The proxy sends it whenever the client named a host: an HTTP/1.0
+                # client that sent none, not a proxy to warn about.
+                raise InvalidHost(f"no host: {name} is empty")
             raise _missing(style, f"no {name}", headers)
         if sent > 1:
             raise _missing(style, f"{name} sent {sent} times", headers)
@@ -165,7 +175,7 @@ def split_original_url(url: str, headers: dict[str, str]) -> tuple[str, str, str
         raise _missing("ingress-nginx", "X-Original-URL is not an absolute http(s) URL", headers)
     if not found["authority"]:
         # nginx's $http_host is empty when an HTTP/1.0 client sends no Host.
-        raise _missing("ingress-nginx", "X-Original-URL names no host", headers)
+        raise InvalidHost("no host: X-Original-URL names none")
     return found["scheme"].lower(), found["authority"], found["target"]
 
 

@@ -137,11 +137,17 @@ _HOST = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
 
 
 def check_host(host: str) -> None:
-    """InvalidHost unless ``host`` is ``name[:port]`` or ``[v6][:port]``.
+    """InvalidHost unless ``host`` is ``name[:port]`` or ``[v6][:port]``, the name not
+    ending in a dot.
 
     Express reads ``admin.example.com:1:2`` as ``admin.example.com`` while a host rule
-    would see none it knows; two Host values joined (``a,b``) name two hosts. An empty
-    host (none sent) is left to the proxy, which requires one for HTTP/1.1.
+    would see none it knows; two Host values joined (``a,b``) name two hosts. A trailing
+    dot names the same site to nginx (its $host drops it) but another to Caddy's and
+    Envoy's routers (a catch-all site may serve it), while host rules would read it as
+    the name without the dot. An empty host (none sent) is left to the proxy, which
+    requires one for HTTP/1.1.
     """
     if host and _HOST.fullmatch(host) is None:
         raise InvalidHost("the host is not name[:port]")
+    if host and not host.startswith("[") and host.rsplit(":", 1)[0].endswith("."):
+        raise InvalidHost("the host name ends in a dot")

@@ -14,6 +14,7 @@ from yarl import URL
 
 from authz.adapters.original_request import Style, to_attributes
 from authz.config import ConfigError, parse_config
+from authz.core.errors import InvalidHost
 from authz.runtime.app import App
 from tests.support import (
     LISTEN_ANYWHERE,
@@ -418,8 +419,13 @@ async def test_a_header_naming_the_request_twice_is_refused(
 
 
 def test_the_envoy_style_always_names_the_request() -> None:
-    attributes = to_attributes(make_mocked_request("PUT", "/authz/x?y=1"), "envoy", "/authz")
-    assert (attributes.method, attributes.path) == ("PUT", "/x?y=1")
+    request = make_mocked_request("PUT", "/authz/x?y=1", headers={"Host": "h"})
+    attributes = to_attributes(request, "envoy", "/authz")
+    assert (attributes.method, attributes.host, attributes.path) == ("PUT", "h", "/x?y=1")
+    # Never aiohttp's stand-in for a missing Host: authz's own address or machine name.
+    for headers in ({}, {"Host": ""}):
+        with pytest.raises(InvalidHost):
+            to_attributes(make_mocked_request("GET", "/x", headers=headers), "envoy", "")
 
 
 TRAEFIK_NAMES = {
@@ -451,21 +457,20 @@ async def test_proxies_that_copy_headers_get_every_identity_header(
         assert "authorization" not in public.headers  # the token is not an identity header
 
 
-async def test_traefik_gets_no_header_for_an_unset_claim(
+async def test_traefik_is_answered_every_identity_header_as_caddy_is(
     jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:
-    """Traefik copies every answer header its regex matches, an empty one too, after
-    deleting the client's copies of them all: an identity header the answer lacks is
-    absent upstream, as an app checking for its presence expects."""
+    """The traefik style answers an unset identity header empty too: a Caddy configured
+    with it (as its recipe once said) would otherwise send its placeholder text on."""
     token = rsa_signer.token(**wall_clock_claims())
     async with App(config(jwks, "traefik")) as app:
         public = await ask(app, "/check", x_user_id="mallory", **TRAEFIK_NAMES)
         assert public.status == 200
-        assert "x-user-id" not in public.headers and "x-authz-dry-run" not in public.headers
+        assert (public.headers["x-user-id"], public.headers["x-authz-dry-run"]) == ("", "")
         names = {**TRAEFIK_NAMES, "x_forwarded_uri": "/items"}
         allowed = await ask(app, "/check", authorization=f"Bearer {token}", **names)
         assert allowed.status == 200 and allowed.headers["x-user-id"] == "alice"
-        assert "x-authz-dry-run" not in allowed.headers
+        assert allowed.headers["x-authz-dry-run"] == ""
 
 
 async def test_envoy_removes_identity_headers_rather_than_emptying_them(
@@ -519,7 +524,7 @@ def test_ingress_nginx_reads_the_whole_original_url(url: str, read: tuple[str, s
         ("ftp://h/items", "missing_original_request"),
         ("h/items", "missing_original_request"),
         ("http:/h/items", "missing_original_request"),
-        ("http:///items", "missing_original_request"),  # no Host from the client
+        ("http:///items", "invalid_host"),  # no Host from the client
         ("http://h@h/items", "invalid_host"),
         ("http://h,h/items", "invalid_host"),
         ("http://h/public/..;/items", "invalid_path"),
@@ -602,7 +607,8 @@ async def test_a_check_naming_no_host_is_refused_not_guessed(
     """No host, or an empty one (an HTTP/1.0 client sent none: Caddy forwards an empty
     X-Forwarded-Host, Traefik none): no host rule could judge the request, and the check
     request's own Host (authz's address; aiohttp's machine name without one) is not the
-    client's. Refused with a valid token, never judged as "" or as authz's own name."""
+    client's. Refused with a valid token, never judged as "" or as authz's own name; an
+    invalid_host, as the client's doing, not a proxy to warn about."""
     token = rsa_signer.token(**wall_clock_claims())
     named, absent, blank = HOST_LINES[style]
     async with App(config(jwks, style)) as app:
@@ -616,9 +622,10 @@ async def test_a_check_naming_no_host_is_refused_not_guessed(
         status, body = await raw_exchange(app.http_authz.port, request.encode())
         assert status == 400, body
         assert json.loads(body)["error"] == "invalid_request"
-        assert named in json.loads(body)["error_description"]
         page = app.metrics.render().decode()
-        assert 'reason="missing_original_request"' in page
+        assert 'reason="invalid_host"' in page
+        assert 'reason="missing_original_request"' not in page
+        assert named  # the header that was empty: said in the log detail, not to clients
 
 
 @pytest.mark.parametrize(
@@ -626,7 +633,8 @@ async def test_a_check_naming_no_host_is_refused_not_guessed(
     [
         # the same host, as nginx's $host keeps it: lower-cased, without port or final dot
         ("http://Shop.Example:8443/items", "shop.example", "Shop.Example:8443", "allow"),
-        ("http://shop.example./items", "shop.example", "shop.example.", "allow"),
+        # a final dot: one site to nginx, maybe another to other routers: refused
+        ("http://shop.example./items", "shop.example", "shop.example.", "invalid_host"),
         ("http://[::1]:80/items", "[::1]", "[::1]:80", "allow"),
         # an absolute-form request line: nginx routes by its host, not the Host header's
         ("http://shop.example/items", "admin.example", "shop.example", "invalid_host"),

@@ -273,7 +273,9 @@ def test_new_reasons_are_deny_reasons() -> None:
     [
         ("api.example.com", True),
         ("api.example.com:8443", True),
-        ("API.Example.com.", True),
+        ("API.Example.com", True),
+        ("API.Example.com.", False),  # one site to nginx, maybe another to Caddy or Envoy
+        ("api.example.com.:8443", False),
         ("10.0.0.1:80", True),
         ("[::1]:8080", True),
         ("", True),

@@ -24,7 +24,7 @@ COPY requirements.lock /tmp/requirements.lock
 # entry is installed again, last.
 RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
     && python -c "import re; lock = open('/tmp/requirements.lock').read(); \
-open('/tmp/otel.lock', 'w').write(re.search(r'^opentelemetry-proto==.*?(?=^\S)', lock, re.M | re.S)[0])" \
+open('/tmp/otel.lock', 'w').write(re.search(r'^opentelemetry-proto==.*?(?=^\S|\Z)', lock, re.M | re.S)[0])" \
     && pip install --no-cache-dir --require-hashes --no-deps --force-reinstall -r /tmp/otel.lock \
     && rm /tmp/requirements.lock /tmp/otel.lock
 COPY --from=build /wheels /wheels

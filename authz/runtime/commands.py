@@ -69,8 +69,10 @@ def serve(path: str, overrides: Overrides | None = None) -> int:
             config.shutdown_grace,
             config_text=text,
             validate=lambda candidate: check_config(path, candidate)[0],
-            # Each worker must know the count too: it shares the ports only with workers > 1.
-            worker_args=("--workers", str(config.workers)) if overrides.workers else (),
+            # Each worker keeps the supervisor's count, whatever the file says when it is
+            # (re)started: it shares the ports only with workers > 1, and a replacement
+            # reading a file changed to workers: 1 could not bind beside the others.
+            worker_args=("--workers", str(config.workers)),
         ).run()
     # uvloop measured faster under grpc.aio here (an empty Check: ~190 against ~230 µs of
     # CPU per call); plain asyncio remains the fallback where uvloop is not installed.

@@ -200,6 +200,32 @@ def test_restart_backoff_doubles_and_a_crash_loop_gives_up() -> None:
     assert policy.next_delay(100.0) == 0.5
 
 
+def test_a_replacement_keeps_the_worker_count_the_file_no_longer_says(
+    tmp_path: Path, jwks: dict[str, Any]
+) -> None:
+    """The file changed to workers: 1 (a restart-only setting: the running count stays),
+    then a worker dies: its replacement must still share the ports. Reading workers: 1
+    from the file, it bound without SO_REUSEPORT, failed, and after five restarts the
+    supervisor gave up on every worker."""
+    proc, _, http_port = serve_workers(tmp_path, jwks)
+    try:
+        workers = worker_pids(proc.pid)
+        path = tmp_path / "authz.yaml"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "workers": 1}))
+        os.kill(min(workers), signal.SIGKILL)
+        replacement = new_worker(proc.pid, workers)
+        wait_logged(tmp_path / "authz.log", "authz serving", proc, times=3)
+        assert proc.poll() is None and replacement in worker_pids(proc.pid)
+        assert "cannot serve" not in (tmp_path / "authz.log").read_text()
+        wait_ready(http_port, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving(
     tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
 ) -> None:

@@ -12,7 +12,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -287,6 +287,37 @@ def grpc_options(
     return options
 
 
+class TlsSource(Protocol):
+    """A listener's TLS material, and its renewal when there is one."""
+
+    material: tuple[bytes, bytes, bytes | None]  # certificate chain, key, client CA
+
+    @property
+    def mutual(self) -> bool: ...
+
+    def refreshed(self) -> tuple[bytes, bytes, bytes | None] | None: ...
+
+
+def _credentials(tls: TlsSource) -> grpc.ServerCredentials:
+    """Credentials that ask ``tls`` at each handshake whether a renewal came (grpcio calls
+    the fetcher on every new connection; None keeps the current certificate)."""
+
+    def configuration(material: tuple[bytes, bytes, bytes | None]) -> Any:
+        cert, key, client_ca = material
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+
+    def fetch() -> Any:
+        try:
+            fresh = tls.refreshed()
+        except Exception:  # never fail a handshake over a renewal
+            return None
+        return None if fresh is None else configuration(fresh)
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(tls.material), fetch, require_client_authentication=tls.mutual
+    )
+
+
 class GrpcServer:
     """The gRPC listener: ext_authz and grpc.health.v1, with start/stop."""
 
@@ -299,13 +330,13 @@ class GrpcServer:
         handshake_timeout_s: float,
         max_connections: int,
         max_connection_age_s: float,
-        tls: tuple[bytes, bytes, bytes | None] | None = None,
+        tls: TlsSource | None = None,
         reuse_port: bool = False,
         trace_context: bool = False,
     ) -> None:
         """``receive_bytes``: grpcio's receive limit (limits.max_request_bytes is the
-        authorizer's, a 413 deny); ``tls``: (certificate chain, private key, client CA or
-        None) as PEM.
+        authorizer's, a 413 deny); ``tls``: the certificate chain, private key and client
+        CA (None: any client), a renewal served from the next handshake on.
         ``handshake_timeout_s``: for the TLS and HTTP/2 handshake of a new connection;
         ``max_connections``: more are closed as they are accepted;
         ``max_connection_age_s``: then GOAWAY (0: never); ``trace_context``: read the
@@ -340,13 +371,7 @@ class GrpcServer:
             if tls is None:
                 self.port = self._server.add_insecure_port(address)
             else:
-                cert, key, client_ca = tls
-                credentials = grpc.ssl_server_credentials(
-                    [(key, cert)],
-                    root_certificates=client_ca,
-                    require_client_auth=client_ca is not None,
-                )
-                self.port = self._server.add_secure_port(address, credentials)
+                self.port = self._server.add_secure_port(address, _credentials(tls))
         except RuntimeError as exc:  # grpcio's way of saying the bind failed
             raise OSError(f"cannot listen on {address} (gRPC)") from exc
         if self.port == 0:

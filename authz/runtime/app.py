@@ -37,6 +37,7 @@ from authz.runtime.build import (
 from authz.runtime.metrics import Metrics
 from authz.runtime.observe import Telemetry
 from authz.runtime.reload import Reloader, Running
+from authz.runtime.tls_files import CHECK_INTERVAL_S, TlsFiles
 from authz.support.tasks import OwnedTasks
 
 if TYPE_CHECKING:
@@ -185,6 +186,8 @@ class App:
         self._stack.push_async_callback(self._stop_sources)
         self._stack.push_async_callback(self._tasks.stop)
         self._tasks.spawn(self._refresh_gauges(), "gauges")
+        if plan.ops_tls is not None and plan.ops_tls_files is not None:
+            self._tasks.spawn(self._follow_tls(plan.ops_tls_files, plan.ops_tls), "ops-tls-renewal")
         for source in self.sources.values():
             source.hold_checks_for(config.startup_wait)
             await source.start()
@@ -236,7 +239,7 @@ class App:
         """Every listener: what it serves, where, and whether it speaks TLS."""
         assert self.grpc is not None and self.http is not None
         grpc_host = split_address(plan.grpc_address)[0]
-        grpc_mutual = plan.grpc_tls is not None and plan.grpc_tls[2] is not None
+        grpc_mutual = plan.grpc_tls is not None and plan.grpc_tls.mutual
         listeners = [
             f"grpc on {_address(grpc_host, self.grpc.port)} "
             f"({_security(plan.grpc_tls is not None, grpc_mutual)})"
@@ -275,6 +278,20 @@ class App:
     def _metrics_page(self) -> bytes:
         self._cache_gauges()
         return self.metrics.render()
+
+    async def _follow_tls(self, files: TlsFiles, context: ssl.SSLContext) -> None:
+        """Load a renewed certificate into the HTTP listener's context: served from the
+        next handshake on (gRPC asks its files at each handshake itself)."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            if files.refreshed() is None:
+                continue
+            try:
+                files.load_into(context)
+            except (OSError, ssl.SSLError) as exc:  # changed again while loading
+                log.warning(
+                    "listen.http_tls: renewal not loaded (%s): the next change is taken", exc
+                )
 
     async def _refresh_gauges(self) -> None:
         """Gauges that follow state rather than events: set now and then, so that with

@@ -12,7 +12,6 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import aiohttp
@@ -55,6 +54,7 @@ from authz.keys.tenants import TenantKeySources
 from authz.runtime.build_policy import build_policy
 from authz.runtime.checks import check, errors_located
 from authz.runtime.lint import Finding, findings
+from authz.runtime.tls_files import TlsFiles
 
 if TYPE_CHECKING:  # loaded only when a provider introspects, or tracing is on
     from authz.core.introspect import IntrospectionSettings, Introspector
@@ -548,11 +548,12 @@ class Listeners:
     are made from this (runtime/app.py), so check-config judges exactly what serve binds."""
 
     grpc_address: str
-    grpc_tls: tuple[bytes, bytes, bytes | None] | None
+    grpc_tls: TlsFiles | None
     grpc_receive_bytes: int
     ops_host: str
     ops_port: int
     ops_tls: ssl.SSLContext | None
+    ops_tls_files: TlsFiles | None  # followed: a renewal is loaded into ops_tls
     http_authz: HttpAuthzPlan | None
     max_headers: int
     max_header_bytes: int
@@ -633,11 +634,12 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
         )
     return Listeners(
         grpc_address=listen.grpc,
-        grpc_tls=tls_material(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
+        grpc_tls=tls_files(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
         grpc_receive_bytes=grpc_receive_bytes(limits.max_request_bytes),
         ops_host=ops_host,
         ops_port=ops_port,
         ops_tls=server_ssl_context(listen.http_tls, "listen.http_tls") if listen.http_tls else None,
+        ops_tls_files=tls_files(listen.http_tls, "listen.http_tls") if listen.http_tls else None,
         http_authz=http_authz,
         max_headers=limits.max_headers,
         max_header_bytes=limits.max_header_bytes,
@@ -684,17 +686,22 @@ def read_secret(secret: SecretSource, where: str) -> bytes:
         raise ConfigError(f"{where}: cannot read {secret.file}: {exc.strerror}") from exc
 
 
-def tls_material(tls: Tls, where: str) -> tuple[bytes, bytes, bytes | None]:
-    """(certificate chain, private key, client CA bundle or None), as PEM bytes."""
-
-    def read(path: Path) -> bytes:
+def tls_files(tls: Tls, where: str) -> TlsFiles:
+    """The listener's certificate chain, key and client CA, read now and followed while
+    it runs (runtime/tls_files.py)."""
+    for path in (tls.cert_file, tls.key_file, tls.client_ca_file):
+        if path is None:
+            continue
         try:
-            return path.read_bytes()
+            path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
-
-    ca = read(tls.client_ca_file) if tls.client_ca_file else None
-    return read(tls.cert_file), read(tls.key_file), ca
+    try:
+        files = TlsFiles(tls.cert_file, tls.key_file, tls.client_ca_file, where=where)
+        files.load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}: cannot load certificates: {exc}") from exc
+    return files
 
 
 def server_ssl_context(tls: Tls, where: str) -> ssl.SSLContext:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from tests.support import (
     provider,
     wall_clock_claims,
 )
-from tests.support.pki import Pki
+from tests.support.pki import Pki, make_pki, renew_server
 
 
 def tls_config(pki: Pki, jwks: dict[str, Any], *, mutual: bool) -> Any:
@@ -88,3 +90,51 @@ async def test_mutual_tls_on_http(pki: Pki, jwks: dict[str, Any]) -> None:
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(url, ssl=without) as reply:
                     await reply.read()
+
+
+def served_serial(pki: Pki, port: int, alpn: str) -> int:
+    """The serial number of the certificate a listener presents to a trusted client."""
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(pki.client_cert, pki.client_key)
+    context.set_alpn_protocols([alpn])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+) -> None:
+    """cert-manager renews weeks before expiry and the kubelet swaps the files: the next
+    handshakes present the new certificate, on gRPC and on the HTTP listener. A renewal
+    that does not load (a key that is not the certificate's) keeps the last one."""
+    pki = make_pki(tmp_path / "pki")
+    token = rsa_signer.token(**wall_clock_claims())
+    async with App(tls_config(pki, jwks, mutual=True)) as app:
+        assert app.grpc is not None
+        trusted = credentials(pki, pki.client_cert, pki.client_key)
+        ports = {"h2": app.grpc.port, "http/1.1": app.http.port}
+
+        async def serials() -> set[int]:  # in a thread: the listeners run on this loop
+            return {
+                await asyncio.to_thread(served_serial, pki, port, alpn)
+                for alpn, port in ports.items()
+            }
+
+        first = await serials()
+        renewed = renew_server(pki)
+        assert renewed not in first
+        async with asyncio.timeout(10):
+            while await serials() != {renewed}:
+                await asyncio.sleep(0.2)
+        assert (await check(app.grpc.port, trusted, token)).status.code == code_pb2.OK
+        renew_server(pki, matching_key=False)  # a broken pair: never served
+        await asyncio.sleep(2.5)  # more than one look at the files by each listener
+        assert await serials() == {renewed}
+        assert (await check(app.grpc.port, trusted, token)).status.code == code_pb2.OK

@@ -25,20 +25,24 @@ class Pki:
     other_client_key: Path
     second_client_cert: Path  # another client of the same CA (trusted, but not the first)
     second_client_key: Path
+    ca_key: Path  # to sign a renewed server certificate (renew_server)
 
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write_key(key: Any, path: Path) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+def _key_bytes(key: Any) -> bytes:
+    pem: bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
+    return pem
+
+
+def _write_key(key: Any, path: Path) -> Path:
+    path.write_bytes(_key_bytes(key))
     return path
 
 
@@ -118,4 +122,28 @@ def make_pki(folder: Path) -> Pki:
         other_client_key=_write_key(other_key, folder / "other-key.pem"),
         second_client_cert=pem(second, "second.pem"),
         second_client_key=_write_key(second_key, folder / "second-key.pem"),
+        ca_key=_write_key(ca_key, folder / "ca-key.pem"),
     )
+
+
+def renew_server(pki: Pki, *, matching_key: bool = True) -> int:
+    """A new server certificate and key from the same CA, written over the old files as
+    cert-manager and the kubelet would (each file swapped whole); its serial number.
+    ``matching_key`` False: the certificate is written with a key that is not its own."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert(
+        "authz", key, "authz test CA", ca_key, ca=False, usage=ExtendedKeyUsageOID.SERVER_AUTH
+    )
+    for path, data in (
+        (
+            pki.server_key,
+            _key_bytes(key if matching_key else ec.generate_private_key(ec.SECP256R1())),
+        ),
+        (pki.server_cert, cert.public_bytes(serialization.Encoding.PEM)),
+    ):
+        staged = path.with_suffix(".new")
+        staged.write_bytes(data)
+        staged.replace(path)
+    serial: int = cert.serial_number
+    return serial

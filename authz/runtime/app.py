@@ -186,8 +186,8 @@ class App:
         self._stack.push_async_callback(self._stop_sources)
         self._stack.push_async_callback(self._tasks.stop)
         self._tasks.spawn(self._refresh_gauges(), "gauges")
-        if plan.ops_tls is not None and plan.ops_tls_files is not None:
-            self._tasks.spawn(self._follow_tls(plan.ops_tls_files, plan.ops_tls), "ops-tls-renewal")
+        if plan.ops_tls_files is not None:
+            self._tasks.spawn(self._follow_tls(plan.ops_tls_files), "ops-tls-renewal")
         for source in self.sources.values():
             source.hold_checks_for(config.startup_wait)
             await source.start()
@@ -279,19 +279,12 @@ class App:
         self._cache_gauges()
         return self.metrics.render()
 
-    async def _follow_tls(self, files: TlsFiles, context: ssl.SSLContext) -> None:
-        """Load a renewed certificate into the HTTP listener's context: served from the
-        next handshake on (gRPC asks its files at each handshake itself)."""
+    async def _follow_tls(self, files: TlsFiles) -> None:
+        """Look at the HTTP listener's TLS files: a renewal becomes the context its next
+        handshakes use (gRPC asks its files at each handshake itself)."""
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
-            if files.refreshed() is None:
-                continue
-            try:
-                files.load_into(context)
-            except (OSError, ssl.SSLError) as exc:  # changed again while loading
-                log.warning(
-                    "listen.http_tls: renewal not loaded (%s): the next change is taken", exc
-                )
+            files.refreshed()
 
     async def _refresh_gauges(self) -> None:
         """Gauges that follow state rather than events: set now and then, so that with

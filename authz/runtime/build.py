@@ -632,14 +632,15 @@ def build_listeners(config: Config, descriptors: int | None = None) -> Listeners
             config.http_authz.path_prefix,
             config.http_authz.certificate_source,
         )
+    ops_files = tls_files(listen.http_tls, "listen.http_tls") if listen.http_tls else None
     return Listeners(
         grpc_address=listen.grpc,
         grpc_tls=tls_files(listen.grpc_tls, "listen.grpc_tls") if listen.grpc_tls else None,
         grpc_receive_bytes=grpc_receive_bytes(limits.max_request_bytes),
         ops_host=ops_host,
         ops_port=ops_port,
-        ops_tls=server_ssl_context(listen.http_tls, "listen.http_tls") if listen.http_tls else None,
-        ops_tls_files=tls_files(listen.http_tls, "listen.http_tls") if listen.http_tls else None,
+        ops_tls=ops_files.serving_context() if ops_files is not None else None,
+        ops_tls_files=ops_files,
         http_authz=http_authz,
         max_headers=limits.max_headers,
         max_header_bytes=limits.max_header_bytes,
@@ -698,23 +699,9 @@ def tls_files(tls: Tls, where: str) -> TlsFiles:
             raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
     try:
         files = TlsFiles(tls.cert_file, tls.key_file, tls.client_ca_file, where=where)
-        files.load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"{where}: cannot load certificates: {exc}") from exc
     return files
-
-
-def server_ssl_context(tls: Tls, where: str) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file is not None:
-            context.load_verify_locations(cafile=tls.client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"{where}: cannot load certificates: {exc}") from exc
-    return context
 
 
 class Fetchers:

@@ -109,7 +109,7 @@ def served_serial(pki: Pki, port: int, alpn: str) -> int:
 
 
 async def test_a_renewed_certificate_is_served_without_a_restart(
-    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer
+    tmp_path: Path, jwks: dict[str, Any], rsa_signer: Signer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """cert-manager renews weeks before expiry and the kubelet swaps the files: the next
     handshakes present the new certificate, on gRPC and on the HTTP listener. A renewal
@@ -134,7 +134,26 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
             while await serials() != {renewed}:
                 await asyncio.sleep(0.2)
         assert (await check(app.grpc.port, trusted, token)).status.code == code_pb2.OK
+        # Another key type: served alone (loaded beside the old one, OpenSSL would keep
+        # the old certificate for clients preferring its type).
+        other_type = renew_server(pki, rsa_key=True)
+        async with asyncio.timeout(10):
+            while await serials() != {other_type}:
+                await asyncio.sleep(0.2)
+        caplog.clear()
         renew_server(pki, matching_key=False)  # a broken pair: never served
         await asyncio.sleep(2.5)  # more than one look at the files by each listener
-        assert await serials() == {renewed}
+        assert await serials() == {other_type}
         assert (await check(app.grpc.port, trusted, token)).status.code == code_pb2.OK
+        refused = [r for r in caplog.records if "renewed TLS files not taken" in r.message]
+        assert 1 <= len(refused) <= 2  # once per listener, not once a look
+
+
+def test_the_http_listener_trusts_only_the_configured_client_ca(pki: Pki) -> None:
+    """Never the system's CAs as well: a public CA's client certificate is no client."""
+    from authz.runtime.tls_files import TlsFiles
+
+    files = TlsFiles(pki.server_cert, pki.server_key, pki.ca, where="listen.http_tls")
+    context = files.serving_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -126,12 +126,17 @@ def make_pki(folder: Path) -> Pki:
     )
 
 
-def renew_server(pki: Pki, *, matching_key: bool = True) -> int:
+def renew_server(pki: Pki, *, matching_key: bool = True, rsa_key: bool = False) -> int:
     """A new server certificate and key from the same CA, written over the old files as
     cert-manager and the kubelet would (each file swapped whole); its serial number.
-    ``matching_key`` False: the certificate is written with a key that is not its own."""
+    ``matching_key`` False: the certificate is written with a key that is not its own;
+    ``rsa_key``: an RSA key (another key type than the first certificate's)."""
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     cert = _cert(
         "authz", key, "authz test CA", ca_key, ca=False, usage=ExtendedKeyUsageOID.SERVER_AUTH
     )

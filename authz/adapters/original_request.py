@@ -40,13 +40,21 @@ Style = Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"]
 # ingress-nginx: $host (the host nginx routes by) and $best_http_host (the Host the
 # upstream gets), set by the recipe's auth-proxy-set-headers ConfigMap.
 INGRESS_NGINX_HOSTS = ("X-Authz-Host", "X-Authz-Upstream-Host")
+_FORWARDED_NEEDS = ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host")
+_FORWARDED_CARRY = (
+    "x-forwarded-method",
+    "x-forwarded-uri",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+)
 # The headers naming the original request: (method, target, then any other), as the
 # description says them. Each must come exactly once, not empty.
 NEEDS: dict[Style, tuple[str, ...]] = {
     "nginx": ("X-Original-Method", "X-Original-URI", "Host"),
     "ingress-nginx": ("X-Original-Method", "X-Original-URL", *INGRESS_NGINX_HOSTS),
-    "traefik": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
-    "caddy": ("X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"),
+    # Traefik and Caddy send the same headers; what differs is what they do with the answer.
+    "traefik": _FORWARDED_NEEDS,
+    "caddy": _FORWARDED_NEEDS,
 }
 # The headers carrying the client's own Host: empty only when the client sent none.
 _CLIENT_HOSTS = frozenset({"Host", "X-Forwarded-Host"})
@@ -64,8 +72,8 @@ FORWARDING: dict[Style, tuple[str, ...]] = {
         "x-sent-from",
         "x-auth-request-redirect",
     ),
-    "traefik": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
-    "caddy": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"),
+    "traefik": _FORWARDED_CARRY,
+    "caddy": _FORWARDED_CARRY,
 }
 # scheme "://" authority, then the request target as the client sent it (path and query).
 _ABSOLUTE_URL = re.compile(

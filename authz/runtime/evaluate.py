@@ -16,6 +16,7 @@ TLS client certificate) need a live connection: neither judge makes them, and
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import time
@@ -336,8 +337,6 @@ def token_checks(
 
 
 def _json(value: Any) -> str:
-    import json
-
     try:
         return json.dumps(value)[:200]
     except (TypeError, ValueError):
@@ -421,6 +420,25 @@ class StandInJudge(Judge):
             self._answers.answers[token] = {"active": True, **full}
             return token
         return self.keys[provider_name].sign(full, typ=provider.typ)
+
+    def carrying(
+        self,
+        request: Request,
+        provider: str | None,
+        *,
+        claims: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> tuple[Request, list[str]]:
+        """``request`` with a token where each provider reads it first, and those
+        providers: ``provider``, else those of the rule the request matches (each of them
+        for requires.all; the one taking the claims' iss). The token is ``token`` as
+        given, else one minted for ``claims``."""
+        iss = claims.get("iss") if claims is not None else None
+        names = [provider] if provider else self.providers_for(request, iss)
+        for name in names:
+            given = token if token is not None else self.token(name, claims or {})
+            request = with_token(request, self.config.providers[name], given)
+        return request, names
 
 
 def _issuer(name: str, provider: Provider) -> str:
@@ -551,9 +569,7 @@ async def evaluate_once(
     if claims is not None:
         judge = StandInJudge(config)
         await judge.start()
-        names = [provider] if provider else judge.providers_for(request, claims.get("iss"))
-        for name in names:
-            request = with_token(request, config.providers[name], judge.token(name, claims))
+        request, _ = judge.carrying(request, provider, claims=claims)
         return await judge.evaluate(request)
     fetchers = Fetchers()
     live: LiveJudge | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from authz.config import ConfigError, load_config
 from authz.config.policy_tests import Case, DryRunExpect, load_policy_tests
-from authz.runtime.evaluate import Evaluation, Request, StandInJudge, with_token
+from authz.runtime.evaluate import Evaluation, Request, StandInJudge
 from authz.runtime.report import to_text
 
 
@@ -51,17 +51,15 @@ def _request(judge: StandInJudge, case: Case) -> Request:
         raise ConfigError(f"case {case.name!r}: no provider {case.provider!r}")
     if given.token is None and case.claims is None:
         return request
-    iss = case.claims.get("iss") if case.claims is not None else None
-    providers = [case.provider] if case.provider else judge.providers_for(request, iss)
+    carrying, providers = judge.carrying(
+        request, case.provider, claims=case.claims, token=given.token
+    )
     if not providers:
         raise ConfigError(
             f"case {case.name!r}: the request matches no rule that takes a token; "
             "name the token's provider"
         )
-    for name in providers:  # each of them for a requires.all rule
-        token = given.token if given.token is not None else judge.token(name, case.claims or {})
-        request = with_token(request, judge.config.providers[name], token)
-    return request
+    return carrying
 
 
 def _shown(value: Any) -> str:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from dev.stack import DEV_AUDIENCE, DEV_ISSUER, ROOT, Ports, Stack
-from tests.support import Signer, wall_clock_claims
+from tests.support import Signer
+from tests.support.tokens import minted
 from tests.support.upstream import PUBLIC_HANDLERS
 
 pytestmark = pytest.mark.e2e
@@ -188,10 +189,6 @@ def _unchunk(data: bytes) -> bytes:
             break
         out, data = out + data[:size], data[size + 2 :]
     return out
-
-
-def minted(signer: Signer, **claims: Any) -> str:
-    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
 # The issue's table: requests without a token that reached a protected handler.

@@ -8,29 +8,24 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dev.stack import (
     CADDY_TEMPLATE,
-    DEV_AUDIENCE,
-    DEV_ISSUER,
     Ports,
     Stack,
     caddy_binary,
     http_dev_config,
 )
-from tests.support import Signer, ec_signer, proxy_call, wall_clock_claims
+from tests.support import Signer, ec_signer, proxy_call
+from tests.support.configs import with_deploy_rules
 from tests.support.dpop import make_proof, thumbprint
+from tests.support.tokens import minted
 
 pytestmark = pytest.mark.e2e
 
 HOST = "shop.example"
-
-
-def minted(signer: Signer, **claims: Any) -> str:
-    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
 def start(workdir: Path, rsa_signer: Signer, template: Path = CADDY_TEMPLATE) -> Stack:
@@ -44,21 +39,7 @@ def start(workdir: Path, rsa_signer: Signer, template: Path = CADDY_TEMPLATE) ->
     provider = config["providers"]["dev"]
     # Every identity header of deploy/authz.yaml, so that each copy_headers entry of
     # deploy/Caddyfile is one authz answers.
-    provider["claim_to_headers"].append({"header": "x-user-email", "claim": "email"})
-    admin_host = {
-        "name": "admin-host",
-        "match": {"hosts": ["admin.example"]},
-        "requires": {"provider": "dev"},
-        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
-    }
-    profile = {
-        "name": "own-profile",
-        "match": {"template": "/users/{id}"},
-        "requires": {"provider": "dev"},
-        "claims": [{"request": "param.id", "equals_claim": "sub"}],
-        "headers": {"x-profile-access": "self"},
-    }
-    config["rules"][1:1] = [admin_host, profile]
+    with_deploy_rules(config)
     # Caddy says the scheme (X-Forwarded-Proto): DPoP needs no external_origin here.
     (workdir / "nonce-secret").write_bytes(b"n" * 32)
     provider["dpop"] = {"nonce": {"secret": {"file": str(workdir / "nonce-secret")}}}

@@ -8,27 +8,21 @@ import hashlib
 import http.client
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from dev.stack import (
-    DEV_AUDIENCE,
-    DEV_ISSUER,
     ROOT,
     Ports,
     Stack,
     http_dev_config,
     nginx_binary,
 )
-from tests.support import Signer, call, ec_signer, proxy_call, wall_clock_claims
+from tests.support import Signer, call, ec_signer, proxy_call
 from tests.support.dpop import make_proof, thumbprint
+from tests.support.tokens import minted
 
 pytestmark = pytest.mark.e2e
-
-
-def minted(signer: Signer, **claims: Any) -> str:
-    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
 @pytest.fixture(scope="module")

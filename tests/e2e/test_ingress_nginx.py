@@ -12,17 +12,15 @@ from typing import Any
 
 import pytest
 
-from dev.stack import DEV_AUDIENCE, DEV_ISSUER, Ports, Stack, http_dev_config, nginx_binary
-from tests.support import Reply, Signer, proxy_call, wall_clock_claims
+from dev.stack import Ports, Stack, http_dev_config, nginx_binary
+from tests.support import Reply, Signer, proxy_call
+from tests.support.configs import with_deploy_rules
+from tests.support.tokens import minted
 
 pytestmark = pytest.mark.e2e
 
 CONF = Path(__file__).with_name("ingress-nginx.conf")
 HOST = "shop.example"
-
-
-def minted(signer: Signer, **claims: Any) -> str:
-    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})
 
 
 def start(workdir: Path, rsa_signer: Signer, conf: Path) -> Stack:
@@ -34,23 +32,7 @@ def start(workdir: Path, rsa_signer: Signer, conf: Path) -> Stack:
     config = http_dev_config(jwks, ports, "ingress-nginx")
     config["decision_log"] = {"enabled": True}
     # The identity headers of the documented auth-response-headers (deploy/authz.yaml's).
-    config["providers"]["dev"]["claim_to_headers"].append(
-        {"header": "x-user-email", "claim": "email"}
-    )
-    admin_host = {
-        "name": "admin-host",
-        "match": {"hosts": ["admin.example"]},
-        "requires": {"provider": "dev"},
-        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
-    }
-    profile = {
-        "name": "own-profile",
-        "match": {"template": "/users/{id}"},
-        "requires": {"provider": "dev"},
-        "claims": [{"request": "param.id", "equals_claim": "sub"}],
-        "headers": {"x-profile-access": "self"},
-    }
-    config["rules"][1:1] = [admin_host, profile]
+    with_deploy_rules(config)
     stack = Stack(workdir, config, ports, proxy="nginx", proxy_template=conf)
     stack.start()
     return stack

@@ -136,3 +136,26 @@ def verifier(
     )
     runtime = build_provider("corp", corp, built, lookup, clock or fixed_clock(), cache)
     return runtime.verifier
+
+
+def with_deploy_rules(config: dict[str, Any]) -> None:
+    """dev/stack.py's config given what deploy/authz.yaml has beside it, for the proxy
+    recipes written for that file: the x-user-email identity header, a host rule
+    (admin.example, admins only) and a template rule (/users/{id}, that user only)."""
+    config["providers"]["dev"]["claim_to_headers"].append(
+        {"header": "x-user-email", "claim": "email"}
+    )
+    admin_host = {
+        "name": "admin-host",
+        "match": {"hosts": ["admin.example"]},
+        "requires": {"provider": "dev"},
+        "claims": [{"claim": "realm_access.roles", "contains": "admin"}],
+    }
+    profile = {
+        "name": "own-profile",
+        "match": {"template": "/users/{id}"},
+        "requires": {"provider": "dev"},
+        "claims": [{"request": "param.id", "equals_claim": "sub"}],
+        "headers": {"x-profile-access": "self"},
+    }
+    config["rules"][1:1] = [admin_host, profile]

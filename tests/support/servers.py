@@ -176,24 +176,14 @@ def call(
 ) -> tuple[int, dict[str, str], Any]:
     """One request through the stack's proxy; keyword headers have "_" turned into "-",
     ``raw`` ones not. The body is parsed when it is JSON."""
-    connection = http.client.HTTPConnection("127.0.0.1", stack.ports.envoy, timeout=10)
-    try:
-        connection.request(
-            method,
-            path,
-            headers={**{k.replace("_", "-"): v for k, v in headers.items()}, **(raw or {})},
-        )
-        response = connection.getresponse()
-        body = response.read()
-        response_headers = {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    reply = proxy_call(stack.ports.envoy, path, method, raw, **headers)
+    response_headers = reply.headers
     parsed = (
-        json.loads(body)
+        json.loads(reply.body)
         if response_headers.get("content-type", "").startswith("application/json")
-        else body.decode()
+        else reply.body
     )
-    return response.status, response_headers, parsed
+    return reply.status, response_headers, parsed
 
 
 @dataclass

@@ -91,3 +91,10 @@ def ec_signer() -> Signer:
 def wall_clock_claims() -> dict[str, int]:
     now = int(time.time())
     return {"iat": now, "exp": now + 600}
+
+
+def minted(signer: Signer, **claims: Any) -> str:
+    """A token for dev/stack.py's provider (its issuer and audience, valid now)."""
+    from dev.stack import DEV_AUDIENCE, DEV_ISSUER
+
+    return signer.token(**{"iss": DEV_ISSUER, "aud": DEV_AUDIENCE, **wall_clock_claims(), **claims})

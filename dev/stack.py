@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,11 +33,43 @@ DEV_ISSUER = "https://authz.dev.local"
 DEV_AUDIENCE = "api"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback port nothing listens on, outside the kernel's ephemeral range.
+
+    A port from bind(("127.0.0.1", 0)) is free only until it is closed: the kernel hands the
+    same range to every outgoing connection (Envoy's, the JWKS fetches', the clients'), so
+    one of them can take it before the child process binds it. Ports below the range are
+    never given out that way; a random start and the set of ports already handed out keep
+    two stacks in one run, and two runs on one machine, apart.
+    """
+    low, _ = _ephemeral_range()
+    first, last = (10000, low - 1) if low > 12000 else (low - 2000, low - 1)
+    for _attempt in range(200):
+        port = random.randint(max(first, 1024), last)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as s:  # a range this crowded: the kernel's choice, as before
+        s.bind(("127.0.0.1", 0))
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
@@ -211,11 +244,28 @@ class Ports:
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+# Each child's log file, so a failure to start can say what the child said.
+_LOGS: dict[int, Path] = {}
+
+
+def _log_tail(proc: subprocess.Popen[bytes], lines: int = 25) -> str:
+    path = _LOGS.get(proc.pid)
+    if path is None:
+        return ""
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; the last lines of {path.name}:\n" + "\n".join(tail)
+
+
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before {url} answered{_log_tail(proc)}"
+            )
         try:
             with OPENER.open(url, timeout=1) as response:
                 if response.status == 200:
@@ -223,20 +273,22 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s{_log_tail(proc)}")
 
 
 def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+            raise RuntimeError(
+                f"process exited with {proc.returncode} before port {port} opened{_log_tail(proc)}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout_s}s")
+    raise RuntimeError(f"nothing listened on port {port} within {timeout_s}s{_log_tail(proc)}")
 
 
 class Stack:
@@ -279,6 +331,7 @@ class Stack:
             args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
         )
         log.close()
+        _LOGS[proc.pid] = self.workdir / f"{name}.log"
         self.procs[name] = proc
         return proc
 

@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve checks: Envoy's ext_authz over gRPC, the HTTP authorization endpoint "
         "when http_authz is set, and /healthz, /readyz and /metrics",
+        description="Serve checks until SIGTERM: Envoy's ext_authz Check over gRPC (listen.grpc, "
+        "with the gRPC health service), the HTTP authorization endpoint for Envoy's "
+        "http_service, nginx auth_request, ingress-nginx, Traefik forwardAuth and Caddy "
+        "forward_auth when http_authz is set (http_authz.listen), and /healthz, /readyz and "
+        "/metrics on listen.http. The config file is reloaded on change and on SIGHUP.",
     )
     serve.add_argument("-c", "--config", required=True, help="YAML config file")
     serve.add_argument(

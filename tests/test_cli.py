@@ -30,6 +30,11 @@ def test_the_version_flag_and_what_serve_says_it_serves(
         main(["--help"])
     described = " ".join(capsys.readouterr().out.split())
     assert "HTTP authorization endpoint" in described and "/metrics" in described
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    for served in ("ext_authz Check over gRPC", "http_authz.listen", "/readyz", "SIGHUP"):
+        assert served in described
 
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,10 @@ def _messages(root: type[BaseModel], errors: list[ErrorDetails]) -> list[tuple[L
         if isinstance(item, dict) and item["type"] == "missing" and tuple(item["loc"]) in meant:
             continue
         if isinstance(item, dict):
-            messages.append((tuple(item["loc"]), _message(root, item)))
+            # A model validator that finds several problems writes one per line, each
+            # naming its own key path: each is told, and located, on its own.
+            loc = tuple(item["loc"])
+            messages.extend((loc, part) for part in _message(root, item).split("\n"))
             continue
         base = item
         members: dict[Any, list[ErrorDetails]] = {}

@@ -28,6 +28,7 @@ from authz.config.server import (
     TracingSettings,
 )
 from authz.config.source import SourceMap, parse_yaml
+from authz.config.suggest import closest_choice
 
 DEFAULT_DRAIN = 3.0
 MAX_WORKERS = 64
@@ -81,16 +82,20 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> Config:
-        seen: dict[str, int] = {}
+        first: dict[str, int] = {}
+        taken: list[str] = []
         for index, rule in enumerate(self.rules):
             if rule.name is None:
                 continue
-            if rule.name in seen:
-                raise ValueError(
-                    f"rules.{index}: the name {rule.name!r} is taken by rules.{seen[rule.name]} "
+            if rule.name in first:
+                taken.append(
+                    f"rules.{index}: the name {rule.name!r} is taken by rules.{first[rule.name]} "
                     "(decision logs and metrics name rules: they must differ)"
                 )
-            seen[rule.name] = index
+            else:
+                first[rule.name] = index
+        if taken:
+            raise ValueError("\n".join(taken))  # every repeat, each on its line
         return self
 
     @model_validator(mode="after")
@@ -106,7 +111,8 @@ class Config(Model):
             providers = rule.requires.providers if rule.requires else ()
             for name in providers:
                 if name not in self.providers:
-                    raise ValueError(f"{where}.requires: unknown provider {name!r}")
+                    meant = closest_choice(name, sorted(self.providers))
+                    raise ValueError(f"{where}.requires: unknown provider {name!r}{meant}")
             for name in _condition_providers(rule.claims):
                 if name not in providers:
                     raise ValueError(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from authz.config.base import Model, checked_regex, claim_header_name, header_name
+from authz.config.suggest import closest_choice
 
 HTTP_METHODS = frozenset(
     [
@@ -80,7 +81,9 @@ class Match(Model):
         if unknown:
             # A misspelt method makes a rule never match, so requests fall through to a later,
             # possibly looser rule.
-            raise ValueError(f"unknown HTTP method(s) {unknown}")
+            known = ", ".join(sorted(HTTP_METHODS))
+            meant = closest_choice(unknown[0], sorted(HTTP_METHODS))
+            raise ValueError(f"unknown HTTP method(s) {unknown}{meant}; known: {known}")
         return methods
 
     @field_validator("hosts")

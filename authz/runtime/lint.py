@@ -15,7 +15,8 @@ from typing import Any
 
 from authz.config import AnyTenant, ClaimCondition, Config, Match
 from authz.core.errors import JwksError
-from authz.core.policy import literal_prefix
+from authz.core.paths import upper_hex
+from authz.core.policy import compile_path, literal_prefix
 from authz.keys.jwks import parse_jwks_bytes
 from authz.keys.sources import MAX_JWKS_FILE_BYTES
 from authz.support.files import read_regular_file
@@ -90,7 +91,13 @@ def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
     if _case(a, ignore_case) != _case(b, ignore_case):
         return False
     if a.regex is not None or a.template is not None:
-        return False  # what a pattern matches is not analysed
+        # Which paths a pattern matches is not analysed; an exact path it matches is
+        # covered, judged by the matcher serve uses.
+        if b.path is None:
+            return False
+        kind, pattern = ("regex", a.regex) if a.regex is not None else ("template", a.template)
+        matcher = compile_path(kind, pattern or "", _case(a, ignore_case))
+        return matcher(upper_hex(b.path)) is not None
     if a.path is not None:
         return b.path == a.path
     literal = _guaranteed_prefix(b)

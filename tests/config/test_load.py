@@ -413,6 +413,37 @@ def refused_file(tmp_path: Path, text: str) -> list[str]:
             ],
         ),
         (
+            # every repeat of a name, each at its own place
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: corp}\n  - name: api\n    requires: {provider: corp}\n"
+            "  - name: web\n    requires: {provider: corp}\n"
+            "  - name: api\n    requires: {provider: corp}\n",
+            [
+                "~/authz.yaml:9:5: rules.1: the name 'api' is taken by rules.0 (decision logs and "
+                "metrics name rules: they must differ)",
+                "~/authz.yaml:13:5: rules.3: the name 'api' is taken by rules.0 (decision logs and "
+                "metrics name rules: they must differ)",
+            ],
+        ),
+        (
+            "    requires: {provider: corp}\n",
+            "    requires: {provider: crop}\n",
+            [
+                "~/authz.yaml:8:5: rules.0 (api).requires: unknown provider 'crop' "
+                "(did you mean corp?)"
+            ],
+        ),
+        (
+            "  - name: api\n",
+            "  - name: api\n    match: {methods: [GET, PSOT]}\n",
+            [
+                "~/authz.yaml:8:13: rules.0 (api).match.methods: unknown HTTP method(s) ['PSOT'] "
+                "(did you mean POST?); known: CONNECT, COPY, DELETE, GET, HEAD, LOCK, MKCOL, "
+                "MOVE, OPTIONS, PATCH, POST, PROPFIND, PROPPATCH, PURGE, PUT, REPORT, SEARCH, "
+                "TRACE, UNLOCK"
+            ],
+        ),
+        (
             "    requires: {provider: corp}\n",
             "    requires: {provider: corp}\n    claim_to_headers:\n"
             "      - {header: x-user, claim: sub}\n      - {header: Cookie, claim: sub}\n",

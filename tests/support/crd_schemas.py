@@ -4,7 +4,8 @@ needs) and Istio's MeshConfig (istiod-values.yaml). Written from those projects'
 definitions: at each level they list every field the project defines there (or, for
 MeshConfig, the two set here), so that a misspelt one fails, with the enumerations and
 formats of the values used. The Gateway API's ReferenceGrant is validated against the
-schema the Gateway API publishes instead (tests/support/kubernetes.py)."""
+schema the Gateway API publishes (tests/support/kubernetes.py), which allows unknown
+fields: its entry here lists the field names, so that a misspelt one fails too."""
 
 from __future__ import annotations
 
@@ -161,6 +162,32 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             grpc=ANY,
             healthCheck=ANY,
             scheme=ANY,
+        ),
+    ),
+    # Only the field names: the Gateway API's published schema, which allows unknown fields,
+    # checks the rest (tests/support/kubernetes.py).
+    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): _object(
+        ["apiVersion", "kind", "metadata", "spec"],
+        apiVersion=TEXT,
+        kind=TEXT,
+        metadata=METADATA,
+        spec=_object(
+            ["from", "to"],
+            **{
+                "from": _list(
+                    _object(
+                        ["group", "kind", "namespace"],
+                        group={"type": "string"},
+                        kind=TEXT,
+                        namespace=TEXT,
+                    ),
+                    minItems=1,
+                ),
+                "to": _list(
+                    _object(["group", "kind"], group={"type": "string"}, kind=TEXT, name=TEXT),
+                    minItems=1,
+                ),
+            },
         ),
     ),
 }

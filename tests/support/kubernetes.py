@@ -8,8 +8,8 @@ published models (cert-manager, Prometheus Operator, Istio; the cloudcoil packag
 round trip through the model, which must give the very same object back (pydantic drops
 unknown fields, so one would be missing). The Gateway API's: the schemas it publishes, as
 compiled by @kubernetes-models/gateway-api (tests/schemas, `make schemas`), which check
-required fields, types and patterns but do not refuse unknown fields (so the tests compare
-what matters of those objects whole). Envoy Gateway's and Istio's mesh config, which publish
+required fields, types and patterns but do not refuse unknown fields, then the field names
+in tests/support/crd_schemas.py. Envoy Gateway's and Istio's mesh config, which publish
 nothing installable here: tests/support/crd_schemas.py."""
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ def _validate_once(text: str) -> None:
 
 
 def validate_uncached(doc: dict[str, Any]) -> None:
-    """By whichever of the four ways knows the object's kind (no kind unknown); strictly,
-    but for the Gateway API's kinds, whose published schemas allow unknown fields."""
+    """Strictly, by whichever of the four ways knows the object's kind; no kind unknown."""
     key = (doc["apiVersion"], doc["kind"])
     if doc["apiVersion"].split("/")[0] == GATEWAY_API_GROUP:
         (errors,) = gateway_api_errors([doc])
         assert not errors, f"{doc['kind']} {doc['metadata']['name']}: {errors}"
+        # The published schemas allow unknown fields; the names are checked here.
+        jsonschema.validate(doc, SCHEMAS[key])
     elif key in CRD_MODELS:
         module, name = CRD_MODELS[key]
         # Imported when used: the models take seconds to build, and most test runs need none.

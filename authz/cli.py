@@ -216,8 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "skipped, the token checks, each condition's result and the decision. With "
         "--claims a token is minted for those claims with a stand-in key (the signature "
         "is not judged); otherwise the request's token is verified with the configured "
-        "keys (one fetch of a remote JWKS) or --jwks. DPoP proofs and certificate "
-        "bindings are never checked offline.",
+        "keys (one fetch of a remote JWKS) or --jwks. What a token and the request say of "
+        "a DPoP or certificate binding is checked as serve checks it; the DPoP proof and "
+        "the TLS client certificate belong to a live request and are named as skipped.",
     )
     judge.add_argument("-c", "--config", required=True, help="YAML config file")
     judge.add_argument("--method", default="GET")

@@ -136,7 +136,7 @@ class Authorizer:
         self._identity_headers = identity_headers(policy, providers.values())
         # A DPoP proof is for authz: the upstream never receives it (unless every DPoP
         # provider forwards its token, for an upstream that checks proofs itself).
-        self._proof_header = any(p.reads_proofs and not p.forward for p in providers.values())
+        self._proof_header = any(p.dpop is not None and not p.forward for p in providers.values())
 
     @property
     def policy(self) -> Policy:
@@ -248,7 +248,10 @@ class Authorizer:
         if overrides:
             if not self._settings.judge_method_overrides or len(overrides) > 1:
                 raise MethodOverride("the request names another method to act as")
-            first = Trace(proofs=trace.proofs, span=trace.span)  # one DPoP proof for both
+            # One DPoP proof for both; what either left unchecked offline is reported.
+            first = Trace(
+                proofs=trace.proofs, skipped_offline=trace.skipped_offline, span=trace.span
+            )
             try:
                 await self._decide(request, first, plan)
             except CheckError:

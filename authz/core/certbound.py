@@ -28,20 +28,30 @@ def thumbprint_of_digest(digest: bytes) -> str:
     return b64url(digest)
 
 
-def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], digest: bytes) -> None:
-    """CertificateBindingMismatch unless ``digest`` (SHA-256 of the client certificate's
-    DER; empty: none was shown) is the certificate ``claims`` bind the token to, as
-    ``mode`` asks."""
+def certificate_binding(mode: Mode, claims: Mapping[str, Any]) -> str | None:
+    """The checks the token alone answers: the thumbprint (cnf x5t#S256) the client's
+    certificate must have, None when ``mode`` asks for none; CertificateBindingMismatch
+    for an unbound token under ``required`` or a thumbprint that is not a string."""
     if mode == "off":
-        return
+        return None
     cnf = claims.get("cnf")
     bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
     if bound is None:
         if mode == "required":
             raise CertificateBindingMismatch("the token is not bound to a certificate")
-        return
+        return None
     if not isinstance(bound, str):
         raise CertificateBindingMismatch("cnf x5t#S256 is not a string")
+    return bound
+
+
+def check_certificate_binding(mode: Mode, claims: Mapping[str, Any], digest: bytes) -> None:
+    """CertificateBindingMismatch unless ``digest`` (SHA-256 of the client certificate's
+    DER; empty: none was shown) is the certificate ``claims`` bind the token to, as
+    ``mode`` asks."""
+    bound = certificate_binding(mode, claims)
+    if bound is None:
+        return
     if not digest:
         raise CertificateBindingMismatch("no client certificate for a certificate-bound token")
     if not hmac.compare_digest(thumbprint_of_digest(digest).encode(), bound.encode()):

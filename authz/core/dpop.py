@@ -193,7 +193,68 @@ class MemoryReplayStore:
         return True
 
 
-class DpopVerifier:
+def bound_key(claims: Mapping[str, Any], scheme_dpop: bool) -> str:
+    """The checks the token and the request's scheme answer before any proof: the key
+    thumbprint (cnf.jkt) a proof must show; DpopMissing or DpopBindingMismatch otherwise.
+    ``scheme_dpop``: the token came as ``Authorization: DPoP``."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is not None and not isinstance(jkt, str):
+        raise DpopBindingMismatch("cnf.jkt is not a string")
+    if not scheme_dpop:
+        # RFC 9449 7.2: a bound token sent as Bearer is a downgrade.
+        raise DpopMissing("a DPoP-bound token or provider needs Authorization: DPoP")
+    if jkt is None:
+        raise DpopBindingMismatch("the token is not bound to a DPoP key (no cnf.jkt)")
+    return jkt
+
+
+class DpopBinding:
+    """One provider's DPoP checks that need only the token and the request as written:
+    whether a proof is wanted, the scheme, cnf.jkt. Alone it checks no proof: offline
+    judging (authz eval and test) has no live request for one to prove. ``DpopVerifier``
+    checks the proof too."""
+
+    def __init__(self, settings: DpopSettings) -> None:
+        self.settings = settings
+        self.algs = " ".join(sorted(settings.algorithms))  # for the DPoP challenge
+
+    def wanted(self, jkt: object, scheme_dpop: bool) -> bool:
+        """Whether this check needs a proof: the token is bound, the client said DPoP,
+        or the provider requires DPoP."""
+        if self.settings.mode == "off":
+            return False
+        return self.settings.mode == "required" or jkt is not None or scheme_dpop
+
+    def binding(
+        self, request: RequestAttributes, token: str, claims: Mapping[str, Any]
+    ) -> str | None:
+        """The key thumbprint a proof must show for ``token`` in ``request``; None when no
+        proof is needed (a plain bearer token under when_bound); otherwise the DpopError
+        that denies, carrying the algorithms for the challenge."""
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        scheme_dpop = presented_as_dpop(request, token)
+        if not self.wanted(jkt, scheme_dpop):
+            return None
+        try:
+            return bound_key(claims, scheme_dpop)
+        except DpopError as exc:
+            exc.algs = self.algs
+            raise
+
+    async def prove(
+        self,
+        request: RequestAttributes,
+        token: str,
+        claims: Mapping[str, Any],
+        recorded: set[bytes] | None = None,
+    ) -> bool:
+        """The checks of ``binding``; True when a proof was needed and left unchecked."""
+        return self.binding(request, token, claims) is not None
+
+
+class DpopVerifier(DpopBinding):
     """Checks one provider's DPoP proofs."""
 
     def __init__(
@@ -203,19 +264,11 @@ class DpopVerifier:
         replay: ReplayStore,
         clock: Callable[[], float],
     ) -> None:
-        self.settings = settings
-        self.algs = " ".join(sorted(settings.algorithms))  # for the DPoP challenge
+        super().__init__(settings)
         self._key_from_jwk = key_from_jwk
         self._replay = replay
         self._clock = clock
         self._keys: OrderedDict[tuple[str, str], VerificationKey] = OrderedDict()
-
-    def wanted(self, jkt: object, scheme_dpop: bool) -> bool:
-        """Whether this check needs a proof: the token is bound, the client said DPoP,
-        or the provider requires DPoP."""
-        if self.settings.mode == "off":
-            return False
-        return self.settings.mode == "required" or jkt is not None or scheme_dpop
 
     async def prove(
         self,
@@ -223,30 +276,28 @@ class DpopVerifier:
         token: str,
         claims: Mapping[str, Any],
         recorded: set[bytes] | None = None,
-    ) -> None:
+    ) -> bool:
         """The DPoP checks ``request`` needs for ``token`` (none for a plain bearer token
         when the mode is when_bound); the DpopError that denies otherwise, carrying the
         algorithms for the challenge. ``recorded``: the proofs this same check already
-        recorded (several providers, or a method override judged twice, see one proof)."""
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        scheme_dpop = presented_as_dpop(request, token)
-        if not self.wanted(jkt, scheme_dpop):
-            return
+        recorded (several providers, or a method override judged twice, see one proof).
+        False: no check was left out."""
+        jkt = self.binding(request, token, claims)
+        if jkt is None:
+            return False
         try:
-            url = request_url(request, self.settings.external_origin)
-            await self.check(
+            await self._check_proof(
                 request.headers.get("dpop"),
-                scheme_dpop=scheme_dpop,
+                jkt,
                 method=request.sent_method or request.method,  # the proof names the real one
-                url=url,
+                url=request_url(request, self.settings.external_origin),
                 token=token,
-                claims=claims,
                 recorded=recorded,
             )
         except DpopError as exc:
             exc.algs = self.algs
             raise
+        return False
 
     async def check(
         self,
@@ -262,15 +313,21 @@ class DpopVerifier:
         """DpopMissing, DpopInvalid, DpopReplayed or DpopBindingMismatch unless ``proofs``
         (the DPoP header, as the proxy joined it) proves possession of the key ``claims``
         bind the token to. ``scheme_dpop``: the token came as ``Authorization: DPoP``."""
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        if jkt is not None and not isinstance(jkt, str):
-            raise DpopBindingMismatch("cnf.jkt is not a string")
-        if not scheme_dpop:
-            # RFC 9449 7.2: a bound token sent as Bearer is a downgrade.
-            raise DpopMissing("a DPoP-bound token or provider needs Authorization: DPoP")
-        if jkt is None:
-            raise DpopBindingMismatch("the token is not bound to a DPoP key (no cnf.jkt)")
+        jkt = bound_key(claims, scheme_dpop)
+        await self._check_proof(proofs, jkt, method=method, url=url, token=token, recorded=recorded)
+
+    async def _check_proof(
+        self,
+        proofs: str | None,
+        jkt: str,
+        *,
+        method: str,
+        url: str | None,
+        token: str,
+        recorded: set[bytes] | None,
+    ) -> None:
+        """The checks that need the proof of the live request: its presence, signature,
+        htm, htu, iat, nonce, ath, key (``jkt``) and first use."""
         if not proofs:
             raise DpopMissing("no DPoP proof")
         if "," in proofs:

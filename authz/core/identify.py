@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from authz.core.certbound import Mode as CertMode
-from authz.core.certbound import check_certificate_binding
+from authz.core.certbound import certificate_binding, check_certificate_binding
 from authz.core.errors import CheckError, InvalidIssuer, MissingToken
 from authz.core.jws import COMPACT_JWS, ParsedToken, parse_token
 from authz.core.model import Identity, RequestAttributes
@@ -17,7 +17,7 @@ from authz.core.tokens import TokenSources
 from authz.core.verify import Verifier
 
 if TYPE_CHECKING:  # types only: identify itself needs neither module
-    from authz.core.dpop import DpopVerifier
+    from authz.core.dpop import DpopBinding
     from authz.core.introspect import Introspector
     from authz.core.tracing import Span
 
@@ -35,11 +35,14 @@ class ProviderRuntime:
     forward: bool
     introspector: Introspector | None = None
     introspect_jwts: bool = False  # JWTs go to the endpoint too (to see revocation)
-    dpop: DpopVerifier | None = None  # proofs of possession for DPoP-bound tokens
+    # Proofs of possession for DPoP-bound tokens: a DpopVerifier, or for offline judging a
+    # DpopBinding (the token and scheme checked, the proof left out). Either way the DPoP
+    # header is authz's, never the upstream's.
+    dpop: DpopBinding | None = None
     certificate_bound: CertMode = "off"  # RFC 8705 certificate-bound tokens
-    # Takes DPoP proofs (the DPoP header is authz's, never the upstream's), whether or not
-    # this build checks them (offline judging does not).
-    reads_proofs: bool = False
+    # False for offline judging: no live connection shows a client certificate, so only
+    # what the token says of its binding is checked.
+    client_certificates: bool = True
 
     def accepts_issuer(self, iss: object) -> bool:
         """Whether a token naming ``iss`` is for this provider (routing, before trust)."""
@@ -82,6 +85,9 @@ class Trace:
     params: Mapping[str, str] | None = None  # None until a rule matched: no dict per check
     conditions_reached: bool = False
     first_judgement: Trace | None = None
+    # (provider, check) of each holder-of-key check left out as no live request is there
+    # to pass it (offline judging): dpop_proof, certificate_binding.
+    skipped_offline: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def provider(self) -> str | None:
@@ -128,13 +134,19 @@ async def identify(
 
 async def _prove(request: RequestAttributes, token: str, trace: Trace) -> None:
     """The holder-of-key checks for the identity just found, cached or not: a cache hit
-    never skips them. The certificate binding first: it needs no I/O."""
+    never skips them. The certificate binding first: it needs no I/O. What an offline
+    build cannot check (the client certificate, the DPoP proof) goes to the trace."""
     provider, identity = trace.identities[-1]
-    check_certificate_binding(
-        provider.certificate_bound, identity.claims, request.client_certificate_sha256
-    )
-    if provider.dpop is not None:
-        await provider.dpop.prove(request, token, identity.claims, trace.proofs)
+    if provider.client_certificates:
+        check_certificate_binding(
+            provider.certificate_bound, identity.claims, request.client_certificate_sha256
+        )
+    elif certificate_binding(provider.certificate_bound, identity.claims) is not None:
+        trace.skipped_offline.append((provider.name, "certificate_binding"))
+    if provider.dpop is not None and await provider.dpop.prove(
+        request, token, identity.claims, trace.proofs
+    ):
+        trace.skipped_offline.append((provider.name, "dpop_proof"))
 
 
 async def _judge(found: str, finders: list[ProviderRuntime], trace: Trace) -> None:

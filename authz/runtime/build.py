@@ -30,6 +30,7 @@ from authz.config import (
 )
 from authz.core.authorizer import Authorizer, CheckLimits, Observer, Settings
 from authz.core.dpop import (
+    DpopBinding,
     DpopSettings,
     DpopVerifier,
     MemoryReplayStore,
@@ -155,8 +156,9 @@ def build_authorizer(
     """``keys``: the key lookup of each JWT provider; ``introspectors``: the judge of
     each introspection provider; ``replay``: where DPoP proofs are remembered;
     ``tracer``: one span per check (None: tracing off); ``holder_checks`` False (offline
-    judging only): no DPoP proof or certificate binding is checked, as no live
-    connection holds the key."""
+    judging only): what the token and the request say of a DPoP or certificate binding
+    is checked, but not the DPoP proof nor the client certificate, which only a live
+    request has (the check's Trace lists them as skipped)."""
     settings = config.token_cache
     # A fresh token cache per config: a provider's settings may have changed.
     cache = TokenCache(settings.max_entries, settings.max_bytes) if settings.max_entries else None
@@ -227,7 +229,6 @@ def build_provider(
 ) -> ProviderRuntime:
     delimiter = config.nested_claim_delimiter
     dpop = provider.dpop if provider.introspection is None and provider.dpop.mode != "off" else None
-    certificate_bound = provider.certificate_bound if holder_checks else "off"
     header_sources: list[HeaderSource] = []
     for source in provider.from_headers:
         header_sources.append(HeaderSource(source.name, source.value_prefix))
@@ -257,7 +258,8 @@ def build_provider(
             forward=provider.forward,
             introspector=introspector,
             introspect_jwts=provider.introspection.introspect_jwts,
-            certificate_bound=certificate_bound,
+            certificate_bound=provider.certificate_bound,
+            client_certificates=holder_checks,
         )
     assert keys is not None
     tenants = None
@@ -288,10 +290,20 @@ def build_provider(
         headers=headers,
         payload_header=provider.forward_payload_header,
         forward=provider.forward,
-        dpop=dpop_verifier(name, dpop, clock, replay) if dpop and holder_checks else None,
-        certificate_bound=certificate_bound,
-        reads_proofs=dpop is not None,
+        dpop=dpop_checks(name, dpop, clock, replay, holder_checks) if dpop else None,
+        certificate_bound=provider.certificate_bound,
+        client_certificates=holder_checks,
     )
+
+
+def dpop_checks(
+    name: str, settings: Dpop, clock: Clock, replay: ReplayStores | None, proofs: bool
+) -> DpopBinding:
+    """The verifier; without ``proofs`` (offline judging) only the checks of the token and
+    the scheme, reading no nonce secret and keeping no replay store."""
+    if proofs:
+        return dpop_verifier(name, settings, clock, replay)
+    return DpopBinding(dpop_settings(settings, None))
 
 
 def dpop_verifier(
@@ -299,17 +311,21 @@ def dpop_verifier(
 ) -> DpopVerifier:
     stores = replay if replay is not None else ReplayStores(settings.max_replay_entries)
     return DpopVerifier(
-        DpopSettings(
-            mode=settings.mode,
-            algorithms=frozenset(settings.algorithms),
-            max_age_s=settings.max_age,
-            clock_skew_s=settings.clock_skew,
-            external_origin=settings.external_origin,
-            nonce=nonce_settings(name, settings),
-        ),
+        dpop_settings(settings, nonce_settings(name, settings)),
         construct_key,
         stores.store(settings, f"providers.{name}.dpop.replay_store"),
         clock,
+    )
+
+
+def dpop_settings(settings: Dpop, nonce: NonceSettings | None) -> DpopSettings:
+    return DpopSettings(
+        mode=settings.mode,
+        algorithms=frozenset(settings.algorithms),
+        max_age_s=settings.max_age,
+        clock_skew_s=settings.clock_skew,
+        external_origin=settings.external_origin,
+        nonce=nonce,
     )
 
 

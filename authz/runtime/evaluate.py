@@ -8,9 +8,10 @@ Two ways to get an authorizer for a config, both from the one build step:
   discovery; or a JWKS file given instead) and the real introspection endpoint.
 
 The authorizer's decision is the verdict; the explanation (explain.py and the token
-reports here) comes from what its Trace recorded. Holder-of-key checks (a DPoP proof, a
-TLS client certificate) need a live connection: neither judge makes them, and
-``skipped`` says which were left out.
+reports here) comes from what its Trace recorded. What a token and its request say of a
+key binding (the Authorization scheme, ``cnf``, a provider that requires one) is judged
+as serve judges it; the DPoP proof and the TLS client certificate belong to a live
+request: neither judge checks them, and ``skipped`` says which were left out.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ class Judge:
             )
             conditions = condition_results(rule.conditions, context)
         tokens = self._tokens(attributes, explained, reason)
-        skipped = [s for report in tokens for s in self._skipped(report, explained)]
+        skipped = [self._skipped(*s) for s in dict.fromkeys(explained.skipped_offline)]
         overridden = judged.method if judged.sent_method else None
         return Evaluation(decision, None, overridden, steps, tokens, conditions, skipped)
 
@@ -270,23 +271,10 @@ class Judge:
             return None  # a tenant's keys load on demand: the decision's reason says more
         return source.keys
 
-    def _skipped(self, report: TokenReport, trace: Trace) -> list[Skipped]:
-        """The holder-of-key checks a live connection would have had to pass: for a
-        token bound to a key (its cnf), or for every token when the provider requires it."""
-        claims = next((i.claims for p, i in trace.identities if p.name == report.provider), {})
-        cnf = claims.get("cnf")
-        cnf = cnf if isinstance(cnf, dict) else {}
-        provider = self.config.providers[report.provider]
-        skipped = []
-        dpop = provider.dpop.mode
-        if provider.introspection is None and (
-            dpop == "required" or (dpop == "when_bound" and "jkt" in cnf)
-        ):
-            skipped.append(Skipped("dpop_proof", report.provider, dpop))
-        certificate = provider.certificate_bound
-        if certificate == "required" or (certificate == "when_bound" and "x5t#S256" in cnf):
-            skipped.append(Skipped("certificate_binding", report.provider, certificate))
-        return skipped
+    def _skipped(self, provider: str, check: str) -> Skipped:
+        settings = self.config.providers[provider]
+        mode = settings.dpop.mode if check == "dpop_proof" else settings.certificate_bound
+        return Skipped(check, provider, mode)
 
 
 def token_checks(
@@ -436,8 +424,10 @@ class StandInJudge(Judge):
         iss = claims.get("iss") if claims is not None else None
         names = [provider] if provider else self.providers_for(request, iss)
         for name in names:
+            settings = self.config.providers[name]
             given = token if token is not None else self.token(name, claims or {})
-            request = with_token(request, self.config.providers[name], given)
+            dpop = sent_as_dpop(settings, claims if token is None else None)
+            request = with_token(request, settings, given, dpop=dpop)
         return request, names
 
 
@@ -451,11 +441,25 @@ def _issuer(name: str, provider: Provider) -> str:
     )
 
 
-def with_token(request: Request, provider: Provider, token: str) -> Request:
-    """``request`` carrying ``token`` where ``provider`` reads it first."""
+def sent_as_dpop(provider: Provider, claims: Mapping[str, Any] | None) -> bool:
+    """Whether a client sends a token for ``provider`` carrying ``claims`` (None: not
+    known) as ``Authorization: DPoP``: the provider checks DPoP, and requires it or the
+    claims bind the token to a key (cnf.jkt)."""
+    if provider.introspection is not None or provider.dpop.mode == "off":
+        return False
+    cnf = (claims or {}).get("cnf")
+    return provider.dpop.mode == "required" or (isinstance(cnf, dict) and "jkt" in cnf)
+
+
+def with_token(request: Request, provider: Provider, token: str, *, dpop: bool = False) -> Request:
+    """``request`` carrying ``token`` where ``provider`` reads it first; ``dpop``: with
+    the DPoP scheme where the provider reads ``Authorization: Bearer`` (RFC 9449 7.1)."""
     if provider.from_headers:
         source = provider.from_headers[0]
-        return request.with_header(source.name, source.value_prefix + token)
+        prefix = source.value_prefix
+        if dpop and source.name == "authorization" and prefix.strip().lower() == "bearer":
+            prefix = "DPoP "
+        return request.with_header(source.name, prefix + token)
     if provider.from_params:
         separator = "&" if "?" in request.path else "?"
         path = f"{request.path}{separator}{provider.from_params[0]}={token}"

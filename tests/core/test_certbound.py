@@ -12,7 +12,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authz.core.certbound import certificate_thumbprint, check_certificate_binding
+from authz.core.certbound import (
+    certificate_binding,
+    certificate_thumbprint,
+    check_certificate_binding,
+)
 from authz.core.errors import CertificateBindingMismatch
 from tests import support
 from tests.support import Signer
@@ -64,6 +68,28 @@ def test_the_binding(certificates: Any, mode: Any, claims: str, shown: str, ok: 
     else:
         with pytest.raises(CertificateBindingMismatch):
             check_certificate_binding(mode, cnf, certificate)
+
+
+@pytest.mark.parametrize(
+    ("mode", "claims", "expected"),
+    [
+        ("when_bound", {"cnf": {"x5t#S256": "abc"}}, "abc"),
+        ("when_bound", {"sub": "a"}, None),
+        ("when_bound", {"cnf": "abc"}, None),
+        ("when_bound", {"cnf": {"x5t#S256": 7}}, CertificateBindingMismatch),
+        ("required", {"cnf": {"x5t#S256": "abc"}}, "abc"),
+        ("required", {"sub": "a"}, CertificateBindingMismatch),
+        ("off", {"cnf": {"x5t#S256": 7}}, None),
+    ],
+)
+def test_what_the_token_alone_says_of_its_binding(mode: Any, claims: Any, expected: Any) -> None:
+    """What offline judging can check without a client certificate: the certificate a
+    token needs, or its refusal."""
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            certificate_binding(mode, claims)
+    else:
+        assert certificate_binding(mode, claims) == expected
 
 
 async def test_in_the_authorizer_a_cache_hit_checks_the_certificate_again(

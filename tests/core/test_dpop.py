@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.core.dpop import (
+    DpopBinding,
     DpopSettings,
     DpopVerifier,
     MemoryReplayStore,
@@ -214,6 +215,40 @@ async def test_what_the_token_and_scheme_must_say() -> None:
     assert checker.wanted("jkt", scheme_dpop=False) and checker.wanted(None, scheme_dpop=True)
     assert verifier(mode="required").wanted(None, scheme_dpop=False)
     assert not verifier(mode="off").wanted("jkt", scheme_dpop=True)
+
+
+@pytest.mark.parametrize(
+    ("mode", "scheme", "claims", "outcome"),
+    [
+        ("when_bound", "Bearer", {"sub": "a"}, "none"),  # a plain bearer token
+        ("when_bound", "DPoP", bound(), "unchecked"),
+        ("when_bound", "Bearer", bound(), DpopMissing),  # a downgrade
+        ("when_bound", "DPoP", {"sub": "a"}, DpopBindingMismatch),
+        ("when_bound", "DPoP", {"cnf": {"jkt": 7}}, DpopBindingMismatch),
+        ("required", "Bearer", {"sub": "a"}, DpopMissing),
+        ("required", "DPoP", {"sub": "a"}, DpopBindingMismatch),
+        ("required", "DPoP", bound(), "unchecked"),
+        ("off", "Bearer", bound(), "none"),
+    ],
+)
+async def test_without_a_verifier_the_token_and_scheme_are_still_checked(
+    mode: Any, scheme: str, claims: dict[str, Any], outcome: Any
+) -> None:
+    """Offline judging: the checks the token and the request as written answer are made,
+    by the verifier's own code; the proof is never read, and ``prove`` says when one was
+    due. The verifier answers the same on the same token and scheme."""
+    binding = DpopBinding(dataclasses.replace(SETTINGS, mode=mode))
+    request = support.req(authorization=f"{scheme} {TOKEN}", dpop="not even a proof")
+    live = verifier(mode=mode)
+    if isinstance(outcome, str):
+        assert await binding.prove(request, TOKEN, claims) is (outcome == "unchecked")
+        if outcome == "none":
+            assert await live.prove(request, TOKEN, claims) is False
+        return
+    for checker in (binding, live):
+        with pytest.raises(outcome) as refused:
+            await checker.prove(request, TOKEN, claims)
+        assert refused.value.algs == "ES256 EdDSA RS256"  # for the challenge
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -422,3 +423,29 @@ def test_dpop_over_http_is_warned_about_where_the_scheme_is_unknown(
         providers={"corp": provider(jwks={"inline": {"keys": []}}, dpop={"mode": "required"})},
     )
     assert bool(dpop_without_origin(parse_config(data))) is warned
+
+
+def test_an_offline_build_checks_bindings_without_proofs_secrets_or_stores() -> None:
+    """authz eval and test: DPoP's token-side checks stay (a DpopBinding, not no checks
+    at all), the certificate binding stays configured; no nonce secret is read and no
+    replay store is built, so a Redis URL or an unset secret does not matter offline."""
+    from authz.core.dpop import DpopBinding, DpopVerifier
+    from authz.runtime.build import build_authorizer
+    from tests.support import fixed_keys
+
+    dpop = {
+        "mode": "required",
+        "nonce": {"secret": {"env": "AUTHZ_TEST_NEVER_SET"}},
+        "replay_store": {"redis": {"url": "redis://127.0.0.1:1/0"}},
+    }
+    settings = config(providers={"corp": provider(dpop=dpop, certificate_bound="required")})
+    keys = {"corp": fixed_keys({"keys": [rsa_signer().jwk]})}
+    offline = build_authorizer(settings, keys, time.time, None, holder_checks=False)
+    corp = offline.providers["corp"]
+    assert type(corp.dpop) is DpopBinding and corp.dpop.settings.mode == "required"
+    assert (corp.certificate_bound, corp.client_certificates) == ("required", False)
+    with pytest.raises(ConfigError, match="AUTHZ_TEST_NEVER_SET"):
+        build_authorizer(settings, keys, time.time, None)  # serve's build reads it
+    served = config(providers={"corp": provider(dpop={"mode": "required"})})
+    live = build_authorizer(served, keys, time.time, None).providers["corp"]
+    assert isinstance(live.dpop, DpopVerifier) and live.client_certificates

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from authz.config import ConfigError
-from authz.runtime.evaluate import Request, evaluate_once, relative
+from authz.runtime.evaluate import Request, StandInJudge, evaluate_once, relative
 from authz.runtime.report import to_json, to_text
 from tests.support import AUDIENCE, ISSUER, config, provider, rsa_signer
 from tests.support.tokens import b64, b64json, wall_clock_claims
@@ -160,20 +160,74 @@ async def test_claims_stand_in_for_an_introspection_answer():
 
 async def test_holder_of_key_checks_are_named_as_skipped():
     required = _config(dpop={"mode": "required"}, certificate_bound="required")
-    request = Request("GET", "/x", headers={"DPoP": "a-proof"})
-    judged = await evaluate_once(required, request, claims={"sub": "a"})
+    bound = {"sub": "a", "cnf": {"jkt": "abc", "x5t#S256": "def"}}
+    judged = await evaluate_once(required, Request("GET", "/x"), claims=bound)
     assert judged.decision.allowed
     assert [str(s) for s in judged.skipped] == [
-        "DPoP proof of possession (providers.corp.dpop.mode: required)",
         "TLS client certificate binding (providers.corp.certificate_bound: required)",
+        "DPoP proof of possession (providers.corp.dpop.mode: required)",
     ]
-    assert "dpop" in judged.decision.remove_headers  # as serve strips it
     plain = await evaluate_once(_config(), Request("GET", "/x"), claims={"sub": "a"})
     assert plain.skipped == []  # when_bound, and the token is not bound
-    bound = await evaluate_once(
-        _config(), Request("GET", "/x"), claims={"sub": "a", "cnf": {"jkt": "abc"}}
+    jkt = await evaluate_once(
+        _config(), Request("GET", "/x", headers={"DPoP": "a-proof"}), claims={"sub": "a", **bound}
     )
-    assert [(s.check, s.mode) for s in bound.skipped] == [("dpop_proof", "when_bound")]
+    assert [(s.check, s.mode) for s in jkt.skipped] == [
+        ("certificate_binding", "when_bound"),
+        ("dpop_proof", "when_bound"),
+    ]
+    assert "dpop" in jkt.decision.remove_headers  # as serve strips it
+    override = Request("GET", "/w/1", headers={"X-HTTP-Method-Override": "DELETE"})
+    claims = {"sub": "a", "roles": ["admin"], "cnf": {"jkt": "abc"}}
+    twice = await evaluate_once(_config(), override, claims=claims)
+    assert twice.decision.allowed and twice.judged_method == "DELETE"
+    assert [s.check for s in twice.skipped] == ["dpop_proof"]  # judged twice, named once
+
+
+async def test_a_minted_dpop_bound_token_is_sent_as_a_dpop_client_sends_it():
+    claims = {"sub": "a", "cnf": {"jkt": "abc"}}
+    judged = await evaluate_once(_config(), Request("GET", "/x"), claims=claims)
+    assert judged.decision.allowed
+    judge = StandInJudge(_config())
+    carrying, _ = judge.carrying(Request("GET", "/x"), None, claims=claims)
+    assert carrying.headers["authorization"].startswith("DPoP ")
+    plain, _ = judge.carrying(Request("GET", "/x"), None, claims={"sub": "a"})
+    assert plain.headers["authorization"].startswith("Bearer ")
+
+
+@pytest.mark.parametrize(
+    ("corp", "claims", "reason"),
+    [
+        ({"dpop": {"mode": "required"}}, {"sub": "a"}, "dpop_binding_mismatch"),
+        ({}, {"sub": "a", "cnf": {"jkt": 7}}, "dpop_binding_mismatch"),
+        ({"certificate_bound": "required"}, {"sub": "a"}, "certificate_binding_mismatch"),
+        ({}, {"sub": "a", "cnf": {"x5t#S256": 7}}, "certificate_binding_mismatch"),
+    ],
+)
+async def test_a_binding_the_token_lacks_is_refused_offline_as_serve_refuses_it(
+    corp, claims, reason
+):
+    judged = await evaluate_once(_config(**corp), Request("GET", "/x"), claims=claims)
+    assert (judged.decision.status, judged.decision.reason) == (401, reason)
+    assert judged.skipped == []  # refused on the token: no proof or certificate was due
+
+
+async def test_a_real_bound_token_sent_as_bearer_is_a_downgrade_offline_too(monkeypatch):
+    monkeypatch.setenv("AUTHZ_TEST_NEVER_SET", "secret")  # serve's whole build
+    token = SIGNER.token(**wall_clock_claims(), cnf={"jkt": "abc"})
+    bearer = Request("GET", "/x", headers={"authorization": f"Bearer {token}"})
+    judged = await evaluate_once(_config(), bearer)
+    assert (judged.decision.status, judged.decision.reason) == (401, "dpop_missing")
+    assert to_json(judged)["www_authenticate"].startswith("DPoP ")
+    assert judged.skipped == []
+    dpop = Request("GET", "/x", headers={"authorization": f"DPoP {token}"})
+    allowed = await evaluate_once(_config(), dpop)
+    assert allowed.decision.allowed
+    assert [(s.check, s.mode) for s in allowed.skipped] == [("dpop_proof", "when_bound")]
+    unbound = SIGNER.token(**wall_clock_claims())
+    plain = Request("GET", "/x", headers={"authorization": f"Bearer {unbound}"})
+    required = await evaluate_once(_config(dpop={"mode": "required"}), plain)
+    assert (required.decision.status, required.decision.reason) == (401, "dpop_missing")
 
 
 async def test_a_multi_tenant_issuer_is_filled_with_a_listed_tenant():

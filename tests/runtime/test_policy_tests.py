@@ -11,6 +11,7 @@ import yaml
 from authz.config import ConfigError
 from authz.runtime.policy_tests import junit, report, run_file
 from dev.stack import ROOT
+from tests.support import LISTEN_ANYWHERE, config_data, provider
 
 DEPLOY_TESTS = ROOT / "deploy" / "authz_test.yaml"
 
@@ -188,3 +189,23 @@ async def test_a_token_for_a_rule_without_providers_needs_a_provider(tmp_path):
     )
     with pytest.raises(ConfigError):
         await run_file(path)
+
+
+async def test_a_case_is_refused_for_a_binding_its_token_lacks(tmp_path):
+    """As serve refuses it: an unbound token for a provider that requires DPoP. A bound
+    one passes, with the proof it would need named as not checked offline."""
+    settings = config_data(
+        listen=LISTEN_ANYWHERE, providers={"corp": provider(dpop={"mode": "required"})}
+    )
+    (tmp_path / "authz.yaml").write_text(yaml.safe_dump(settings))
+    path = tmp_path / "policy_test.yaml"
+    bound = {"sub": "a", "cnf": {"jkt": "abc"}}
+    cases = [
+        {"name": "unbound", "claims": {"sub": "a"}, "expect": {"status": 401}},
+        {"name": "bound", "claims": bound, "expect": {"status": 200}},
+    ]
+    path.write_text(yaml.safe_dump({"config": "authz.yaml", "cases": cases}))
+    unbound, allowed = await run_file(path)
+    assert unbound.passed and unbound.evaluation.decision.reason == "dpop_binding_mismatch"
+    assert allowed.passed
+    assert [s.check for s in allowed.evaluation.skipped] == ["dpop_proof"]

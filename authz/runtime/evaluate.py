@@ -100,6 +100,7 @@ class Signature:
     # introspected (active at the endpoint), stand_in_answer (claims as the answer)
     result: str
     reason: str | None = None  # why refused or not checked: a reason code
+    jwks_file: Path | None = None  # verified with this file's keys (--jwks), not the provider's
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +149,13 @@ class Judge:
         authorizer: Authorizer,
         sources: Mapping[str, KeySource],
         clock: Clock,
+        jwks_files: Mapping[str, Path] | None = None,
     ) -> None:
         self.config = config
         self.authorizer = authorizer
         self._sources = sources
         self._clock = clock
+        self._jwks_files = jwks_files or {}  # the providers whose keys a JWKS file replaced
 
     async def evaluate(self, request: Request) -> Evaluation:
         attributes = request.attributes()
@@ -248,7 +251,7 @@ class Judge:
                 return Signature("stand_in_answer" if self.stand_in else "introspected")
             return Signature("not_checked", reason)
         if verified:
-            return Signature("stand_in" if self.stand_in else "verified")
+            return self._verified(runtime.name)
         keys = self._key_set(runtime.name)
         if keys is None or not COMPACT_JWS.fullmatch(token):
             return Signature("not_checked", reason)
@@ -263,7 +266,12 @@ class Judge:
             return Signature("refused", exc.reason)
         if not key.verify(parsed.signing_input, parsed.signature):
             return Signature("refused", "invalid_signature")
-        return Signature("stand_in" if self.stand_in else "verified")
+        return self._verified(runtime.name)
+
+    def _verified(self, name: str) -> Signature:
+        if self.stand_in:
+            return Signature("stand_in")
+        return Signature("verified", jwks_file=self._jwks_files.get(name))
 
     def _key_set(self, name: str) -> KeySet | None:
         source = self._sources.get(name)
@@ -498,12 +506,15 @@ class LiveJudge(Judge):
         self._events = _FirstLoads()
         built = build(config, events=self._events, fetcher_for=fetchers, observe=None)
         sources = dict(built.sources)
+        files: dict[str, Path] = {}
         if jwks_file is not None:
-            sources.update(self._from_file(config, jwks_file))
+            from_file = self._from_file(config, jwks_file)
+            sources.update(from_file)
+            files = dict.fromkeys(from_file, jwks_file)
         authorizer = build_authorizer(
             config, sources, clock, None, built.introspectors, holder_checks=False
         )
-        super().__init__(config, authorizer, sources, clock)
+        super().__init__(config, authorizer, sources, clock, files)
 
     def _from_file(self, config: Config, jwks_file: Path) -> dict[str, KeySource]:
         """Key sources from the file for each provider with a JWKS whose algorithms it

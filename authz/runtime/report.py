@@ -20,6 +20,8 @@ _SIGNATURES = {
 
 
 def signature_text(signature: Signature) -> str:
+    if signature.result == "verified" and signature.jwks_file is not None:
+        return f"verified with the keys of {signature.jwks_file} (--jwks)"
     if signature.result in _SIGNATURES:
         return _SIGNATURES[signature.result]
     if signature.result == "refused":

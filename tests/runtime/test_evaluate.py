@@ -263,6 +263,7 @@ async def test_a_real_token_is_verified_with_the_configured_keys(monkeypatch):
     judged = await evaluate_once(_config(), request)
     assert judged.decision.allowed
     assert judged.tokens[0].signature.result == "verified"
+    assert "signature verified with the provider's keys" in to_text(judged)
     forged = rsa_signer().token(header={"kid": SIGNER.kid}, **wall_clock_claims())
     request = Request("GET", "/admin", headers={"authorization": f"Bearer {forged}"})
     refused = await evaluate_once(_config(), request)
@@ -317,6 +318,9 @@ async def test_a_jwks_file_stands_in_for_remote_keys_without_fetching(tmp_path):
         env.setenv("AUTHZ_HMAC", "s" * 32)
         judged = await evaluate_once(remote, request, jwks_file=tmp_path / "jwks.json")
         assert judged.decision.allowed
+        text = to_text(judged)  # the file's keys verified it, not the provider's
+        assert f"signature verified with the keys of {tmp_path / 'jwks.json'} (--jwks)" in text
+        assert "provider's keys" not in text
         (tmp_path / "other.json").write_text(json.dumps({"keys": [rsa_signer().jwk]}))
         refused = await evaluate_once(remote, request, jwks_file=tmp_path / "other.json")
         assert refused.decision.reason == "unknown_kid"

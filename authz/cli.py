@@ -230,11 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--context", action="append", default=[], help="Envoy context_extensions KEY=VALUE"
     )
-    judge.add_argument(
+    # A --claims token is minted with a stand-in key: --jwks would verify nothing.
+    token_given = judge.add_mutually_exclusive_group()
+    token_given.add_argument(
         "--claims", help="JSON object (or @FILE): judge a token carrying these claims"
     )
     judge.add_argument("--provider", help="the provider the claims' token is for")
-    judge.add_argument("--jwks", help="a JWKS file to verify the request's token with")
+    token_given.add_argument("--jwks", help="a JWKS file to verify the request's token with")
     judge.add_argument("--json", action="store_true", help="one JSON object (stable schema)")
     judge.set_defaults(func=cmd_eval)
 

@@ -102,3 +102,14 @@ def test_a_failing_policy_test_exits_1_with_a_diff(tmp_path: Path, capsys) -> No
     assert f"FAIL bob is an admin ({tests}:3)" in out
     assert "status: expected 200, got 403" in out
     assert 'claims[0]: request.param.id equals_claim "sub"' in out
+
+
+def test_eval_refuses_claims_with_a_jwks_file(tmp_path: Path, capsys) -> None:
+    """A --claims token is signed by a stand-in key: the file's keys would verify
+    nothing, and ignoring the flag would let a reader think they did."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "-c", CONFIG, "--claims", "{}", "--jwks", str(jwks)])
+    assert exited.value.code == 2
+    assert "argument --jwks: not allowed with argument --claims" in capsys.readouterr().err

@@ -75,6 +75,8 @@ def _json_object(text: str, flag: str) -> dict[str, Any]:
         if text.startswith("@"):
             text = Path(text[1:]).read_text(encoding="utf-8")
         value = json.loads(text, parse_constant=_refuse_constant)
+    except OSError as exc:
+        raise AuthzError(f"{flag}: cannot read {text[1:]}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise AuthzError(f"{flag}: the file is not UTF-8 text") from exc
     except RecursionError as exc:

@@ -61,6 +61,9 @@ def test_eval_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "NaN is not JSON" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "[" * 100_000 + "]" * 100_000]) == 2
     assert "--claims: nested too deeply" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", "@/nonexistent/claims.json"]) == 2
+    err = capsys.readouterr().err
+    assert "--claims: cannot read /nonexistent/claims.json: No such file or directory" in err
     assert main(["eval", "-c", CONFIG, "--claims", "[1]"]) == 2
     assert "--claims: expected a JSON object" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "{}", "--provider", "nope"]) == 2

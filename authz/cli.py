@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.config import ConfigError, Overrides, load_config, parse_workers
+from authz.config import ConfigError, Overrides, load_config, parse_workers, untokenable
 from authz.core.errors import AuthzError
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 
@@ -85,6 +85,13 @@ def _json_object(text: str, flag: str) -> dict[str, Any]:
         raise AuthzError(f"{flag}: not JSON ({exc})") from exc
     if not isinstance(value, dict):
         raise AuthzError(f"{flag}: expected a JSON object")
+    try:
+        problem = untokenable(value)
+    except RecursionError as exc:
+        raise AuthzError(f"{flag}: nested too deeply") from exc
+    if problem is not None:
+        # Minted anyway, the token would only be refused as malformed_token.
+        raise AuthzError(f"{flag}: {problem}: no token can carry it")
     return value
 
 

@@ -64,6 +64,14 @@ def test_eval_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "-c", CONFIG, "--claims", "@/nonexistent/claims.json"]) == 2
     err = capsys.readouterr().err
     assert "--claims: cannot read /nonexistent/claims.json: No such file or directory" in err
+    # Valid JSON text, but no token can carry it: refused before a stand-in token is
+    # minted, rather than judged as a malformed token.
+    assert main(["eval", "-c", CONFIG, "--claims", '{"exp": 1e400}']) == 2
+    assert "--claims: exp is not a finite number" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", '{"a": [{"b": -1e999}]}']) == 2
+    assert "--claims: a[0].b is not a finite number" in capsys.readouterr().err
+    assert main(["eval", "-c", CONFIG, "--claims", '{"sub": "\\ud800"}']) == 2
+    assert "--claims: sub is not UTF-8 text" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "[1]"]) == 2
     assert "--claims: expected a JSON object" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "{}", "--provider", "nope"]) == 2

@@ -4,7 +4,7 @@ Imports nothing else of authz. What needs other layers' knowledge to check (algo
 fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/checks.py.
 """
 
-from authz.config.base import ConfigError, split_address
+from authz.config.base import ConfigError, split_address, untokenable
 from authz.config.load import Config, load_config, parse_config, read_config_text
 from authz.config.overrides import Overrides, parse_workers
 from authz.config.providers import (
@@ -60,4 +60,5 @@ __all__ = [
     "parse_workers",
     "read_config_text",
     "split_address",
+    "untokenable",
 ]

@@ -3,6 +3,7 @@ no knowledge of the rest of authz."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +59,40 @@ def claim_header_name(value: str) -> str:
             "as a credential or a control header"
         )
     return header_name(value)
+
+
+def untokenable(value: object, where: str = "") -> str | None:
+    """What in ``value`` (claims as JSON or YAML parsed them) no token can carry, and
+    where: a number that is not finite (JSON has none; ``1e400`` parses as infinity), a
+    string that is not UTF-8 (a lone surrogate); None when there is nothing of the kind.
+    Values are never shown: they may be secrets."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where or 'the value'} is not a finite number"
+    if isinstance(value, str) and not _utf8(value):
+        return f"{where or 'the value'} is not UTF-8 text (a lone surrogate)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key).encode("utf-8", "backslashreplace").decode()
+            inner = f"{where}.{name}" if where else name
+            if not _utf8(str(key)):
+                return f"the name {inner} is not UTF-8 text (a lone surrogate)"
+            found = untokenable(item, inner)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = untokenable(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checked_regex(pattern: str) -> str:

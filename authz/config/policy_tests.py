@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, JsonValue, ValidationError, model_validator
+from pydantic import Field, JsonValue, ValidationError, field_validator, model_validator
 
-from authz.config.base import ConfigError, Model
+from authz.config.base import ConfigError, Model, untokenable
 from authz.config.explain import problems
 from authz.config.source import parse_yaml
 
@@ -60,6 +60,16 @@ class Case(Model):
     claims: dict[str, JsonValue] | None = None
     provider: str | None = None  # the token's provider; default: the matched rule's
     expect: Expect
+
+    @field_validator("claims")
+    @classmethod
+    def _carried_in_a_token(
+        cls, claims: dict[str, JsonValue] | None
+    ) -> dict[str, JsonValue] | None:
+        problem = untokenable(claims)
+        if problem is not None:
+            raise ValueError(f"{problem}: no token can carry it")
+        return claims
 
     @model_validator(mode="after")
     def _one_token(self) -> Case:

@@ -105,6 +105,14 @@ async def test_expectations_on_removed_and_absent_headers(tmp_path):
             {"name": "n", "claims": {"when": "2026-01-01"}, "expect": {"status": 200}},
             None,  # a string in YAML stays a string; a YAML date is refused (below)
         ),
+        (
+            {"name": "n", "claims": {"exp": float("inf")}, "expect": {"status": 401}},
+            r"policy_test.yaml:4:3: cases.0.claims: exp is not a finite number: no token",
+        ),
+        (
+            {"name": "n", "claims": {"x": ["\ud800"]}, "expect": {"status": 401}},
+            r"cases.0.claims: x\[0\] is not UTF-8 text",
+        ),
     ],
 )
 async def test_a_broken_test_file_is_an_error_naming_the_key(tmp_path, case, message):

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
-from authz.config import ConfigError, Overrides, load_config, parse_workers, untokenable
+from authz.config import (
+    ConfigError,
+    Overrides,
+    http_method,
+    load_config,
+    parse_workers,
+    untokenable,
+)
 from authz.core.errors import AuthzError
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 
@@ -64,6 +71,13 @@ def _pairs(items: list[str], separator: str, flag: str) -> dict[str, str]:
             raise AuthzError(f"{flag} number {index} is not NAME{separator}VALUE")
         pairs[name.strip()] = value.strip() if separator == ":" else value
     return pairs
+
+
+def _method(text: str) -> str:
+    try:
+        return http_method(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _refuse_constant(name: str) -> Any:
@@ -230,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the TLS client certificate belong to a live request and are named as skipped.",
     )
     judge.add_argument("-c", "--config", required=True, help="YAML config file")
-    judge.add_argument("--method", default="GET")
+    judge.add_argument("--method", default="GET", type=_method)
     judge.add_argument("--path", default="/", help="the request target, query included")
     judge.add_argument("--host", default="localhost")
     judge.add_argument(

@@ -124,3 +124,20 @@ def test_eval_refuses_claims_with_a_jwks_file(tmp_path: Path, capsys) -> None:
         main(["eval", "-c", CONFIG, "--claims", "{}", "--jwks", str(jwks)])
     assert exited.value.code == 2
     assert "argument --jwks: not allowed with argument --claims" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["G T", "", "GET\r\n", "P(O)ST"])
+def test_eval_refuses_a_method_that_is_not_an_http_token(
+    method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "-c", CONFIG, "--method", method, "--claims", "{}"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --method: " in err and "is not an HTTP method (an RFC 9110 token)" in err
+
+
+def test_eval_takes_any_token_as_a_method(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval", "-c", CONFIG, "--path", "/orders", "--claims", "{}", "--json"]
+    assert main([*args, "--method", "m-search"]) == 0
+    assert json.loads(capsys.readouterr().out)["allowed"] is True

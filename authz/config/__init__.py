@@ -4,7 +4,7 @@ Imports nothing else of authz. What needs other layers' knowledge to check (algo
 fetchable URLs, rule paths, CEL) is checked by the build step, authz/runtime/checks.py.
 """
 
-from authz.config.base import ConfigError, split_address, untokenable
+from authz.config.base import ConfigError, http_method, split_address, untokenable
 from authz.config.load import Config, load_config, parse_config, read_config_text
 from authz.config.overrides import Overrides, parse_workers
 from authz.config.providers import (
@@ -55,6 +55,7 @@ __all__ = [
     "Tls",
     "TokenCacheSettings",
     "TracingSettings",
+    "http_method",
     "load_config",
     "parse_config",
     "parse_workers",

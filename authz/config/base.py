@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
+TOKEN_CHARS = HEADER_NAME_CHARS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # RFC 9110 tchar
 # Headers authz must never be asked to overwrite or strip: Envoy refuses or mishandles them.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
@@ -59,6 +60,13 @@ def claim_header_name(value: str) -> str:
             "as a credential or a control header"
         )
     return header_name(value)
+
+
+def http_method(value: str) -> str:
+    """A method as a request line can carry it: an RFC 9110 token."""
+    if not value or not set(value) <= TOKEN_CHARS:
+        raise ValueError(f"{value!r} is not an HTTP method (an RFC 9110 token)")
+    return value
 
 
 def untokenable(value: object, where: str = "") -> str | None:

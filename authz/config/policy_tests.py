@@ -4,17 +4,24 @@ each a request, the claims of the token it carries, and the answer expected."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from authz.config.base import ConfigError, Model, untokenable
+from authz.config.base import ConfigError, Model, http_method, untokenable
 from authz.config.explain import problems
 from authz.config.source import parse_yaml
 
 
 class CaseRequest(Model):
-    method: str = "GET"
+    method: Annotated[str, AfterValidator(http_method)] = "GET"
     path: str = "/"
     host: str = "localhost"
     headers: dict[str, str] = Field(default_factory=dict)

@@ -102,6 +102,10 @@ async def test_expectations_on_removed_and_absent_headers(tmp_path):
         ({"name": "n", "expect": {"headers_absent": []}}, "cases.0.expect.headers_absent: List"),
         ({"name": "n", "provider": "corp", "expect": {"status": 401}}, "give claims or a token"),
         (
+            {"name": "n", "request": {"method": "G T"}, "expect": {"status": 400}},
+            r"cases.0.request.method: .*'G T' is not an HTTP method \(an RFC 9110 token\)",
+        ),
+        (
             {"name": "n", "claims": {"when": "2026-01-01"}, "expect": {"status": 200}},
             None,  # a string in YAML stays a string; a YAML date is refused (below)
         ),

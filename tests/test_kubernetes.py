@@ -69,7 +69,7 @@ def write_overlay(parent: Path, components: Sequence[str]) -> Path:
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "namespace": "authz",  # the base's namespace is not the components' objects'
+        "namespace": "authz",  # as docs/kubernetes.md's overlay has it
         "resources": [f"{up}/base"],
         "components": [f"{up}/components/{name}" for name in components],
         "configMapGenerator": [

@@ -1,7 +1,8 @@
 """Istio and Envoy Gateway: deploy/istio and deploy/envoy-gateway render and validate
 strictly (tests/support/kubernetes.py), and the Envoy each control plane generates gets
 deploy/envoy.yaml's ext_authz settings, the ones that file is tested with for real. What
-a control plane cannot set is in docs/istio.md and docs/envoy-gateway.md."""
+a control plane cannot set is in docs/istio.md and docs/envoy-gateway.md. The overlays
+those pages have the reader write put each policy beside what it targets."""
 
 from __future__ import annotations
 
@@ -20,14 +21,24 @@ from authz.runtime.commands import check_config
 from tests.support.crd_schemas import ISTIOD_VALUES
 from tests.support.kubernetes import (
     DEPLOY,
+    ROOT,
+    documented_kustomization,
     envoy_ext_authz,
     gateway_api_errors,
     kustomize,
     mounted_config,
     one,
+    overlay_beside_checkout,
     validate,
     validate_uncached,
+    yaml_blocks,
 )
+
+# The kinds each guide's overlay must leave beside the gateway, not in authz's namespace.
+POLICY_KINDS = {
+    "istio": {"AuthorizationPolicy"},
+    "envoy-gateway": {"SecurityPolicy", "ClientTrafficPolicy"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +248,90 @@ def test_envoy_gateway_sends_every_header_authz_reads(
     config = parse_config(yaml.safe_load(mounted_config(docs)))
     sent = set(one(docs, "SecurityPolicy")["spec"]["extAuth"]["headersToExtAuth"])
     assert set(headers_authz_reads(config)) <= sent
+
+
+def render_guide(name: str, tmp_path: Path, *, patched: bool = False) -> list[dict[str, Any]]:
+    """The overlay docs/<name>.md has the reader write, as written there, with the base's
+    config; ``patched``: with the page's patches for a gateway of another name or place."""
+    page = ROOT / "docs" / f"{name}.md"
+    kustomization = documented_kustomization(page)
+    if patched:
+        [patches] = [block for block in yaml_blocks(page) if block.startswith("patches:")]
+        kustomization += patches
+    config = (DEPLOY / "kubernetes" / "base" / "authz.yaml").read_text()
+    docs = kustomize(overlay_beside_checkout(tmp_path, kustomization, config))
+    for doc in docs:
+        validate(doc)
+    check_config(tmp_path / "authz.yaml", mounted_config(docs))
+    return docs
+
+
+def assert_only_policies_leave_authz(docs: list[dict[str, Any]], name: str) -> None:
+    """Every object but the guide's policies is authz's own, in authz (the components'
+    ServiceMonitor too)."""
+    elsewhere = {d["kind"] for d in docs if d["metadata"].get("namespace") != "authz"}
+    assert elsewhere == POLICY_KINDS[name]
+
+
+@pytest.mark.parametrize(
+    ("patched", "namespace", "labels"),
+    [
+        (False, "istio-ingress", {"istio": "ingress"}),
+        (True, "istio-system", {"istio": "ingressgateway"}),
+    ],
+    ids=["as-written", "another-gateway"],
+)
+def test_the_istio_guide_puts_the_policy_beside_the_gateway(
+    tmp_path: Path, patched: bool, namespace: str, labels: dict[str, str]
+) -> None:
+    """An AuthorizationPolicy selects workloads of its own namespace only: in authz's it
+    would select no gateway, and every request would pass unchecked."""
+    docs = render_guide("istio", tmp_path, patched=patched)
+    policy = one(docs, "AuthorizationPolicy")
+    assert policy["metadata"]["namespace"] == namespace
+    assert policy["spec"]["selector"]["matchLabels"] == labels
+    assert_reached_from(docs, namespace)
+    assert_only_policies_leave_authz(docs, "istio")
+
+
+@pytest.mark.parametrize(
+    ("patched", "namespace", "gateway"),
+    [(False, "default", "eg"), (True, "shop", "shop-gateway")],
+    ids=["as-written", "another-gateway"],
+)
+def test_the_envoy_gateway_guide_puts_the_policies_beside_the_gateway(
+    tmp_path: Path, patched: bool, namespace: str, gateway: str
+) -> None:
+    """A policy's targetRefs name a Gateway of its own namespace: in authz's they would
+    attach to nothing. The ReferenceGrant, in the Service's namespace, admits them."""
+    docs = render_guide("envoy-gateway", tmp_path, patched=patched)
+    target = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway}]
+    for kind in POLICY_KINDS["envoy-gateway"]:
+        policy = one(docs, kind)
+        assert policy["metadata"]["namespace"] == namespace, kind
+        assert policy["spec"]["targetRefs"] == target, kind
+    (backend,) = one(docs, "SecurityPolicy")["spec"]["extAuth"]["grpc"]["backendRefs"]
+    service = one(docs, "Service")
+    assert (backend["name"], backend["namespace"]) == (
+        service["metadata"]["name"],
+        service["metadata"]["namespace"],
+    )
+    grant = one(docs, "ReferenceGrant", "authz-from-security-policy")
+    assert grant["metadata"]["namespace"] == backend["namespace"]
+    assert [source["namespace"] for source in grant["spec"]["from"]] == [namespace]
+    assert_only_policies_leave_authz(docs, "envoy-gateway")
+
+
+@pytest.mark.parametrize("name", ["istio", "envoy-gateway"])
+def test_a_namespace_line_would_move_the_policies_into_authz(name: str, tmp_path: Path) -> None:
+    """What the guides warn of: the line kubernetes.md's overlay has moves every policy
+    into authz, where it protects nothing."""
+    page = ROOT / "docs" / f"{name}.md"
+    kustomization = documented_kustomization(page).replace(
+        "kind: Kustomization\n", "kind: Kustomization\nnamespace: authz\n", 1
+    )
+    config = (DEPLOY / "kubernetes" / "base" / "authz.yaml").read_text()
+    docs = kustomize(overlay_beside_checkout(tmp_path, kustomization, config))
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] in POLICY_KINDS[name]} == {
+        "authz"
+    }

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tomllib
+import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,11 +27,14 @@ from authz.runtime.commands import check_config
 from tests.support.kubernetes import (
     KUBECTL,
     ROOT,
+    documented_kustomization,
     kustomize,
     mounted_config,
     one,
+    overlay_beside_checkout,
     validate,
     validate_uncached,
+    yaml_blocks,
 )
 from tests.support.pki import make_pki
 
@@ -65,7 +69,7 @@ def write_overlay(parent: Path, components: Sequence[str]) -> Path:
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "namespace": "authz",  # the base's namespace is not the components' objects'
+        "namespace": "authz",  # as docs/kubernetes.md's overlay has it
         "resources": [f"{up}/base"],
         "components": [f"{up}/components/{name}" for name in components],
         "configMapGenerator": [
@@ -119,7 +123,7 @@ def test_every_combination_holds_together(
 
 
 def assert_holds_together(
-    docs: list[dict[str, Any]], config: Config, components: Sequence[str]
+    docs: list[dict[str, Any]], config: Config, components: Sequence[str], image: str = IMAGE
 ) -> None:
     assert {d["metadata"].get("namespace") for d in docs} == {"authz"}
     deployment = one(docs, "Deployment")
@@ -127,7 +131,7 @@ def assert_holds_together(
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"] == labels
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == image
     # The config: a fixed ConfigMap name, its folder mounted whole (a subPath is never
     # updated, and hot reload would never see a change), and that file served.
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -303,6 +307,41 @@ def test_the_validation_is_strict(renders: dict[str, list[dict[str, Any]]]) -> N
         node[path[-1]] = "x"
         with pytest.raises((AssertionError, jsonschema.ValidationError)):
             validate_uncached(doc)
+
+
+def test_the_ingress_nginx_overlay_lets_the_controller_reach_authz(tmp_path: Path) -> None:
+    """docs/ingress-nginx.md's overlay as written there, with the base's config and the
+    page's http_authz block: it holds together like every combination, the Ingress's
+    auth-url names the Service and its http-authz port, and the NetworkPolicy lets the
+    controller's namespace reach that port (the base's admits only "envoy")."""
+    page = ROOT / "docs" / "ingress-nginx.md"
+    blocks = [yaml.safe_load(block) or {} for block in yaml_blocks(page)]
+    config = yaml.safe_load((K8S / "base" / "authz.yaml").read_text())
+    [config["http_authz"]] = [block["http_authz"] for block in blocks if "http_authz" in block]
+    kustomization = documented_kustomization(page)
+    folder = overlay_beside_checkout(tmp_path, kustomization, yaml.safe_dump(config))
+    docs = kustomize(folder)
+    for doc in docs:
+        validate(doc)
+    [image] = yaml.safe_load(kustomization)["images"]
+    mounted = parse_config(yaml.safe_load(mounted_config(docs)))
+    assert mounted.http_authz is not None and mounted.http_authz.original_request == "ingress-nginx"
+    assert_holds_together(docs, mounted, ["http-authz"], f"{image['newName']}:{image['newTag']}")
+    check_config(tmp_path / "authz.yaml", mounted_config(docs))
+    [ingress] = [block for block in blocks if block.get("kind") == "Ingress"]
+    url = urllib.parse.urlsplit(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-url"]
+    )
+    service = one(docs, "Service")
+    meta = service["metadata"]
+    assert url.hostname == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    [port] = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    assert port["name"] == "http-authz"
+    proxy_rule = one(docs, "NetworkPolicy")["spec"]["ingress"][0]
+    assert proxy_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    assert {"protocol": "TCP", "port": "http-authz"} in proxy_rule["ports"]
 
 
 def test_the_image_is_this_release() -> None:

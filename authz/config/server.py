@@ -31,8 +31,8 @@ class HttpAuthz(Model):
     # X-Original-Method (auth_request); ingress-nginx: X-Original-URL and
     # X-Original-Method (the Kubernetes controller's auth-url), X-Authz-Host and
     # X-Authz-Upstream-Host (its auth-proxy-set-headers); traefik and caddy:
-    # X-Forwarded-Method/-Uri/-Host (Traefik forwardAuth, Caddy forward_auth; they differ
-    # in how an unset identity header is answered).
+    # X-Forwarded-Method/-Uri/-Host (Traefik forwardAuth, Caddy forward_auth; the two
+    # styles read and answer alike, http_authz.ANSWERED_EMPTY).
     original_request: Literal["envoy", "nginx", "ingress-nginx", "traefik", "caddy"] = "envoy"
     path_prefix: str = ""  # Envoy http_service path_prefix, removed from the path
     # Where the proxy passes the client's TLS certificate, for certificate-bound tokens:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,38 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
     )
     assert done.returncode == 0, f"kubectl kustomize {folder}: {done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+# A fenced YAML block of a docs page, at any indentation (a list item's too).
+_YAML_BLOCK = re.compile(r"^( *)```yaml\n(.*?)^\1```", re.M | re.S)
+
+
+def yaml_blocks(page: Path) -> list[str]:
+    """The text of each fenced YAML block of ``page``, dedented."""
+    return [textwrap.dedent(block) for _, block in _YAML_BLOCK.findall(page.read_text())]
+
+
+def documented_kustomization(page: Path) -> str:
+    """The one kustomization.yaml ``page`` has the reader write, as written there."""
+    found = [
+        block
+        for block in yaml_blocks(page)
+        if (yaml.safe_load(block) or {}).get("kind") == "Kustomization"
+    ]
+    assert len(found) == 1, f"{page.name}: {len(found)} Kustomization blocks"
+    return found[0]
+
+
+def overlay_beside_checkout(parent: Path, kustomization: str, config: str) -> Path:
+    """An overlay folder as the docs place one, beside this repository checked out as
+    ``authz`` (its resources are ``../authz/deploy/...``), holding ``kustomization``
+    and ``config`` as its authz.yaml."""
+    (parent / "authz").symlink_to(ROOT, target_is_directory=True)
+    folder = parent / "overlay"
+    folder.mkdir()
+    (folder / "kustomization.yaml").write_text(kustomization)
+    (folder / "authz.yaml").write_text(config)
+    return folder
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str = "authz") -> dict[str, Any]:

@@ -33,6 +33,11 @@ def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> 
     ports = Ports()
     config = http_dev_config(jwks, ports, "envoy")
     config["http_authz"]["certificate_source"] = "xfcc"
+    (workdir / "nonce-secret").write_bytes(b"n" * 32)
+    config["providers"]["dev"]["dpop"] = {
+        "external_origin": "https://app.example",
+        "nonce": {"secret": {"file": str(workdir / "nonce-secret")}},
+    }
     stack = Stack(workdir, config, ports, envoy_template=ROOT / "deploy" / "envoy-http.yaml")
     stack.start()
     yield stack
@@ -75,6 +80,22 @@ def test_envoy_http_service_denies(envoy_http: Stack, rsa_signer: Signer) -> Non
     assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
     user = minted(rsa_signer, realm_access={"roles": ["user"]})
     assert call(envoy_http, "/admin/x", authorization=f"Bearer {user}")[0] == 403
+
+
+def test_envoy_http_service_hands_the_dpop_nonce(envoy_http: Stack, rsa_signer: Signer) -> None:
+    """Envoy's http_service passes a denial's headers only when allowed_client_headers
+    lists them: deploy/envoy-http.yaml lists DPoP-Nonce, or no client could answer
+    use_dpop_nonce."""
+    key = ec_signer()
+    token = minted(rsa_signer, cnf={"jkt": thumbprint(key)})
+    url = "https://app.example/hello"
+    first = make_proof(key, "GET", url, token)
+    status, headers, _ = call(envoy_http, "/hello", authorization=f"DPoP {token}", dpop=first)
+    assert status == 401 and 'error="use_dpop_nonce"' in headers["www-authenticate"]
+    retry = make_proof(key, "GET", url, token, nonce=headers["dpop-nonce"])
+    status, _, echo = call(envoy_http, "/hello", authorization=f"DPoP {token}", dpop=retry)
+    assert status == 200, echo
+    assert "dpop" not in echo["headers"] and "authorization" not in echo["headers"]
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,10 @@ def free_port() -> int:
     two stacks in one run, and two runs on one machine, apart.
     """
     low, _ = _ephemeral_range()
-    first, last = (10000, low - 1) if low > 12000 else (low - 2000, low - 1)
-    for _attempt in range(200):
-        port = random.randint(max(first, 1024), last)
+    first, last = max(1024, min(10000, low - 2000)), low - 1
+    # A range starting at 1024 or so (tuned for many connections) leaves none below it.
+    for _attempt in range(200 if first < last else 0):
+        port = random.randint(first, last)
         if port in _handed_out:
             continue
         with socket.socket() as s:

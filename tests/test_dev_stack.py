@@ -1,0 +1,33 @@
+"""dev/stack.py's free ports: below the kernel's ephemeral range where there is room."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from dev import stack
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_ports_come_from_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack, "_ephemeral_range", lambda: (32768, 60999))
+    ports = [stack.free_port() for _ in range(20)]
+    assert all(1024 <= port < 32768 and bindable(port) for port in ports)
+    assert len(set(ports)) == len(ports)  # never handed out twice
+
+
+def test_a_range_starting_low_leaves_the_choice_to_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stack, "_ephemeral_range", lambda: (1024, 65535))
+    port = stack.free_port()
+    assert 1024 <= port <= 65535 and bindable(port)

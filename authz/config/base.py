@@ -7,6 +7,7 @@ import math
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-")
@@ -17,6 +18,17 @@ RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "co
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key."""
+
+
+SEVERAL_PROBLEMS = "several_problems"
+
+
+def several_problems(problems: list[str]) -> PydanticCustomError:
+    """The error a model validator raises for several problems at once, each naming its
+    own key path: check-config tells, and locates, each on its own line."""
+    return PydanticCustomError(
+        SEVERAL_PROBLEMS, "{joined}", {"joined": "; ".join(problems), "problems": tuple(problems)}
+    )
 
 
 class Model(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from authz.config.base import SEVERAL_PROBLEMS
 from authz.config.source import SourceMap
 from authz.config.suggest import (
     choices_at,
@@ -84,11 +85,12 @@ def _messages(root: type[BaseModel], errors: list[ErrorDetails]) -> list[tuple[L
     for item in order:
         if isinstance(item, dict) and item["type"] == "missing" and tuple(item["loc"]) in meant:
             continue
-        if isinstance(item, dict):
-            # A model validator that finds several problems writes one per line, each
-            # naming its own key path: each is told, and located, on its own.
+        if isinstance(item, dict) and item["type"] == SEVERAL_PROBLEMS:
             loc = tuple(item["loc"])
-            messages.extend((loc, part) for part in _message(root, item).split("\n"))
+            messages.extend((loc, problem) for problem in item.get("ctx", {})["problems"])
+            continue
+        if isinstance(item, dict):
+            messages.append((tuple(item["loc"]), _message(root, item)))
             continue
         base = item
         members: dict[Any, list[ErrorDetails]] = {}

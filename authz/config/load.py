@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from authz.config.base import ConfigError, Model, PositiveSeconds
+from authz.config.base import ConfigError, Model, PositiveSeconds, several_problems
 from authz.config.explain import problems
 from authz.config.providers import Provider
 from authz.config.rules import Mode, Rule
@@ -95,7 +95,7 @@ class Config(Model):
             else:
                 first[rule.name] = index
         if taken:
-            raise ValueError("\n".join(taken))  # every repeat, each on its line
+            raise several_problems(taken)  # every repeat, each on its line
         return self
 
     @model_validator(mode="after")

@@ -81,9 +81,9 @@ class Match(Model):
         if unknown:
             # A misspelt method makes a rule never match, so requests fall through to a later,
             # possibly looser rule.
-            known = ", ".join(sorted(HTTP_METHODS))
-            meant = closest_choice(unknown[0], sorted(HTTP_METHODS))
-            raise ValueError(f"unknown HTTP method(s) {unknown}{meant}; known: {known}")
+            known = sorted(HTTP_METHODS)
+            each = ", ".join(f"{m!r}{closest_choice(m, known)}" for m in unknown)
+            raise ValueError(f"unknown HTTP method(s) {each}; known: {', '.join(known)}")
         return methods
 
     @field_validator("hosts")

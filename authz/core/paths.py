@@ -123,6 +123,12 @@ def check_path(target: str, *, semicolons_literal: bool = False) -> str:
 def check_rule_path(text: str, *, semicolons_literal: bool = False) -> str:
     """A rule's literal path, in the form requests are matched in; ValueError if no request
     that authz accepts could ever match it."""
+    if "?" in text:
+        # Requests are matched on their path alone, the query cut off.
+        raise ValueError(
+            "a '?' starts the query, and rules match the path without it: no request can "
+            "match this (for a query parameter: a condition on request: query.NAME)"
+        )
     try:
         return check_path(text, semicolons_literal=semicolons_literal)
     except InvalidPath as exc:

@@ -456,7 +456,9 @@ def sent_as_dpop(provider: Provider, claims: Mapping[str, Any] | None) -> bool:
     if provider.introspection is not None or provider.dpop.mode == "off":
         return False
     cnf = (claims or {}).get("cnf")
-    return provider.dpop.mode == "required" or (isinstance(cnf, dict) and "jkt" in cnf)
+    # As serve's check reads it: a cnf.jkt of null binds nothing.
+    bound = isinstance(cnf, dict) and cnf.get("jkt") is not None
+    return provider.dpop.mode == "required" or bound
 
 
 def with_token(request: Request, provider: Provider, token: str, *, dpop: bool = False) -> Request:

@@ -95,6 +95,10 @@ def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
         # covered, judged by the matcher serve uses.
         if b.path is None:
             return False
+        if a.regex is not None and "(?" in a.regex and _case(a, ignore_case):
+            # Flags inside the pattern can turn case back on: which spellings of the
+            # path it matches is then not known from one of them.
+            return False
         kind, pattern = ("regex", a.regex) if a.regex is not None else ("template", a.template)
         matcher = compile_path(kind, pattern or "", _case(a, ignore_case))
         return matcher(upper_hex(b.path)) is not None

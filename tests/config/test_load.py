@@ -97,7 +97,7 @@ BAD: list[tuple[str, Any, str]] = [
         "invalid or unsupported regular expression (RE2 syntax): missing )",
     ),
     ("rules.0.match.prefix", "api", "must start with '/'"),
-    ("rules.0.match.methods", ["GETT"], "unknown HTTP method(s) ['GETT']"),
+    ("rules.0.match.methods", ["GETT"], "unknown HTTP method(s) 'GETT' (did you mean GET?)"),
     ("providers.corp.audiences", [], "providers.corp.audiences"),
     ("providers.corp.audiences", "DELETE", "providers.corp.audiences: Field required"),
     ("rules.0.match.path", "/x", "use at most one of prefix, path"),
@@ -435,12 +435,12 @@ def refused_file(tmp_path: Path, text: str) -> list[str]:
         ),
         (
             "  - name: api\n",
-            "  - name: api\n    match: {methods: [GET, PSOT]}\n",
+            "  - name: api\n    match: {methods: [GET, PSOT, XYZZY]}\n",
             [
-                "~/authz.yaml:8:13: rules.0 (api).match.methods: unknown HTTP method(s) ['PSOT'] "
-                "(did you mean POST?); known: CONNECT, COPY, DELETE, GET, HEAD, LOCK, MKCOL, "
-                "MOVE, OPTIONS, PATCH, POST, PROPFIND, PROPPATCH, PURGE, PUT, REPORT, SEARCH, "
-                "TRACE, UNLOCK"
+                "~/authz.yaml:8:13: rules.0 (api).match.methods: unknown HTTP method(s) 'PSOT' "
+                "(did you mean POST?), 'XYZZY'; known: CONNECT, COPY, DELETE, GET, HEAD, LOCK, "
+                "MKCOL, MOVE, OPTIONS, PATCH, POST, PROPFIND, PROPPATCH, PURGE, PUT, REPORT, "
+                "SEARCH, TRACE, UNLOCK"
             ],
         ),
         (

@@ -145,6 +145,8 @@ def test_rule_paths_must_be_matchable() -> None:
     with pytest.raises(ValueError, match="semicolon"):
         check_rule_path("/a;b")
     assert check_rule_path("/a;b", semicolons_literal=True) == "/a;b"
+    with pytest.raises(ValueError, match="rules match the path without it"):
+        check_rule_path("/a/b?c=1")  # requests are matched with their query cut off
 
 
 # --- property: no public verdict for a path another reader routes to a protected prefix ---

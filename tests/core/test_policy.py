@@ -109,6 +109,20 @@ def test_first_match_wins_and_unnamed_rules_are_numbered() -> None:
         assert found is not None and found[0].name == name
 
 
+def test_a_pattern_that_sets_its_own_case_shadows_no_exact_path() -> None:
+    """Under ignore_case, /Admin's rule matches /admin too; a regex that turns case back on
+    inside matches /Admin only, so it does not cover that rule."""
+    rules = (
+        {"name": "strict", "match": {"regex": "/(?-i:Admin)"}},
+        {"name": "exact", "match": {"path": "/Admin"}},
+        {"name": "folded", "match": {"regex": "/admin"}},
+        {"name": "exact-2", "match": {"path": "/ADMIN"}},
+    )
+    assert shadowed_rules(config(*rules, paths={"ignore_case": True})) == [
+        "rules.3 (exact-2) can never match: rules.2 (folded) matches every request it would"
+    ]
+
+
 def test_shadowed_rules_are_reported_by_name() -> None:
     warnings = shadowed_rules(
         config(

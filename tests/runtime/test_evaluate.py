@@ -193,6 +193,11 @@ async def test_a_minted_dpop_bound_token_is_sent_as_a_dpop_client_sends_it():
     assert carrying.headers["authorization"].startswith("DPoP ")
     plain, _ = judge.carrying(Request("GET", "/x"), None, claims={"sub": "a"})
     assert plain.headers["authorization"].startswith("Bearer ")
+    # A cnf.jkt of null binds nothing, as serve reads it: sent as Bearer, and allowed.
+    unbound = {"sub": "a", "cnf": {"jkt": None}}
+    null, _ = judge.carrying(Request("GET", "/x"), None, claims=unbound)
+    assert null.headers["authorization"].startswith("Bearer ")
+    assert (await evaluate_once(_config(), Request("GET", "/x"), claims=unbound)).decision.allowed
 
 
 @pytest.mark.parametrize(

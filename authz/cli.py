@@ -23,6 +23,7 @@ from authz.config import (
     untokenable,
 )
 from authz.core.errors import AuthzError
+from authz.core.jws import strict_json
 from authz.keys.crypto import generate_rsa_private_key_pem, public_jwk, sign_token
 
 WORKERS_ENV = "AUTHZ_WORKERS"
@@ -80,15 +81,11 @@ def _method(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _json_object(text: str, flag: str) -> dict[str, Any]:
     try:
         if text.startswith("@"):
             text = Path(text[1:]).read_text(encoding="utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = strict_json(text)  # as serve reads a token's payload
     except OSError as exc:
         raise AuthzError(f"{flag}: cannot read {text[1:]}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:

@@ -59,6 +59,9 @@ def test_eval_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--header number 1 is not NAME:VALUE" in err and "eyJ" not in err
     assert main(["eval", "-c", CONFIG, "--claims", '{"exp": NaN}']) == 2
     assert "NaN is not JSON" in capsys.readouterr().err
+    # serve refuses a payload naming a claim twice; the minted token would hold one.
+    assert main(["eval", "-c", CONFIG, "--claims", '{"sub": "a", "x": {"r": 1, "r": 2}}']) == 2
+    assert "--claims: not JSON (a name is given twice in one object)" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "[" * 100_000 + "]" * 100_000]) == 2
     assert "--claims: nested too deeply" in capsys.readouterr().err
     assert main(["eval", "-c", CONFIG, "--claims", "@/nonexistent/claims.json"]) == 2

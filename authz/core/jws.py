@@ -46,12 +46,18 @@ def b64url_decode(segment: str) -> bytes:
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise ValueError("duplicate key")
+        raise ValueError("a name is given twice in one object")  # readers disagree on which wins
     return obj
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
+
+
+def strict_json(text: str) -> Any:
+    """``text`` as JSON that every reader reads alike: ValueError for a name given twice
+    in one object, or NaN / Infinity (RecursionError when nested too deeply)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -79,7 +85,7 @@ def json_object(segment: str, what: str) -> dict[str, Any]:
     if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _too_deep(text):
         raise MalformedToken(f"{what} is nested too deeply")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = strict_json(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedToken(f"{what} is not valid JSON") from exc
     if not isinstance(value, dict):

@@ -8,6 +8,8 @@ import hashlib
 import http.client
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,33 @@ from tests.support.tokens import minted
 pytestmark = pytest.mark.e2e
 
 
+def with_dpop_nonce(config: dict[str, Any], workdir: Path) -> None:
+    """The dev provider asks DPoP clients for a nonce. Neither proxy tells authz the
+    scheme: DPoP needs the origin clients use."""
+    (workdir / "nonce-secret").write_bytes(b"n" * 32)
+    config["providers"]["dev"]["dpop"] = {
+        "external_origin": "https://app.example",
+        "nonce": {"secret": {"file": str(workdir / "nonce-secret")}},
+    }
+
+
+def answered_with_a_nonce(port: int, signer: Signer) -> dict[str, Any]:
+    """A DPoP-bound request through the proxy on ``port``, refused for want of a nonce,
+    then sent again proving with the nonce the denial handed over: the upstream's echo."""
+    key = ec_signer()
+    token = minted(signer, cnf={"jkt": thumbprint(key)})
+    url = "https://app.example/hello"
+    first = make_proof(key, "GET", url, token)
+    refused = proxy_call(port, "/hello", authorization=f"DPoP {token}", dpop=first)
+    assert refused.status == 401
+    assert 'error="use_dpop_nonce"' in refused.headers["www-authenticate"]
+    retry = make_proof(key, "GET", url, token, nonce=refused.headers["dpop-nonce"])
+    allowed = proxy_call(port, "/hello", authorization=f"DPoP {token}", dpop=retry)
+    assert allowed.status == 200, allowed.body
+    echo: dict[str, Any] = json.loads(allowed.body)
+    return echo
+
+
 @pytest.fixture(scope="module")
 def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("envoy-http")
@@ -33,11 +62,7 @@ def envoy_http(tmp_path_factory: pytest.TempPathFactory, rsa_signer: Signer) -> 
     ports = Ports()
     config = http_dev_config(jwks, ports, "envoy")
     config["http_authz"]["certificate_source"] = "xfcc"
-    (workdir / "nonce-secret").write_bytes(b"n" * 32)
-    config["providers"]["dev"]["dpop"] = {
-        "external_origin": "https://app.example",
-        "nonce": {"secret": {"file": str(workdir / "nonce-secret")}},
-    }
+    with_dpop_nonce(config, workdir)
     stack = Stack(workdir, config, ports, envoy_template=ROOT / "deploy" / "envoy-http.yaml")
     stack.start()
     yield stack
@@ -86,15 +111,7 @@ def test_envoy_http_service_hands_the_dpop_nonce(envoy_http: Stack, rsa_signer: 
     """Envoy's http_service passes a denial's headers only when allowed_client_headers
     lists them: deploy/envoy-http.yaml lists DPoP-Nonce, or no client could answer
     use_dpop_nonce."""
-    key = ec_signer()
-    token = minted(rsa_signer, cnf={"jkt": thumbprint(key)})
-    url = "https://app.example/hello"
-    first = make_proof(key, "GET", url, token)
-    status, headers, _ = call(envoy_http, "/hello", authorization=f"DPoP {token}", dpop=first)
-    assert status == 401 and 'error="use_dpop_nonce"' in headers["www-authenticate"]
-    retry = make_proof(key, "GET", url, token, nonce=headers["dpop-nonce"])
-    status, _, echo = call(envoy_http, "/hello", authorization=f"DPoP {token}", dpop=retry)
-    assert status == 200, echo
+    echo = answered_with_a_nonce(envoy_http.ports.envoy, rsa_signer)
     assert "dpop" not in echo["headers"] and "authorization" not in echo["headers"]
 
 
@@ -110,12 +127,7 @@ def nginx(
     ports = Ports()
     config = http_dev_config(jwks, ports, "nginx")
     config["decision_log"] = {"enabled": True}
-    # nginx does not tell authz the scheme: DPoP needs the origin clients use.
-    (workdir / "nonce-secret").write_bytes(b"n" * 32)
-    config["providers"]["dev"]["dpop"] = {
-        "external_origin": "https://app.example",
-        "nonce": {"secret": {"file": str(workdir / "nonce-secret")}},
-    }
+    with_dpop_nonce(config, workdir)
     stack = Stack(workdir, config, ports, proxy="nginx")
     stack.start()
     yield ports.envoy, stack
@@ -196,18 +208,8 @@ def test_nginx_hands_the_dpop_nonce_and_drops_the_proof(
 ) -> None:
     """nginx passes only WWW-Authenticate of a 401 on its own: deploy/nginx.conf copies
     DPoP-Nonce too, and keeps the proof from the upstream."""
-    port, _ = nginx
-    key = ec_signer()
-    token = minted(rsa_signer, cnf={"jkt": thumbprint(key)})
-    url = "https://app.example/hello"
-    first = make_proof(key, "GET", url, token)
-    status, headers, _ = nginx_call(port, "/hello", authorization=f"DPoP {token}", dpop=first)
-    assert status == 401 and 'error="use_dpop_nonce"' in headers["www-authenticate"]
-    nonce = headers["dpop-nonce"]
-    retry = make_proof(key, "GET", url, token, nonce=nonce)
-    status, _, body = nginx_call(port, "/hello", authorization=f"DPoP {token}", dpop=retry)
-    assert status == 200, body
-    assert "dpop" not in json.loads(body)["headers"]
+    echo = answered_with_a_nonce(nginx[0], rsa_signer)
+    assert "dpop" not in echo["headers"]
 
 
 def test_nginx_answers_one_challenge(nginx: tuple[int, Stack], rsa_signer: Signer) -> None:

@@ -55,7 +55,15 @@ def to_json(evaluation: Evaluation) -> dict[str, Any]:
         "tokens": [
             {
                 "provider": token.provider,
-                "signature": {"result": token.signature.result, "reason": token.signature.reason},
+                "signature": {
+                    "result": token.signature.result,
+                    "reason": token.signature.reason,
+                    "jwks_file": (
+                        None
+                        if token.signature.jwks_file is None
+                        else str(token.signature.jwks_file)
+                    ),
+                },
                 "checks": [
                     {"check": c.check, "value": c.value, "shown": c.shown, "result": c.result}
                     for c in token.checks

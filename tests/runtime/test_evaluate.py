@@ -326,6 +326,8 @@ async def test_a_jwks_file_stands_in_for_remote_keys_without_fetching(tmp_path):
         text = to_text(judged)  # the file's keys verified it, not the provider's
         assert f"signature verified with the keys of {tmp_path / 'jwks.json'} (--jwks)" in text
         assert "provider's keys" not in text
+        (signature,) = [t["signature"] for t in to_json(judged)["tokens"]]
+        assert signature["jwks_file"] == str(tmp_path / "jwks.json")
         (tmp_path / "other.json").write_text(json.dumps({"keys": [rsa_signer().jwk]}))
         refused = await evaluate_once(remote, request, jwks_file=tmp_path / "other.json")
         assert refused.decision.reason == "unknown_kid"
@@ -382,7 +384,11 @@ async def test_the_json_report_keeps_its_schema():
             "result": "fail",
         }
     ]
-    assert report["tokens"][0]["signature"] == {"result": "stand_in", "reason": None}
+    assert report["tokens"][0]["signature"] == {
+        "result": "stand_in",
+        "reason": None,
+        "jwks_file": None,
+    }
     assert report["www_authenticate"] is None and report["status"] == 403
     text = to_text(judged)
     assert "decision  deny 403 claim_mismatch" in text

@@ -56,7 +56,7 @@ def free_port() -> int:
     low, _ = _ephemeral_range()
     first, last = max(1024, min(10000, low - 2000)), low - 1
     # A range starting at 1024 or so (tuned for many connections) leaves none below it.
-    for _attempt in range(200 if first < last else 0):
+    for _attempt in range(200 if first <= last else 0):
         port = random.randint(first, last)
         if port in _handed_out:
             continue

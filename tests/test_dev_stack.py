@@ -25,6 +25,14 @@ def test_ports_come_from_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPat
     assert len(set(ports)) == len(ports)  # never handed out twice
 
 
+def test_one_port_below_the_range_is_room_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack, "_ephemeral_range", lambda: (1025, 65535))
+    monkeypatch.setattr(stack, "_handed_out", set())
+    if not bindable(1024):
+        pytest.skip("port 1024 is in use here")
+    assert stack.free_port() == 1024
+
+
 def test_a_range_starting_low_leaves_the_choice_to_the_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

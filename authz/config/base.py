@@ -26,9 +26,10 @@ SEVERAL_PROBLEMS = "several_problems"
 def several_problems(problems: list[str]) -> PydanticCustomError:
     """The error a model validator raises for several problems at once, each naming its
     own key path: check-config tells, and locates, each on its own line."""
-    return PydanticCustomError(
-        SEVERAL_PROBLEMS, "{joined}", {"joined": "; ".join(problems), "problems": tuple(problems)}
-    )
+    # pydantic puts each context value into the message in turn: "problems" first, so that
+    # a "{problems}" inside the joined text (a rule may be named so) is left as it is.
+    context = {"problems": tuple(problems), "joined": "; ".join(problems)}
+    return PydanticCustomError(SEVERAL_PROBLEMS, "{joined}", context)
 
 
 class Model(BaseModel):

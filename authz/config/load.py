@@ -128,10 +128,6 @@ class Config(Model):
                         "context_extensions, which http_authz never receives"
                     )
         self._check_token_locations()
-        names = [r.name for r in self.rules if r.name]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"rules: duplicate rule names {duplicates}")
         return self
 
     def _check_token_locations(self) -> None:

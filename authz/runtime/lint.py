@@ -78,6 +78,10 @@ def shadowed_rules(config: Config) -> list[str]:
     return warnings
 
 
+# RE2's flag groups, (?i) (?-i) (?s:...) and the like; not (?: or (?P<name>.
+_FLAG_GROUP = re.compile(r"\(\?(?:[imsU]+(?:-[imsU]*)?|-[imsU]+)[:)]")
+
+
 def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
     """True when every request ``b`` matches is certainly matched by ``a`` (conservative)."""
     if a.methods and (not b.methods or not set(b.methods) <= set(a.methods)):
@@ -95,7 +99,7 @@ def _covers(a: Match, b: Match, ignore_case: bool) -> bool:
         # covered, judged by the matcher serve uses.
         if b.path is None:
             return False
-        if a.regex is not None and "(?" in a.regex and _case(a, ignore_case):
+        if a.regex is not None and _case(a, ignore_case) and _FLAG_GROUP.search(a.regex):
             # Flags inside the pattern can turn case back on: which spellings of the
             # path it matches is then not known from one of them.
             return False

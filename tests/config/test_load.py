@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from authz.config import ConfigError, load_config, parse_config
+from authz.config.base import several_problems
 from dev.stack import ROOT
 from tests.support import config_data, provider
 
@@ -315,6 +316,17 @@ def test_rule_names_are_unique() -> None:
     rules = [{**RULE, "name": "api"}, {**RULE, "name": "admin"}, {**RULE, "name": "api"}]
     with pytest.raises(ConfigError, match=r"rules.2: the name 'api' is taken by rules.0"):
         parse_config({"providers": {"corp": PROVIDER}, "rules": rules})
+    # Names are the operator's text, braces included: told as written, each on its line.
+    braces = [{**RULE, "name": "{problems}"}] * 3
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"providers": {"corp": PROVIDER}, "rules": braces})
+    assert str(caught.value).split("\n")[1:] == [
+        f"  rules.{i}: the name '{{problems}}' is taken by rules.0 (decision logs and metrics "
+        "name rules: they must differ)"
+        for i in (1, 2)
+    ]
+    # pydantic's own message of the error, as str(ValidationError) shows it, keeps them too
+    assert several_problems(["a {problems}", "b"]).message() == "a {problems}; b"
 
 
 LOADED = """\

@@ -117,9 +117,13 @@ def test_a_pattern_that_sets_its_own_case_shadows_no_exact_path() -> None:
         {"name": "exact", "match": {"path": "/Admin"}},
         {"name": "folded", "match": {"regex": "/admin"}},
         {"name": "exact-2", "match": {"path": "/ADMIN"}},
+        # A named or non-capturing group sets no flag: still judged.
+        {"name": "users", "match": {"regex": "/users/(?P<id>[^/]+)"}},
+        {"name": "bob", "match": {"path": "/Users/bob"}},
     )
     assert shadowed_rules(config(*rules, paths={"ignore_case": True})) == [
-        "rules.3 (exact-2) can never match: rules.2 (folded) matches every request it would"
+        "rules.3 (exact-2) can never match: rules.2 (folded) matches every request it would",
+        "rules.5 (bob) can never match: rules.4 (users) matches every request it would",
     ]
 
 

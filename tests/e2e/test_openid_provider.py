@@ -586,7 +586,11 @@ def test_authz_eval_judges_the_ops_tokens_with_its_keys_and_introspection(
 
     jwt = judge("/hello", bearer(op.token(JWT_RESOURCES["PS256"], scope="read")))
     assert (jwt["allowed"], jwt["rule"]) == (True, "default")
-    assert jwt["tokens"][0]["signature"] == {"result": "verified", "reason": None}
+    assert jwt["tokens"][0]["signature"] == {
+        "result": "verified",
+        "reason": None,
+        "jwks_file": None,
+    }
     assert jwt["headers_set"]["x-client-id"] == "app"
     assert jwt["skipped_offline"] == []
     reports = judge("/reports/q3", bearer(op.token(JWT_RESOURCES["ES256"], scope="read")))

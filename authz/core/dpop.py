@@ -193,12 +193,25 @@ class MemoryReplayStore:
         return True
 
 
+def claimed_key(claims: Mapping[str, Any]) -> object:
+    """cnf.jkt as the token gives it, checked or not: None when the token binds no key."""
+    cnf = claims.get("cnf")
+    return cnf.get("jkt") if isinstance(cnf, dict) else None
+
+
+def proof_wanted(mode: Mode, jkt: object, scheme_dpop: bool) -> bool:
+    """Whether a check under ``mode`` needs a proof: the token is bound (``jkt``, from
+    claimed_key), the client said DPoP, or the provider requires DPoP."""
+    if mode == "off":
+        return False
+    return mode == "required" or jkt is not None or scheme_dpop
+
+
 def bound_key(claims: Mapping[str, Any], scheme_dpop: bool) -> str:
     """The checks the token and the request's scheme answer before any proof: the key
     thumbprint (cnf.jkt) a proof must show; DpopMissing or DpopBindingMismatch otherwise.
     ``scheme_dpop``: the token came as ``Authorization: DPoP``."""
-    cnf = claims.get("cnf")
-    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    jkt = claimed_key(claims)
     if jkt is not None and not isinstance(jkt, str):
         raise DpopBindingMismatch("cnf.jkt is not a string")
     if not scheme_dpop:
@@ -220,11 +233,8 @@ class DpopBinding:
         self.algs = " ".join(sorted(settings.algorithms))  # for the DPoP challenge
 
     def wanted(self, jkt: object, scheme_dpop: bool) -> bool:
-        """Whether this check needs a proof: the token is bound, the client said DPoP,
-        or the provider requires DPoP."""
-        if self.settings.mode == "off":
-            return False
-        return self.settings.mode == "required" or jkt is not None or scheme_dpop
+        """Whether this check needs a proof (proof_wanted, under this provider's mode)."""
+        return proof_wanted(self.settings.mode, jkt, scheme_dpop)
 
     def binding(
         self, request: RequestAttributes, token: str, claims: Mapping[str, Any]
@@ -232,10 +242,8 @@ class DpopBinding:
         """The key thumbprint a proof must show for ``token`` in ``request``; None when no
         proof is needed (a plain bearer token under when_bound); otherwise the DpopError
         that denies, carrying the algorithms for the challenge."""
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         scheme_dpop = presented_as_dpop(request, token)
-        if not self.wanted(jkt, scheme_dpop):
+        if not self.wanted(claimed_key(claims), scheme_dpop):
             return None
         try:
             return bound_key(claims, scheme_dpop)

@@ -29,6 +29,7 @@ from typing import Any
 from authz.config import Config, ConfigError, Provider
 from authz.core.authorizer import Authorizer
 from authz.core.conditions import EvalContext
+from authz.core.dpop import claimed_key, proof_wanted
 from authz.core.errors import CheckError, InvalidAudience, JwksError
 from authz.core.explain import ConditionResult, RuleStep, condition_results, rule_steps
 from authz.core.identify import ProviderRuntime, Trace
@@ -451,14 +452,11 @@ def _issuer(name: str, provider: Provider) -> str:
 
 def sent_as_dpop(provider: Provider, claims: Mapping[str, Any] | None) -> bool:
     """Whether a client sends a token for ``provider`` carrying ``claims`` (None: not
-    known) as ``Authorization: DPoP``: the provider checks DPoP, and requires it or the
-    claims bind the token to a key (cnf.jkt)."""
-    if provider.introspection is not None or provider.dpop.mode == "off":
+    known) as ``Authorization: DPoP``: where serve would want a proof of a Bearer token
+    (the provider requires DPoP, or the claims bind a key)."""
+    if provider.introspection is not None:
         return False
-    cnf = (claims or {}).get("cnf")
-    # As serve's check reads it: a cnf.jkt of null binds nothing.
-    bound = isinstance(cnf, dict) and cnf.get("jkt") is not None
-    return provider.dpop.mode == "required" or bound
+    return proof_wanted(provider.dpop.mode, claimed_key(claims or {}), scheme_dpop=False)
 
 
 def with_token(request: Request, provider: Provider, token: str, *, dpop: bool = False) -> Request:

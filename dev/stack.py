@@ -245,28 +245,11 @@ class Ports:
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-# Each child's log file, so a failure to start can say what the child said.
-_LOGS: dict[int, Path] = {}
-
-
-def _log_tail(proc: subprocess.Popen[bytes], lines: int = 25) -> str:
-    path = _LOGS.get(proc.pid)
-    if path is None:
-        return ""
-    try:
-        tail = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return f"; the last lines of {path.name}:\n" + "\n".join(tail)
-
-
 def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"process exited with {proc.returncode} before {url} answered{_log_tail(proc)}"
-            )
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
             with OPENER.open(url, timeout=1) as response:
                 if response.status == 200:
@@ -274,22 +257,20 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s{_log_tail(proc)}")
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s}s")
 
 
 def _wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"process exited with {proc.returncode} before port {port} opened{_log_tail(proc)}"
-            )
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout_s}s{_log_tail(proc)}")
+    raise RuntimeError(f"nothing listened on port {port} within {timeout_s}s")
 
 
 class Stack:
@@ -332,7 +313,6 @@ class Stack:
             args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment
         )
         log.close()
-        _LOGS[proc.pid] = self.workdir / f"{name}.log"
         self.procs[name] = proc
         return proc
 
@@ -389,18 +369,30 @@ class Stack:
                         "warn",
                     ],
                 )
-            _wait_http(f"http://127.0.0.1:{self.ports.upstream}/", timeout_s, echo)
-            _wait_http(f"http://127.0.0.1:{self.ports.authz_http}/readyz", timeout_s, authz)
+            upstream = f"http://127.0.0.1:{self.ports.upstream}/"
+            self._ready("echo", lambda: _wait_http(upstream, timeout_s, echo))
+            readyz = f"http://127.0.0.1:{self.ports.authz_http}/readyz"
+            self._ready("authz", lambda: _wait_http(readyz, timeout_s, authz))
             if self.proxy in ("nginx", "caddy"):
-                _wait_port(self.ports.envoy, timeout_s, proxy)
+                self._ready(self.proxy, lambda: _wait_port(self.ports.envoy, timeout_s, proxy))
             else:
-                _wait_http(f"http://127.0.0.1:{self.ports.envoy_admin}/ready", timeout_s, proxy)
+                admin = f"http://127.0.0.1:{self.ports.envoy_admin}/ready"
+                self._ready("envoy", lambda: _wait_http(admin, timeout_s, proxy))
         except BaseException:
             self.stop()
             raise
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def _ready(self, name: str, wait: Callable[[], None]) -> None:
+        """``wait`` for child ``name`` to serve; if it cannot, the error ends with the last
+        lines of what the child wrote."""
+        try:
+            wait()
+        except RuntimeError as exc:
+            tail = "\n".join(self.log(name).splitlines()[-25:])  # _spawn made the file
+            raise RuntimeError(f"{exc}; the last lines of {name}.log:\n{tail}") from exc
 
     def stop(self) -> dict[str, int | None]:
         codes: dict[str, int | None] = {}

@@ -39,3 +39,16 @@ def test_a_range_starting_low_leaves_the_choice_to_the_kernel(
     monkeypatch.setattr(stack, "_ephemeral_range", lambda: (1024, 65535))
     port = stack.free_port()
     assert 1024 <= port <= 65535 and bindable(port)
+
+
+@pytest.mark.e2e
+def test_a_child_that_cannot_start_says_why(tmp_path) -> None:
+    """The error of a stack whose authz refuses its config ends with what authz wrote."""
+    broken = stack.Stack(tmp_path, {"rules": [], "unknown_key": 1}, stack.Ports())
+    with pytest.raises(RuntimeError) as caught:
+        broken.start(timeout_s=20)
+    message = str(caught.value)
+    assert message.startswith("process exited with 2 before")
+    assert "the last lines of authz.log:" in message
+    assert "unknown_key: unknown key" in message
+    assert all(proc.poll() is not None for proc in broken.procs.values())  # all stopped
